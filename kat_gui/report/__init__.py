@@ -1,0 +1,1 @@
+"""KAT report stage."""

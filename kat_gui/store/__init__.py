@@ -1,0 +1,19 @@
+"""The HDF5 TraceStore (``.kat.h5``): one file per run; the only package that touches h5py.
+
+Public API (see ``docs/store-format.md`` for the on-disk layout):
+
+- ``TraceStore.create(path, name) -> StoreWriter``: a context manager. ``writer.add(rank_trace)`` appends one
+  rank's events (sorted per track on the way in, level-of-detail summaries built per track);
+  ``writer.put_json(key, obj)`` stores metadata (topology...). Leaving the ``with`` block without an exception
+  commits atomically (temporary file in the same folder, then rename); an exception removes the temporary
+  file and leaves any existing ``path`` untouched.
+- ``TraceStore.open(path, mode="r")`` (``"r+"`` to add results): ``name``, ``ranks`` (per-rank metadata dicts),
+  ``tracks`` (list of :class:`TrackRow`), ``strings`` / ``string(id)``, ``time_span()``, ``counts_by_kind()``,
+  ``window(tracks, t0_ns, t1_ns, resolution_ns)``, ``track_events(track, columns)``,
+  ``events(columns, kinds)``, ``event(track, index)``, ``args(args_id)``,
+  ``put_table / get_table / put_json / get_json`` for results (detection, annotations...).
+"""
+
+from kat_gui.store.trace_store import StoreWriter, TraceStore, TrackRow, Window
+
+__all__ = ["StoreWriter", "TraceStore", "TrackRow", "Window"]

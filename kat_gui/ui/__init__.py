@@ -1,0 +1,1 @@
+"""KAT ui stage."""

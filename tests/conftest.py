@@ -1,0 +1,25 @@
+"""Shared fixtures. Real trace files live in ../shared/data relative to the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real trace data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dlrm_dir(shared_data: Path) -> Path:
+    return shared_data / "kineto" / "param_dlrm_8rank"
