@@ -1,0 +1,209 @@
+"""Find trace files, tell their format from their content, and read them one rank at a time.
+
+Reader modules are imported lazily from :data:`READER_MODULES`; a module that is missing (not written yet,
+or an optional dependency absent) is skipped. Each reader follows the interface in :mod:`kat_gui.ingest.base`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+from kat_gui.errors import KatInputError
+from kat_gui.ingest.base import IngestOptions, Progress, RankTrace
+
+READER_MODULES = ("kat_gui.ingest.kineto", "kat_gui.ingest.nsys", "kat_gui.ingest.functrace")
+HEAD_BYTES = 64 * 1024
+# Suffixes a directory walk picks up; a file named explicitly is sniffed whatever its name.
+CANDIDATE_SUFFIXES = (".json", ".json.gz", ".sqlite", ".sqlite3", ".csv", ".jsonl", ".jsonl.gz", ".csv.gz")
+NOT_A_TRACE = (
+    "not a trace format KAT reads (expected Kineto JSON, Nsight Systems SQLite export, "
+    "or KAT function-trace CSV/JSONL)"
+)
+_RANK_RE = re.compile(r"(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
+
+
+def readers() -> list[ModuleType]:
+    """The reader modules that import, in :data:`READER_MODULES` order."""
+    found = []
+    for name in READER_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but one of its imports is missing: a real bug
+                raise
+    return found
+
+
+def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:
+    """The first ``size`` bytes of the file's content, gunzipped when the file is gzip (by magic bytes)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(size)
+            if head[:2] != b"\x1f\x8b":
+                return head
+            fh.seek(0)
+            dec = zlib.decompressobj(wbits=31)
+            out = b""
+            while len(out) < size:
+                block = fh.read(65536)
+                if not block:
+                    break
+                out += dec.decompress(block, size - len(out))
+                while dec.unconsumed_tail and len(out) < size:
+                    out += dec.decompress(dec.unconsumed_tail, size - len(out))
+                if dec.eof:
+                    break
+            return out
+    except zlib.error as exc:
+        raise KatInputError(path, f"corrupt gzip data ({exc})") from None
+    except IsADirectoryError:
+        raise KatInputError(path, "is a directory, expected a trace file") from None
+    except FileNotFoundError:
+        raise KatInputError(path, "no such file") from None
+    except OSError as exc:
+        raise KatInputError(path, f"cannot read the file ({exc.strerror or exc})") from None
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """The FORMAT of the first reader whose ``sniff`` accepts the file's content; KatInputError otherwise."""
+    path = Path(path)
+    head = read_head(path)
+    if not head.strip():
+        raise KatInputError(path, "the file is empty")
+    for mod in readers():
+        if mod.sniff(path, head):
+            return mod.FORMAT
+    raise KatInputError(path, NOT_A_TRACE)
+
+
+def reader_for(fmt: str) -> ModuleType:
+    for mod in readers():
+        if mod.FORMAT == fmt:
+            return mod
+    raise KeyError(fmt)
+
+
+def _is_candidate(p: Path) -> bool:
+    name = p.name.lower()
+    return p.is_file() and not name.startswith(".") and name.endswith(CANDIDATE_SUFFIXES)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, directories walked (recursively) for candidate trace files, each list sorted.
+
+    Raises KatInputError for a missing path or a directory holding no candidate file.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if _is_candidate(q))
+            if not found:
+                raise KatInputError(
+                    p, "no trace files in this directory (looked for " + ", ".join(CANDIDATE_SUFFIXES) + ")"
+                )
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise KatInputError(p, "no such file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def rank_from_filename(path: str | os.PathLike) -> int | None:
+    """The rank named in a file name (``rank-3``, ``rank_3``, ``rank3``, ``worker3``, ``worker_3``), else None.
+
+    When several match (``worker0_rank3``), the last one wins: the most specific part is usually last.
+    """
+    matches = _RANK_RE.findall(Path(path).name)
+    return int(matches[-1]) if matches else None
+
+
+def plan(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """[(file, format)] for every input, sniffed from content; raises KatInputError on the first bad one."""
+    return [(p, sniff_format(p)) for p in expand_paths(paths)]
+
+
+def read_traces(
+    paths: Iterable[str | os.PathLike],
+    options: IngestOptions | None = None,
+    progress: Progress | None = None,
+) -> Iterator[RankTrace]:
+    """Read every file, one at a time (yielded so the caller can store it and drop it), with its rank resolved.
+
+    Rank: ``options.rank`` (a single file only) > the file's content > the file name > KatInputError.
+    Two files of the same rank raise KatInputError naming both.
+    """
+    options = options or IngestOptions()
+    files = plan(paths)
+    if options.rank is not None and len(files) != 1:
+        raise KatInputError(None, f"--rank applies to a single file, but {len(files)} files were given")
+    sizes = [max(_size(p), 1) for p, _ in files]
+    total = float(sum(sizes)) or 1.0
+    done = 0.0
+    owner: dict[int, Path] = {}
+    for (path, fmt), size in zip(files, sizes, strict=True):
+        sub: Progress | None = None
+        if progress is not None:
+            base = done
+
+            def sub(frac: float, message: str, base: float = base, size: int = size) -> None:
+                progress((base + frac * size) / total, message)
+
+            progress(done / total, f"reading {path.name}")
+        trace = reader_for(fmt).read(path, options, sub)
+        rank, source = _resolve_rank(path, trace, options)
+        if rank in owner:
+            raise KatInputError(path, f"rank {rank} appears twice: in {owner[rank]} and in {path}")
+        owner[rank] = path
+        trace.rank = rank
+        trace.meta["rank_source"] = source
+        done += size
+        if progress is not None:
+            progress(done / total, f"read {path.name}")
+        yield trace
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _resolve_rank(path: Path, trace: RankTrace, options: IngestOptions) -> tuple[int, str]:
+    if options.rank is not None:
+        return options.rank, "option"
+    if trace.rank is not None:
+        return trace.rank, "content"
+    from_name = rank_from_filename(path)
+    if from_name is not None:
+        return from_name, "file name"
+    raise KatInputError(path, f"cannot tell which rank {path.name} is: name it rank-N or pass --rank N")
+
+
+__all__ = [
+    "READER_MODULES",
+    "expand_paths",
+    "plan",
+    "rank_from_filename",
+    "read_head",
+    "read_traces",
+    "reader_for",
+    "readers",
+    "sniff_format",
+]
