@@ -250,6 +250,7 @@ class _Builder:
         self.strings: dict[str, int] = {}
         self.args_key: dict[bytes, int] = {}
         self.args: list[str] = []
+        self.args_text: dict[str, int] = {}
         self.tracks: dict[tuple[int, int, int], int] = {}
         self.track_info: list[TrackInfo] = []
         self.text_ids: dict[str, int] = {}  # non-numeric pid/tid text -> negative id
@@ -422,8 +423,13 @@ class _Builder:
             obj.pop(key, None)
         if not obj:
             return NO_ID
-        self.args.append(msgspec.json.encode(obj).decode())
-        return len(self.args) - 1
+        # Two raw keys can give one text (a string-valued id, other spacing): intern the text too.
+        text = msgspec.json.encode(obj).decode()
+        aid = self.args_text.get(text)
+        if aid is None:
+            aid = self.args_text[text] = len(self.args)
+            self.args.append(text)
+        return aid
 
     def finish(self, meta: dict[str, Any], base_ns: int) -> RankTrace:
         if not self.parts:
