@@ -16,6 +16,7 @@ from kat_gui.topology import (
     edge_id,
     from_json,
     layout,
+    load_topologies,
     load_topology,
     sniff_topology,
     to_json,
@@ -443,3 +444,31 @@ def test_layout_puts_hosts_side_by_side():
     host1 = min(pos[f"GPU{r}"][0] for r in range(8, 16))
     assert host0 < host1
     assert pos["NVSwitch0"][1] > pos["GPU0"][1]
+
+
+# ---------------------------------------------------------------- one file per host
+
+
+def test_one_nvidia_smi_file_per_host_merges_into_a_multi_host_graph():
+    g = load_topologies([FIXTURES / "h100_8gpu_nv18_nics.txt", FIXTURES / "h100_8gpu_degraded_nv16.txt"])
+    assert g.graph["hosts"] == ["host0", "host1"]
+    assert kinds(g)["gpu"] == 16 and kinds(g)["nic"] == 18 and kinds(g)["fabric"] == 1
+    assert g.nodes["GPU10"]["host"] == "host1" and g.nodes["GPU10"]["device"] == 2
+    assert g.nodes["GPU10"]["parent"] == "PCIe host1 sw2"
+    assert component_node(g, "nic", 10) == ["NIC host1 mlx5_2"]
+    assert len(component_node(g, "nic", host="node1")) == 8
+    assert component_node(g, "cpu", 13) == ["CPU host1 numa1"]
+    assert not g.has_edge("GPU7", "GPU8")  # no NVLink across hosts
+    assert nx.is_connected(g)  # through the NICs and the fabric
+    (a,) = topology_anomalies(g)
+    assert a["ranks"] == [10, 13] and a["component_id"] == edge_id("GPU10", "GPU13")
+    pos = layout(g)
+    assert max(pos[f"GPU{r}"][0] for r in range(8)) < min(pos[f"GPU{r}"][0] for r in range(8, 16))
+    _assert_same_graph(g, from_json(json.loads(json.dumps(to_json(g)))))
+
+
+def test_merging_files_that_name_the_same_rank_is_refused(tmp_path: Path):
+    path = tmp_path / "t.xml"
+    path.write_text(NVSWITCH_XML)
+    with pytest.raises(KatInputError, match="rank 0 appears in two"):
+        load_topologies([path, path])

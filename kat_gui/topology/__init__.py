@@ -10,6 +10,7 @@ from kat_gui.topology.components import component_node, component_targets
 from kat_gui.topology.default import default_topology
 from kat_gui.topology.layout import layout
 from kat_gui.topology.load import FORMATS, load_topology, sniff_topology
+from kat_gui.topology.merge import load_topologies, merge_hosts
 from kat_gui.topology.model import (
     EDGE_KINDS,
     NODE_KINDS,
@@ -34,7 +35,9 @@ __all__ = [
     "gpu_nodes",
     "gpu_of_rank",
     "layout",
+    "load_topologies",
     "load_topology",
+    "merge_hosts",
     "parse_edge_id",
     "sniff_topology",
     "to_json",
