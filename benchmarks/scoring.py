@@ -35,7 +35,8 @@ Event metrics (per fault)
       slowdown shows on every rank sharing it), and not when truth says ``culprit_knowable: false``.
     - component top-1 / top-3: the fault's component is among the components of the first ``n`` / ``n + 2``
       findings. A run with no findings misses every fault.
-    Recall by severity groups faults by their severity (rounded to whole percent).
+    Recall by severity groups faults by their severity (rounded to whole percent); hangs (``kind: "hang"``)
+    form their own group, severity does not apply to them.
 
 False alarms (healthy runs: truth has no faults)
     Every finding on a healthy run is a false alarm; reported per 1,000 healthy steps, summed over the suite
@@ -293,6 +294,7 @@ def score_run(
                 "id": f["id"],
                 "component": f["component"],
                 "severity": f["severity"],
+                "kind": str(f.get("kind", "slowdown")),
                 "found": bool(hits),
                 "culprit_knowable": knowable,
                 "rank_top1": bool(top_ranks & set(f["ranks"])) if knowable else None,
