@@ -26,26 +26,33 @@ import argparse
 import gzip
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 Z_THRESHOLD = 3.0
 SIGMA_FLOOR_FRACTION = 0.01
 _GPU_CATS = {"kernel", "Kernel", "gpu_memcpy", "Memcpy"}
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def _load_json(path: Path, exact: bool = False) -> dict[str, Any]:
+    """Parse a (gzipped) JSON file; ``exact`` keeps decimal numbers as Decimal (for epoch-µs times)."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    try:
-        import orjson
+    if exact:
+        return json.loads(raw, parse_float=Decimal)
+    return orjson.loads(raw)
 
-        return orjson.loads(raw)
-    except ImportError:  # pragma: no cover - orjson is a runtime dependency
-        return json.loads(raw)
+
+def _us_to_ns(v: Any) -> int:
+    """µs -> ns rounding half up, as kat ingest does (exact when ``v`` is a Decimal)."""
+    if isinstance(v, Decimal):
+        return int((v * 1000).to_integral_value(rounding=ROUND_HALF_UP))
+    return int(np.floor(float(v) * 1000 + 0.5))
 
 
 def trace_files(run_dir: Path) -> list[Path]:
@@ -70,18 +77,20 @@ def _int(v: Any, default: int = -1) -> int:
 def read_rank(path: Path, fallback_rank: int) -> dict[str, Any]:
     """Kernel/memcpy instances of one Kineto file as columns; the rank comes from ``distributedInfo.rank``."""
     doc = _load_json(path)
+    base = doc.get("baseTimeNanoseconds")
+    if base is None:  # absolute epoch µs: 19 significant digits, more than a float holds
+        doc = _load_json(path, exact=True)
     rank = (doc.get("distributedInfo") or {}).get("rank")
     if rank is None:
         m = re.search(r"rank[_-]?(\d+)", path.name)
         rank = int(m.group(1)) if m else fallback_rank
-    base = doc.get("baseTimeNanoseconds")
+    base_ns = int(base) if base is not None else 0
     names, starts, ends, streams, devices = [], [], [], [], []
     for ev in doc.get("traceEvents") or []:
         if ev.get("ph") != "X" or ev.get("cat") not in _GPU_CATS:
             continue
-        ts = float(ev["ts"])
-        s = (int(base) + round(ts * 1000)) if base is not None else round(ts * 1000)
-        e = s + round(float(ev.get("dur", 0)) * 1000)
+        s = base_ns + _us_to_ns(ev["ts"])
+        e = s + _us_to_ns(ev.get("dur", 0))
         args = ev.get("args") or {}
         names.append(ev.get("name", ""))
         starts.append(s)
