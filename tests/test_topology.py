@@ -130,6 +130,7 @@ NVSWITCH_XML = """<system version="1">
         <nic><net name="mlx5_1" dev="1" speed="400000" port="1" gdr="0"/></nic>
       </pci>
     </pci>
+    <pci busid="0000:02:00.0" class="0x030000" vendor="0x1a03" link_speed="2.5 GT/s PCIe" link_width="1"/>
   </cpu>
 </system>
 """
@@ -140,6 +141,7 @@ def test_nvswitch_xml_builds_switch_edges_and_finds_every_anomaly_kind(tmp_path:
     path.write_text(NVSWITCH_XML)
     g = load_topology(path)
     assert kinds(g)["nvswitch"] == 2
+    assert kinds(g)["gpu"] == 4  # the BMC's VGA device (vendor 0x1a03) is not a GPU
     assert g.edges["GPU0", "NVSwitch0"]["kind"] == "nvswitch" and g.edges["GPU0", "NVSwitch1"]["count"] == 5
     assert g.edges["GPU0", "NVSwitch0"]["per_link_gbyte_s"] == 25.0
     # nvlink + two ranks joined only through NVSwitches -> their NVSwitch edges

@@ -35,6 +35,7 @@ PCI_CLASS_BRIDGE = "0604"
 PCI_CLASS_GPU = ("0302", "0300")  # 3D controller, VGA controller
 PCI_CLASS_NIC = ("0207", "0200")  # InfiniBand, Ethernet
 PCI_CLASS_NVSWITCH = "0680"
+GPU_VENDORS = ("0x10de", "0x1002")  # NVIDIA, AMD
 
 # NVLink generation by CUDA SM version (NCCL XML ``sm``) and its per-link, per-direction bandwidth in GB/s.
 NVLINK_GEN_BY_SM = {60: 1, 70: 2, 75: 2, 80: 3, 86: 3, 90: 4, 100: 5, 103: 5}

@@ -131,7 +131,10 @@ class _Builder:
         cls = _pci_class(pci)
         gpu = pci.find("gpu")
         nic = pci.find("nic")
-        if gpu is not None or cls in M.PCI_CLASS_GPU:
+        vendor = (pci.get("vendor") or "").lower()
+        # A bare display-class device from another vendor is a board's BMC VGA (ASPEED...), not a GPU.
+        gpu_vendor = vendor in ("", "0x0000", *M.GPU_VENDORS)
+        if gpu is not None or (cls in M.PCI_CLASS_GPU and gpu_vendor):
             self.gpus.append((h, busid, gpu, parent, pci))
         elif nic is not None or cls in M.PCI_CLASS_NIC:
             nets = nic.findall("net") if nic is not None else []

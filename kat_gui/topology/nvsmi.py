@@ -166,8 +166,8 @@ def parse_nvsmi_topo(text: str, path: str | os.PathLike) -> nx.Graph:
             busid=None,
         )
         ex = dict(zip(extras, row_extras.get(gname, []), strict=False))
-        if ex.get("GPU NUMA ID", "N/A") != "N/A":
-            g.nodes[nid]["gpu_numa_id"] = ex["GPU NUMA ID"]
+        if ex.get("GPU NUMA ID", "").isdigit():
+            g.nodes[nid]["gpu_numa_id"] = int(ex["GPU NUMA ID"])
         node_of[gname] = nid
     for name in nics:
         real = legend.get(name, name)
