@@ -340,9 +340,9 @@ def test_summary_level_tracks_resolution(tmp_path):
         w0 = st.window([0], T0, T0 + n * 10_000, 20_000)[0]
         assert w0.summary and w0.level == 2 and len(w0) == 1 and w0.count[0] == n
         assert w0.busy_ns[0] == n * 2_000
-        # 3333 pixels < 5000 events: summary, but the coarsest level within 15 µs is level 0.
+        # 3333 pixels < 5000 events, but the coarsest level within 15 µs (level 0) merges nothing: raw.
         w1 = st.window([0], T0, T0 + n * 10_000, 15_000)[0]
-        assert w1.summary and w1.level == 0 and len(w1) == n
+        assert not w1.summary and len(w1) == n and w1.index[-1] == n - 1
         w2 = st.window([0], T0, T0 + n * 10_000, 5_000)[0]  # 10000 pixels: raw events fit
         assert not w2.summary and len(w2) == n
 

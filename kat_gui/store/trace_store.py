@@ -20,7 +20,7 @@ import numpy as np
 from kat_gui.errors import KatInputError
 from kat_gui.events import EVENT_COLUMNS, NO_ID, SCHEMA_VERSION, EventKind, TrackKind, track_label
 from kat_gui.ingest.base import RankTrace
-from kat_gui.store.lod import LOD_COLUMNS, build_lod
+from kat_gui.store.lod import LOD_COLUMNS, LOD_KEEP_FRACTION, build_lod
 
 STORE_MARKER = "KAT TraceStore"
 CHUNK_ROWS = 16_384
@@ -709,7 +709,8 @@ class TraceStore:
         An event overlaps when ``start < t1`` and (``end > t0`` or ``start >= t0``), so zero-length events at
         ``t0`` count. With ``resolution_ns > 0`` (ns per pixel) and more events *starting* in the window than
         ``(t1 - t0) / resolution_ns``, the answer is the coarsest LOD level whose width is <= resolution_ns:
-        summary rectangles overlapping ``[t0, t1]`` (a rectangle ending exactly at t0 is included).
+        summary rectangles overlapping ``[t0, t1]`` (a rectangle ending exactly at t0 is included) -- unless
+        that level has more than half as many rectangles as the track has events (then raw events).
         """
         t0, t1 = int(t0_ns), int(t1_ns)
         return {int(tr): self._window1(int(tr), t0, t1, int(resolution_ns)) for tr in tracks}
@@ -735,7 +736,9 @@ class TraceStore:
             for level in self._levels[track]:
                 if level[1] <= resolution_ns:
                     lvl = level
-            if lvl is not None:
+            # A level that barely merges (a small or sparse track) costs as much to draw as the raw events
+            # and loses the per-event index: answer raw then.
+            if lvl is not None and lvl[3] <= row.row_count * LOD_KEEP_FRACTION:
                 return self._summary(track, lvl, t0, t1)
         lookback = int(self._t["lookback_ns"][track])
         lo = self._find(st, self._ev_index, off, lo_t0, t0 - lookback, "left")
