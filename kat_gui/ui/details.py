@@ -1,0 +1,106 @@
+"""Details of the selected event: every column and arg, its anomaly roles, and the same kernel on the other
+ranks side by side with duration deltas (grey when within ±5%, red when slower, blue when faster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6 import QtWidgets
+
+from kat_gui.ui.run_model import ROLE_ROOT, RunModel, esc, fmt_ns
+
+SKIP = {"name", "args", "name_id", "args_id", "track", "index", "kind"}
+MAX_ARG_CHARS = 400
+
+
+def _val(v: Any) -> str:
+    text = str(v)
+    return text if len(text) <= MAX_ARG_CHARS else text[:MAX_ARG_CHARS] + "…"
+
+
+def delta_color(rel: float) -> str:
+    """Colour of a relative duration difference: insignificant grey, slower red, faster blue."""
+    if abs(rel) < 0.05:
+        return "#888888"
+    return "#C62828" if rel > 0 else "#1565C0"
+
+
+class DetailsPanel(QtWidgets.QTextBrowser):
+    """Rich text built from escaped trace strings only (trace content is untrusted)."""
+
+    def __init__(self, model: RunModel, parent=None):
+        super().__init__(parent)
+        self.run = model
+        self.setOpenLinks(False)
+        self.current: tuple[int, int] | None = None
+        self.setHtml(
+            "<p style='color:#777'>Click a kernel on the timeline (or a row of the anomaly table) to see "
+            "its details and the same kernel on the other ranks.</p>"
+        )
+
+    def show_event(self, track: int, index: int) -> None:
+        self.current = (track, index)
+        m = self.run
+        ev = m.event(track, index)
+        name = m.event_name(ev)
+        dur = int(ev["end_ns"]) - int(ev["start_ns"])
+        parts = [
+            f"<h3 style='margin:2px'>{esc(name)}</h3>",
+            f"<p>{esc(m.track_text(track))} · {esc(ev.get('kind_name', ''))} · duration <b>{fmt_ns(dur)}</b>"
+            f" · starts {fmt_ns(int(ev['start_ns']) - m.t0_ns)} after run start</p>",
+        ]
+        rows = m.anomalies_of(track, index)
+        a = m.anomalies
+        for r in rows:
+            role = int(a["role"][r])
+            color = "#C62828" if role == ROLE_ROOT else "#B26A00"
+            what = (
+                "ROOT anomaly (this kernel itself is abnormal)"
+                if role == ROLE_ROOT
+                else "symptom (abnormal because it waited on a root elsewhere)"
+            )
+            f = int(a["finding"][r])
+            summ = ""
+            if 0 <= f < len(m.findings):
+                summ = f" — finding #{f + 1}: {esc(m.findings[f].get('summary', ''))}"
+            parts.append(
+                f"<p style='color:{color}'><b>{what}</b> · component "
+                f"{esc(m.component_name(int(a['component'][r])))} · score {float(a['score'][r]):.2f}"
+                f"{summ}</p>"
+            )
+        peers = m.same_kernel_on_peers(track, index)
+        if len(peers) > 1:
+            parts.append(
+                "<p><b>Same kernel on the other ranks</b> (nearest same-named instance; delta = duration "
+                "minus this one's)</p><table cellspacing=0 cellpadding=2 border=1 "
+                "style='border-collapse:collapse'><tr><th>rank</th><th>duration</th><th>delta</th>"
+                "<th>start offset</th><th>anomaly</th></tr>"
+            )
+            for p in peers:
+                rel = p["delta_ns"] / dur if dur else 0.0
+                color = delta_color(rel)
+                marks = []
+                for r in m.anomalies_of(p["track"], p["index"]):
+                    marks.append("root" if int(a["role"][r]) == ROLE_ROOT else "symptom")
+                me = " (this)" if p["self"] else ""
+                delta = "" if p["self"] else f"{fmt_ns(p['delta_ns'])} ({rel:+.0%})"
+                parts.append(
+                    f"<tr><td>{p['rank']}{me}</td><td>{fmt_ns(p['dur_ns'])}</td>"
+                    f"<td style='color:{color}'>{delta}"
+                    f"</td><td>{fmt_ns(p['start_ns'] - int(ev['start_ns']))}</td>"
+                    f"<td>{', '.join(marks)}</td></tr>"
+                )
+            parts.append("</table>")
+        parts.append("<p><b>Columns</b></p><table cellspacing=0 cellpadding=2>")
+        for k, v in ev.items():
+            if k in SKIP or v in (-1, "", None):
+                continue
+            parts.append(f"<tr><td style='color:#555'>{esc(k)}</td><td>{esc(_val(v))}</td></tr>")
+        parts.append("</table>")
+        args = ev.get("args") or {}
+        if args:
+            parts.append("<p><b>Args</b></p><table cellspacing=0 cellpadding=2>")
+            for k, v in args.items():
+                parts.append(f"<tr><td style='color:#555'>{esc(k)}</td><td>{esc(_val(v))}</td></tr>")
+            parts.append("</table>")
+        self.setHtml("".join(parts))

@@ -1,0 +1,114 @@
+"""Turn what the user opened (stores, trace files, folders) into analysed stores. Headless; runs on a worker.
+
+A ``.kat.h5`` store opens as it is. Trace files and folders are ingested together as one run into the cache
+folder (keyed by their paths, sizes and modification times, so opening the same traces twice reuses the
+store). A store without detection results is analysed with the same function ``kat detect`` calls, before
+the GUI opens it (HDF5 does not let one process hold a file open read-only and read-write at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kat_gui.errors import KatInputError
+from kat_gui.progress import Progress, scaled
+
+STORE_SUFFIX = ".kat.h5"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_store(path: Path) -> bool:
+    """True for a file that is an HDF5 file (a KAT store or something the store will reject clearly)."""
+    if not path.is_file():
+        return False
+    if path.name.endswith(STORE_SUFFIX) or path.suffix == ".h5":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def split_paths(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """(stores, trace inputs). Raises KatInputError for a path that does not exist."""
+    stores, traces = [], []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise KatInputError(path, "no such file or folder")
+        (stores if is_store(path) else traces).append(path)
+    return stores, traces
+
+
+def cached_store_path(traces: Sequence[Path], cache: Path) -> Path:
+    """Where the store of these trace inputs lives in the cache (a stable key of paths, sizes, mtimes)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(t).resolve() for t in traces):
+        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat()
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    name = Path(traces[0]).name.split(".")[0] or "run"
+    return cache / "stores" / f"{name}-{h.hexdigest()[:12]}{STORE_SUFFIX}"
+
+
+def ingest_traces(traces: Sequence[Path], cache: Path, progress: Progress | None = None) -> Path:
+    """Ingest trace files/folders into one cached store (reused when already there)."""
+    from kat_gui import pipeline
+
+    out = cached_store_path(traces, cache)
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    name = Path(traces[0]).name
+    for suffix in (".gz", ".json", ".pt.trace"):
+        name = name.removesuffix(suffix)
+    return pipeline.ingest([str(t) for t in traces], out, name=name, progress=progress)
+
+
+def has_detection(store: Path) -> bool:
+    from kat_gui.store import TraceStore
+
+    with TraceStore.open(store) as st:
+        return st.get_json("detect/findings") is not None
+
+
+def detector() -> Callable | None:
+    """``kat_gui.detect.detect_store`` when the detector is installed, else None."""
+    try:
+        from kat_gui.detect import detect_store  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return detect_store
+
+
+def analyse(store: Path, progress: Progress | None = None) -> str:
+    """Run detection on ``store`` unless it already holds results. Returns a short note for the status bar."""
+    if has_detection(store):
+        return "detection results loaded from the store"
+    fn = detector()
+    if fn is None:
+        return "detector not available in this build: timelines only"
+    if not os.access(store, os.W_OK):
+        return f"{store.name} is read-only: detection results cannot be stored, timelines only"
+    fn(store, progress=progress)
+    return "detection finished"
+
+
+def prepare(paths: Sequence[str | os.PathLike], cache: Path, progress: Progress | None = None) -> list[Path]:
+    """Stores ready to open for ``paths``: each store as is, all trace inputs together as one new run;
+    every store analysed. Raises KatInputError for anything unreadable."""
+    stores, traces = split_paths(paths)
+    if traces:
+        stores.append(ingest_traces(traces, cache, scaled(progress, 0.0, 0.6)))
+    n = len(stores)
+    for i, s in enumerate(stores):
+        lo = 0.6 if traces else 0.0
+        analyse(s, scaled(progress, lo + (1 - lo) * i / n, lo + (1 - lo) * (i + 1) / n))
+    if progress:
+        progress(1.0, "ready")
+    return stores

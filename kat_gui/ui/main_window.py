@@ -1,0 +1,363 @@
+"""The main window: File/View/Help menus, one tab per opened run, a status bar with progress and cancel.
+
+Opening (ingest + detection) and explanations run on worker threads; errors end in a dialog naming the file
+and the problem (or, when the window runs non-interactively for --screenshot/--quit, on stderr).
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from kat_gui import __version__
+from kat_gui.ui import loader
+from kat_gui.ui.run_model import RunModel, fmt_ns
+from kat_gui.ui.run_view import RunView
+from kat_gui.ui.settings import Settings, cache_dir
+from kat_gui.ui.workers import Job, pool
+
+TRACE_FILTER = (
+    "Traces and stores (*.kat.h5 *.h5 *.json *.json.gz *.sqlite *.csv *.jsonl);;KAT stores (*.kat.h5);;"
+    "All files (*)"
+)
+ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "kat.svg"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    idle = QtCore.Signal()  # no job left running (loading, detection, explanations)
+
+    def __init__(self, settings: Settings | None = None, interactive: bool = True):
+        super().__init__()
+        self.settings = settings or Settings()
+        self.interactive = interactive
+        self.errors: list[str] = []
+        self.jobs: list[Job] = []
+        self.setWindowTitle(f"KAT — kernel anomaly troubleshooter {__version__}")
+        if ICON.exists():
+            self.setWindowIcon(QtGui.QIcon(str(ICON)))
+        self.setAcceptDrops(True)
+
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setTabsClosable(True)
+        self.tabs.setDocumentMode(True)
+        self.tabs.tabCloseRequested.connect(self.close_tab)
+        self.tabs.currentChanged.connect(lambda _i: self._update_status())
+        self.welcome = self._welcome()
+        self.stack = QtWidgets.QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.tabs)
+        self.setCentralWidget(self.stack)
+
+        sb = self.statusBar()
+        self.run_label = QtWidgets.QLabel("no run open")
+        sb.addPermanentWidget(self.run_label, 1)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setMaximumWidth(260)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.hide()
+        self.cancel_btn.clicked.connect(self.cancel_jobs)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_btn)
+
+        self._build_menus()
+        geo = self.settings.get("geometry")
+        restored = False
+        if isinstance(geo, str):
+            try:
+                restored = self.restoreGeometry(QtCore.QByteArray(base64.b64decode(geo)))
+            except ValueError:
+                restored = False
+        if not restored:
+            self.resize(1600, 950)
+
+    # ------------------------------------------------------------------ UI pieces
+
+    def _welcome(self) -> QtWidgets.QWidget:
+        w = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(w)
+        lay.addStretch(1)
+        lab = QtWidgets.QLabel(
+            "<h2>KAT — kernel-level anomaly troubleshooter</h2>"
+            "<p>Open per-rank trace files (Kineto JSON, Nsight Systems SQLite, function traces) or a "
+            "<code>.kat.h5</code> store — <b>File ▸ Open</b>, or drop them here.</p>"
+            "<p>Or look at the demo: a healthy run and its degraded twin — <b>File ▸ Open demo</b>.</p>"
+        )
+        lab.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        lab.setWordWrap(True)
+        lay.addWidget(lab)
+        lay.addStretch(2)
+        return w
+
+    def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None, tip: str = "") -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            act.setStatusTip(tip)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "&Open traces or store…", self.open_dialog, QtGui.QKeySequence.StandardKey.Open)
+        self._action(f, "Open trace &folder…", self.open_folder_dialog)
+        self.recent_menu = f.addMenu("Open &recent")
+        self._rebuild_recent()
+        self._action(f, "Open &demo (healthy vs degraded)", self.open_demo)
+        f.addSeparator()
+        self._action(f, "Save &screenshot…", self.screenshot_dialog)
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        v = mb.addMenu("&View")
+        for text, key, fn in (
+            ("Zoom in", "W", lambda t: t.zoom(0.5)),
+            ("Zoom out", "S", lambda t: t.zoom(2.0)),
+            ("Pan left", "A", lambda t: t.pan(-0.25)),
+            ("Pan right", "D", lambda t: t.pan(0.25)),
+            ("Fit all", "F", lambda t: t.fit_all()),
+            ("Zoom to selection", "Z", lambda t: t.zoom_to_selection()),
+            ("Next anomaly", "N", lambda t: t.step_anomaly(1)),
+            ("Previous anomaly", "P", lambda t: t.step_anomaly(-1)),
+            ("Expand/collapse all streams", "E", lambda t: t.toggle_expand(None)),
+        ):
+            self._action(v, text, lambda _c=False, fn=fn: self._on_timeline(fn), key)
+        v.addSeparator()
+        self._action(v, "Show all ranks", lambda: self._on_view(lambda rv: rv.topology.clear()))
+        h = mb.addMenu("&Help")
+        self._action(h, "&Keys and mouse", self.show_keys)
+        self._action(h, "&About KAT", self.show_about)
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.settings.recent:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, p=p: self.open_paths([p]))
+        self.recent_menu.setEnabled(bool(self.settings.recent))
+
+    def current_view(self) -> RunView | None:
+        w = self.tabs.currentWidget()
+        return w if isinstance(w, RunView) else None
+
+    def _on_view(self, fn) -> None:
+        rv = self.current_view()
+        if rv is not None:
+            fn(rv)
+
+    def _on_timeline(self, fn) -> None:
+        rv = self.current_view()
+        if rv is not None:
+            fn(rv.timeline)
+
+    def _update_status(self) -> None:
+        rv = self.current_view()
+        self.run_label.setText(rv.model.summary_line() if rv else "no run open")
+
+    # ------------------------------------------------------------------ jobs
+
+    def start_job(self, job: Job) -> Job:
+        self.jobs.append(job)
+        job.signals.progress.connect(self._on_progress)
+        job.signals.finished.connect(lambda: self._job_finished(job))
+        self.progress.setValue(0)
+        self.progress.setFormat(f"{job.title} %p%")
+        self.progress.show()
+        self.cancel_btn.show()
+        pool().start(job)
+        return job
+
+    def busy(self) -> bool:
+        return any(j.state in ("pending", "running") for j in self.jobs)
+
+    def _on_progress(self, frac: float, msg: str) -> None:
+        self.progress.setValue(int(frac * 1000))
+        if msg:
+            self.progress.setFormat(f"{msg[:40]} %p%")
+
+    def _job_finished(self, job: Job) -> None:
+        if job in self.jobs and job.state not in ("pending", "running"):
+            self.jobs.remove(job)
+        if not self.busy():
+            self.progress.hide()
+            self.cancel_btn.hide()
+            self.idle.emit()
+
+    def cancel_jobs(self) -> None:
+        for j in self.jobs:
+            j.cancel()
+        self.statusBar().showMessage("cancelling…", 3000)
+
+    def report_error(self, message: str, detail: str = "") -> None:
+        self.errors.append(message)
+        if not self.interactive:
+            print(f"kat gui: {message}", file=sys.stderr)
+            return
+        box = QtWidgets.QMessageBox(self)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Critical)
+        box.setWindowTitle("KAT")
+        box.setText(message)
+        if detail:
+            box.setDetailedText(detail)
+        box.open()
+
+    # ------------------------------------------------------------------ opening
+
+    def open_dialog(self) -> None:
+        start = str(Path(self.settings.recent[0]).parent) if self.settings.recent else ""
+        files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Open traces or a store", start, TRACE_FILTER)
+        if files:
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        d = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of per-rank traces")
+        if d:
+            self.open_paths([d])
+
+    def open_paths(self, paths: list, label: str | None = None) -> Job:
+        """Ingest/analyse on a worker, then open each resulting store in a tab."""
+        paths = [str(p) for p in paths]
+        cache = cache_dir()
+
+        def work(job: Job):
+            return loader.prepare(paths, cache, job.progress)
+
+        job = Job(f"opening {Path(paths[0]).name}" if paths else "opening", work)
+        job.signals.done.connect(lambda stores: self._opened(paths, stores, label))
+        job.signals.failed.connect(self.report_error)
+        job.signals.cancelled.connect(
+            lambda: self.statusBar().showMessage("cancelled; nothing was opened", 5000)
+        )
+        return self.start_job(job)
+
+    def _opened(self, inputs: list, stores: list, label: str | None) -> None:
+        for p in inputs:
+            self.settings.add_recent(p)
+        self.settings.save()
+        self._rebuild_recent()
+        for s in stores:
+            self.open_store(Path(s), label)
+
+    def open_store(self, path: Path, label: str | None = None) -> RunView | None:
+        try:
+            model = RunModel(path)
+        except Exception as exc:  # a store the detector wrote but we cannot read: say which and why
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            self.report_error(msg)
+            return None
+        view = RunView(model)
+        title = label or model.name
+        if model.findings:
+            title = "⚠ " + title
+        idx = self.tabs.addTab(view, title)
+        self.tabs.setTabToolTip(idx, str(path))
+        self.stack.setCurrentWidget(self.tabs)
+        if self.tabs.count() == 1 or label is None:
+            self.tabs.setCurrentIndex(idx)
+        view.explanation.jobStarted.connect(self._track_explanation)
+        view.explanation.start()
+        self._update_status()
+        return view
+
+    def _track_explanation(self, job: Job) -> None:
+        self.jobs.append(job)
+        job.signals.finished.connect(lambda: self._job_finished(job))
+
+    def open_demo(self) -> Job:
+        """Generate (or reuse) the demo runs; open the degraded one, its healthy twin in a second tab."""
+
+        def work(job: Job):
+            from kat_gui.demo import ensure_demo
+
+            return ensure_demo(progress=job.progress)
+
+        def opened(pair) -> None:
+            healthy, degraded = pair
+            v = self.open_store(Path(degraded), "demo: degraded run")
+            self.open_store(Path(healthy), "demo: healthy twin")
+            if v is not None:
+                self.tabs.setCurrentWidget(v)
+
+        job = Job("building the demo", work)
+        job.signals.done.connect(opened)
+        job.signals.failed.connect(self.report_error)
+        return self.start_job(job)
+
+    def close_tab(self, i: int) -> None:
+        w = self.tabs.widget(i)
+        self.tabs.removeTab(i)
+        if isinstance(w, RunView):
+            w.close_run()
+            w.deleteLater()
+        if self.tabs.count() == 0:
+            self.stack.setCurrentWidget(self.welcome)
+        self._update_status()
+
+    # ------------------------------------------------------------------ drag and drop
+
+    def dragEnterEvent(self, ev: QtGui.QDragEnterEvent) -> None:
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QtGui.QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_paths(paths)
+            ev.acceptProposedAction()
+
+    # ------------------------------------------------------------------ misc
+
+    def save_screenshot(self, path: str | Path) -> bool:
+        pm = self.grab()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return bool(pm.save(str(path)))
+
+    def screenshot_dialog(self) -> None:
+        fn, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", "kat.png", "PNG (*.png)")
+        if fn:
+            self.save_screenshot(fn)
+
+    def show_keys(self) -> None:
+        QtWidgets.QMessageBox.information(
+            self,
+            "Keys and mouse",
+            "Wheel: zoom at the cursor · drag: pan · W/S: zoom in/out · A/D: pan\n"
+            "F: fit the whole run · Z: zoom to the selected kernel · N/P: next/previous root anomaly\n"
+            "E: expand/collapse every rank's streams · click a rank label: expand/collapse that rank\n"
+            "Click a kernel: details and the same kernel on the other ranks · click a merged block: zoom in\n"
+            "Topology: click a GPU/component to show only its ranks, click again to show all",
+        )
+
+    def show_about(self) -> None:
+        QtWidgets.QMessageBox.about(
+            self,
+            "About KAT",
+            f"KAT {__version__}: offline kernel-level anomaly "
+            "troubleshooter for distributed large-model inference.",
+        )
+
+    def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
+        self.cancel_jobs()
+        self.settings.set("geometry", base64.b64encode(bytes(self.saveGeometry())).decode("ascii"))
+        self.settings.save()
+        for i in range(self.tabs.count()):
+            w = self.tabs.widget(i)
+            if isinstance(w, RunView):
+                w.explanation.stop()
+        pool().waitForDone(3000)
+        for i in range(self.tabs.count()):
+            w = self.tabs.widget(i)
+            if isinstance(w, RunView):
+                w.model.close()
+        super().closeEvent(ev)
+
+
+def span_text(model: RunModel) -> str:
+    return fmt_ns(model.t1_ns - model.t0_ns)

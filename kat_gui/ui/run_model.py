@@ -1,0 +1,391 @@
+"""The headless model of one opened run: its store, lanes, detection results and topology. No Qt here.
+
+Views (timeline, tables, topology) read from this object; tests and scripts can drive it exactly as the
+GUI does. Everything per-event stays columnar: lanes hold arrays of track ids, anomalies are numpy columns.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kat_gui.events import COMPONENTS, EventKind, TrackKind
+from kat_gui.ui.kernel_classes import classify_strings
+
+ROLE_ROOT = 1
+ROLE_SYMPTOM = 2
+
+ANOMALY_COLUMNS = (
+    "track",
+    "index",
+    "rank",
+    "device",
+    "stream",
+    "name",
+    "start_ns",
+    "end_ns",
+    "role",
+    "component",
+    "score",
+    "finding",
+)
+
+
+@dataclass
+class Lane:
+    """One row of the timeline: a whole rank (all its GPU streams drawn together), one stream, or host work."""
+
+    label: str
+    rank: int
+    tracks: np.ndarray  # int32 store track ids drawn in this row
+    kind: str  # "rank" | "stream" | "host"
+    tooltip: str = ""
+
+
+@dataclass
+class RankInfo:
+    rank: int
+    gpu_name: str = ""
+    gpu_tracks: list[int] = field(default_factory=list)
+    host_tracks: list[int] = field(default_factory=list)
+
+
+def _attr(obj: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if isinstance(obj, dict) and n in obj:
+            return obj[n]
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    return default
+
+
+def gpu_name_of(meta: dict) -> str:
+    """The GPU model a rank ran on, from the store's per-rank metadata (Kineto ``deviceProperties``...)."""
+    if not isinstance(meta, dict):
+        return ""
+    for key in ("gpu_name", "gpu", "device_name"):
+        if isinstance(meta.get(key), str) and meta[key]:
+            return meta[key]
+    inner = meta.get("meta") if isinstance(meta.get("meta"), dict) else meta
+    for key in ("deviceProperties", "gpus"):
+        devs = inner.get(key)
+        if isinstance(devs, list) and devs and isinstance(devs[0], dict) and devs[0].get("name"):
+            return str(devs[0]["name"])
+    return ""
+
+
+def short_gpu_name(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``H100 80GB HBM3``; ``Tesla V100-SXM2-32GB`` -> ``V100-SXM2-32GB``."""
+    for prefix in ("NVIDIA ", "Tesla ", "AMD Instinct ", "AMD "):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def fmt_ns(ns: float) -> str:
+    """A duration with a readable unit (ns, µs, ms, s)."""
+    a = abs(ns)
+    if a >= 1e9:
+        return f"{ns / 1e9:.3f} s"
+    if a >= 1e6:
+        return f"{ns / 1e6:.3f} ms"
+    if a >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def esc(text: Any) -> str:
+    """Trace strings are untrusted: escape anything that ends up in rich text."""
+    return html.escape(str(text), quote=True)
+
+
+class RunModel:
+    """One opened run. ``path`` is a ``.kat.h5`` store with (optionally) detection results inside."""
+
+    def __init__(self, path: str | Path):
+        from kat_gui.store import TraceStore
+
+        self.path = Path(path)
+        self.store = TraceStore.open(self.path)
+        self.name: str = str(self.store.name)
+        self.t0_ns, self.t1_ns = (int(x) for x in self.store.time_span())
+        self.tracks = list(self.store.tracks)
+        self._strings = None
+        self._name_class: np.ndarray | None = None
+        self.ranks: dict[int, RankInfo] = {}
+        metas = {
+            int(_attr(m, "rank", default=-1)): m
+            for m in (self.store.ranks or [])
+            if _attr(m, "rank") is not None
+        }
+        for tid, tr in enumerate(self.tracks):
+            track_id = int(_attr(tr, "id", "track", default=tid))
+            rank = int(_attr(tr, "rank", default=0))
+            info = self.ranks.setdefault(rank, RankInfo(rank, gpu_name_of(metas.get(rank, {}))))
+            if int(_attr(tr, "kind", default=0)) == TrackKind.GPU_STREAM:
+                info.gpu_tracks.append(track_id)
+            else:
+                info.host_tracks.append(track_id)
+        self.track_by_id = {int(_attr(tr, "id", "track", default=i)): tr for i, tr in enumerate(self.tracks)}
+        self.findings: list[dict] = []
+        self.detect_meta: dict = {}
+        self.anomalies: dict[str, np.ndarray] = {c: np.zeros(0, np.int64) for c in ANOMALY_COLUMNS}
+        self.has_detection = False
+        self._load_detection()
+        self.graph = self._load_topology()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_detection(self) -> None:
+        try:
+            found = self.store.get_json("detect/findings")
+        except (KeyError, OSError, ValueError):
+            found = None
+        if isinstance(found, dict):
+            self.has_detection = True
+            self.findings = [f for f in found.get("findings", []) if isinstance(f, dict)]
+        try:
+            self.detect_meta = self.store.get_json("detect/meta") or {}
+        except (KeyError, OSError, ValueError):
+            self.detect_meta = {}
+        try:
+            table = self.store.get_table("detect/anomalies")
+        except (KeyError, OSError, ValueError):
+            table = None
+        if table:
+            n = len(next(iter(table.values())))
+            cols = {}
+            for c in ANOMALY_COLUMNS:
+                cols[c] = np.asarray(table[c]) if c in table else np.full(n, -1, np.int64)
+            self.anomalies = cols
+
+    def _load_topology(self):
+        try:
+            obj = self.store.get_json("topology")
+        except (KeyError, OSError, ValueError):
+            obj = None
+        if not obj:
+            return None
+        try:
+            from kat_gui import topology
+
+            return topology.from_json(obj)
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ strings and classes
+
+    def string(self, sid: int) -> str:
+        if sid is None or sid < 0:
+            return ""
+        try:
+            return str(self.store.string(int(sid)))
+        except Exception:
+            return f"#{sid}"
+
+    @property
+    def name_class(self) -> np.ndarray:
+        """uint8 colour class per string id (computed once per run)."""
+        if self._name_class is None:
+            self._name_class = classify_strings(list(self.store.strings))
+        return self._name_class
+
+    # ------------------------------------------------------------------ lanes
+
+    def rank_label(self, rank: int) -> str:
+        info = self.ranks.get(rank)
+        gpu = f" · {short_gpu_name(info.gpu_name)}" if info and info.gpu_name else ""
+        return f"rank {rank}{gpu}"
+
+    def lanes(
+        self, expanded: set[int] | None = None, rank_filter: set[int] | None = None, host_lanes: bool = True
+    ) -> list[Lane]:
+        """The timeline rows: per rank one row of all its GPU streams (or one row per stream when the rank is
+        in ``expanded``), followed by one host row of launches when the rank has host threads."""
+        expanded = expanded or set()
+        out: list[Lane] = []
+        for rank in sorted(self.ranks):
+            if rank_filter is not None and rank not in rank_filter:
+                continue
+            info = self.ranks[rank]
+            gpu = sorted(info.gpu_tracks)
+            if rank in expanded and len(gpu) > 1:
+                for t in gpu:
+                    tr = self.track_by_id[t]
+                    stream = int(_attr(tr, "stream", default=-1))
+                    device = int(_attr(tr, "device", default=-1))
+                    out.append(
+                        Lane(
+                            f"  r{rank} GPU{device} s{stream}",
+                            rank,
+                            np.array([t], np.int32),
+                            "stream",
+                            f"rank {rank} · GPU {device} · stream {stream}",
+                        )
+                    )
+            elif gpu:
+                out.append(
+                    Lane(
+                        self.rank_label(rank),
+                        rank,
+                        np.array(gpu, np.int32),
+                        "rank",
+                        f"{self.rank_label(rank)} · {len(gpu)} stream(s)",
+                    )
+                )
+            if host_lanes and info.host_tracks and (rank in expanded or not gpu):
+                out.append(
+                    Lane(
+                        f"  r{rank} host",
+                        rank,
+                        np.array(sorted(info.host_tracks), np.int32),
+                        "host",
+                        f"rank {rank} host threads (launches, annotations)",
+                    )
+                )
+        return out
+
+    # ------------------------------------------------------------------ queries
+
+    def window(self, tracks: np.ndarray, t0_ns: int, t1_ns: int, resolution_ns: int) -> dict:
+        return self.store.window([int(t) for t in tracks], int(t0_ns), int(t1_ns), max(1, int(resolution_ns)))
+
+    def event(self, track: int, index: int) -> dict:
+        ev = self.store.event(int(track), int(index))
+        if not isinstance(ev, dict):
+            ev = {k: getattr(ev, k) for k in dir(ev) if not k.startswith("_")}
+        return ev
+
+    def event_name(self, ev: dict) -> str:
+        name = ev.get("name")
+        if isinstance(name, (int, np.integer)):
+            return self.string(int(name))
+        return str(name or "")
+
+    def track_text(self, track: int) -> str:
+        tr = self.track_by_id.get(int(track))
+        if tr is None:
+            return f"track {track}"
+        rank = int(_attr(tr, "rank", default=-1))
+        if int(_attr(tr, "kind", default=0)) == TrackKind.GPU_STREAM:
+            return (
+                f"rank {rank} · GPU {int(_attr(tr, 'device', default=-1))} · "
+                f"stream {int(_attr(tr, 'stream', default=-1))}"
+            )
+        return f"rank {rank} · host thread {int(_attr(tr, 'tid', default=-1))}"
+
+    def rank_of_track(self, track: int) -> int:
+        tr = self.track_by_id.get(int(track))
+        return int(_attr(tr, "rank", default=-1)) if tr is not None else -1
+
+    def same_kernel_on_peers(self, track: int, index: int, window_ns: int | None = None) -> list[dict]:
+        """The same-named kernel on every other rank, the instance whose start is nearest to this one's.
+
+        Assumes the ranks run in lock-step (tensor/pipeline parallel), so the nearest same-named kernel is
+        the same piece of work; detection-matched instances (anomaly rows) take precedence over the nearest.
+        """
+        ev = self.event(track, index)
+        name_id = ev.get("name_id", ev.get("name"))
+        start = int(ev["start_ns"])
+        dur = int(ev["end_ns"]) - start
+        span = window_ns or max(2_000_000, 20 * dur)
+        rank0 = self.rank_of_track(track)
+        rows = [
+            {
+                "rank": rank0,
+                "track": int(track),
+                "index": int(index),
+                "start_ns": start,
+                "dur_ns": dur,
+                "delta_ns": 0,
+                "self": True,
+            }
+        ]
+        if not isinstance(name_id, (int, np.integer)):
+            return rows
+        for rank in sorted(self.ranks):
+            if rank == rank0:
+                continue
+            tracks = self.ranks[rank].gpu_tracks
+            if not tracks:
+                continue
+            win = self.window(np.array(tracks), start - span, start + span, 1)
+            best = None
+            for tid, w in win.items():
+                names = np.asarray(w.name)
+                idx = np.asarray(w.index)
+                sel = np.flatnonzero((names == name_id) & (idx >= 0))
+                if len(sel) == 0:
+                    continue
+                starts = np.asarray(w.start_ns)[sel]
+                j = int(np.argmin(np.abs(starts - start)))
+                cand = (
+                    abs(int(starts[j]) - start),
+                    int(tid),
+                    int(idx[sel[j]]),
+                    int(starts[j]),
+                    int(np.asarray(w.end_ns)[sel[j]]),
+                )
+                if best is None or cand[0] < best[0]:
+                    best = cand
+            if best is not None:
+                _, tid, i, s, e = best
+                rows.append(
+                    {
+                        "rank": rank,
+                        "track": tid,
+                        "index": i,
+                        "start_ns": s,
+                        "dur_ns": e - s,
+                        "delta_ns": (e - s) - dur,
+                        "self": False,
+                    }
+                )
+        return rows
+
+    # ------------------------------------------------------------------ detection helpers
+
+    def anomaly_count(self) -> int:
+        return len(self.anomalies["start_ns"])
+
+    def component_name(self, comp: int) -> str:
+        return COMPONENTS[comp] if 0 <= comp < len(COMPONENTS) else "unknown"
+
+    def anomalies_of(self, track: int, index: int) -> np.ndarray:
+        a = self.anomalies
+        return np.flatnonzero((a["track"] == track) & (a["index"] == index))
+
+    def culprit_ranks(self) -> list[int]:
+        """Ranks named by the top finding (what the window highlights first)."""
+        if not self.findings:
+            return []
+        return [int(r) for r in self.findings[0].get("ranks", [])]
+
+    def finding_title(self, f: dict) -> str:
+        comp = f.get("component", "?")
+        cid = f.get("component_id", "")
+        ranks = ", ".join(str(r) for r in f.get("ranks", []))
+        conf = float(f.get("confidence", 0.0))
+        return f"{cid or comp} ({comp}) · rank {ranks} · confidence {conf:.2f}"
+
+    def summary_line(self) -> str:
+        span = fmt_ns(self.t1_ns - self.t0_ns)
+        ev = int(getattr(self.store, "n_events", 0))
+        det = (
+            f"{len(self.findings)} finding(s), {self.anomaly_count():,} anomalous kernels"
+            if self.has_detection
+            else "not analysed"
+        )
+        return f"{self.name} · {len(self.ranks)} ranks · {ev:,} events · span {span} · {det}"
+
+    def is_kernel_kind(self, kind: int) -> bool:
+        return kind in (EventKind.KERNEL, EventKind.MEMCPY, EventKind.MEMSET)

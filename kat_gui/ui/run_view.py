@@ -1,0 +1,119 @@
+"""Everything about one opened run: a verdict banner, the timelines (dominant), findings/anomalies/details
+below, topology and explanation on the right. Panels talk through signals; none knows another's internals."""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from kat_gui.ui.details import DetailsPanel
+from kat_gui.ui.explain_panel import ExplanationPanel
+from kat_gui.ui.findings import FindingsPanel
+from kat_gui.ui.run_model import RunModel, esc, fmt_ns
+from kat_gui.ui.timeline import TimelineView
+from kat_gui.ui.topology_view import TopologyView
+
+
+def verdict_html(m: RunModel) -> tuple[str, str]:
+    """(html, background colour) of the one-line verdict above the timeline."""
+    if not m.has_detection:
+        return (
+            "<b>Not analysed</b> — no detection results in this store; showing the timelines only.",
+            "#EEEEEE",
+        )
+    if not m.findings:
+        return (f"<b>✔ No anomaly found</b> in {esc(m.name)}: {len(m.ranks)} ranks run in step.", "#E3F2E1")
+    f = m.findings[0]
+    ranks = ", ".join(str(r) for r in f.get("ranks", []))
+    where = ""
+    if int(f.get("end_ns", 0)) > int(f.get("start_ns", 0)):
+        where = f" · from {fmt_ns(int(f['start_ns']) - m.t0_ns)} to {fmt_ns(int(f['end_ns']) - m.t0_ns)}"
+    more = f" (+{len(m.findings) - 1} more finding(s))" if len(m.findings) > 1 else ""
+    return (
+        f"<span style='color:#B71C1C'><b>⚠ {esc(f.get('component_id') or f.get('component', '?'))}"
+        f" · {esc(f.get('component', '?'))} · rank {esc(ranks)}</b></span> — {esc(f.get('summary', ''))}"
+        f" <span style='color:#555'>(confidence {float(f.get('confidence', 0)):.2f}{where}){esc(more)}</span>",
+        "#FDE3E1",
+    )
+
+
+class RunView(QtWidgets.QWidget):
+    def __init__(self, model: RunModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(2)
+        text, bg = verdict_html(model)
+        self.banner = QtWidgets.QLabel(text)
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(f"background:{bg}; padding:6px; font-size:13px; border-radius:3px")
+        lay.addWidget(self.banner)
+
+        self.timeline = TimelineView(model)
+        self.findings = FindingsPanel(model)
+        self.details = DetailsPanel(model)
+        self.topology = TopologyView(model)
+        self.explanation = ExplanationPanel(model)
+
+        self.bottom = QtWidgets.QTabWidget()
+        self.bottom.addTab(self.findings, "Findings && anomalies")
+        self.bottom.addTab(self.details, "Details")
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        left.addWidget(self.timeline)
+        left.addWidget(self.bottom)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 1)
+        left.setSizes([640, 230])
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.topology)
+        right.addWidget(self.explanation)
+        right.setSizes([360, 520])
+        self.split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        self.split.addWidget(left)
+        self.split.addWidget(right)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 1)
+        self.split.setSizes([1180, 420])
+        lay.addWidget(self.split, 1)
+
+        self.timeline.eventSelected.connect(self._on_select)
+        self.findings.anomalyActivated.connect(self.goto_anomaly)
+        self.findings.findingActivated.connect(self.goto_finding)
+        self.topology.ranksSelected.connect(self._on_ranks)
+        self.explanation.evidenceActivated.connect(self.goto_window)
+
+    def _on_select(self, track: int, index: int) -> None:
+        self.details.show_event(track, index)
+        self.bottom.setCurrentWidget(self.details)
+
+    def goto_anomaly(self, row: int) -> None:
+        """Zoom to anomaly ``row``, select it, and make sure its rank's lane is shown."""
+        rank = int(self.model.anomalies["rank"][row])
+        tl = self.timeline
+        if tl.rank_filter is not None and rank not in tl.rank_filter:
+            tl.set_rank_filter(None)
+            self.topology.clear()
+        tl.goto_anomaly(row)
+        self.bottom.setCurrentWidget(self.findings)
+
+    def goto_finding(self, i: int) -> None:
+        f = self.model.findings[i]
+        s, e = int(f.get("start_ns", 0)), int(f.get("end_ns", 0))
+        ranks = {int(r) for r in f.get("ranks", [])}
+        self.timeline.set_highlight(ranks)
+        if e > s:
+            self.timeline.zoom_ns(s, e, margin=0.05)
+        else:
+            self.timeline.fit_all()
+
+    def goto_window(self, start_ns: int, end_ns: int, rank) -> None:
+        self.timeline.zoom_ns(int(start_ns), int(end_ns), margin=0.1)
+        if rank is not None:
+            self.timeline.set_highlight({int(rank)} | set(self.model.culprit_ranks()))
+
+    def _on_ranks(self, ranks: list) -> None:
+        self.timeline.set_rank_filter(set(ranks) if ranks else None)
+
+    def close_run(self) -> None:
+        self.explanation.stop()
+        self.model.close()

@@ -1,0 +1,84 @@
+"""Long work off the GUI thread: a QRunnable per job with progress, cancel, and error reporting.
+
+The job function receives a progress callback ``(fraction, message)`` that raises
+:class:`kat_gui.errors.Cancelled` once the user pressed cancel, so the library's own checkpoints stop the work
+(the same mechanism as Ctrl-C in the CLI). Exceptions never escape the worker: a KatInputError becomes a
+``failed`` signal with its one-line message, anything else a ``failed`` signal with the traceback as detail.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6 import QtCore
+
+from kat_gui.errors import Cancelled, KatInputError
+
+
+class JobSignals(QtCore.QObject):
+    progress = QtCore.Signal(float, str)
+    done = QtCore.Signal(object)
+    failed = QtCore.Signal(str, str)  # one-line message, detail (traceback for unexpected errors)
+    cancelled = QtCore.Signal()
+    token = QtCore.Signal(str)  # streamed text (explanations)
+    finished = QtCore.Signal()  # after done/failed/cancelled, always
+
+
+class Job(QtCore.QRunnable):
+    """Runs ``fn(job)``; ``fn`` calls ``job.progress(frac, msg)`` and may call ``job.emit_token(text)``."""
+
+    def __init__(self, title: str, fn: Callable[[Job], Any]):
+        super().__init__()
+        self.setAutoDelete(False)
+        self.title = title
+        self.fn = fn
+        self.signals = JobSignals()
+        self._cancel = threading.Event()
+        self.state = "pending"  # pending | running | done | failed | cancelled
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def progress(self, frac: float, msg: str = "") -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+        self.signals.progress.emit(float(frac), str(msg))
+
+    def emit_token(self, text: str) -> None:
+        self.signals.token.emit(text)
+
+    def run(self) -> None:
+        self.state = "running"
+        try:
+            result = self.fn(self)
+        except Cancelled:
+            self.state = "cancelled"
+            self.signals.cancelled.emit()
+        except KatInputError as exc:
+            self.state = "failed"
+            self.signals.failed.emit(str(exc), "")
+        except Exception as exc:  # an unexpected error must end in a dialog, never a dead window
+            self.state = "failed"
+            self.signals.failed.emit(
+                f"{self.title}: unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc()
+            )
+        else:
+            self.state = "done"
+            self.signals.done.emit(result)
+        finally:
+            self.signals.finished.emit()
+
+
+def pool() -> QtCore.QThreadPool:
+    """The pool jobs run on (2 threads: one long ingest/detect plus one explanation at a time)."""
+    p = QtCore.QThreadPool.globalInstance()
+    if p.maxThreadCount() < 2:
+        p.setMaxThreadCount(2)
+    return p
