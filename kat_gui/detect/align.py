@@ -1,0 +1,312 @@
+"""Alignment across ranks: which step each GPU event belongs to, which collective kernels are one instance,
+and the clock offsets between hosts.
+
+Assumptions (stated because detection is only as good as them):
+
+- Steps. ``ProfilerStep#N`` host annotations name the same step on every rank. A GPU event belongs to the
+  step whose annotation contains its *launch* (the runtime call with the same correlation id), because GPU
+  work runs behind the host and can end after the step's host range has closed. Without a launch, its own
+  start decides. Without annotations, a *marker kernel* cuts steps: the kernel name that every rank runs the
+  same number of times (at least 3), with the smallest such count (a once-per-step kernel such as the
+  embedding or the sampler). Without either, the run is one step.
+- Collectives. The k-th collective kernel of a process group on each rank is one instance (``seq`` when the
+  trace records it, else the order of starts). Without a process-group column the k-th kernel of the same
+  collective name is used, which assumes every rank runs the same collectives (SPMD tensor parallelism).
+- Clocks. Ranks on one host share a clock. Members of a collective instance end together by construction,
+  so the offset of a clock domain is the median, over instances, of its end minus the instance's median end.
+  Domains are hosts when they are known, each rank otherwise (a per-rank offset is harmless on one host:
+  it comes out near zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kat_gui.detect.classify import COLLECTIVE
+from kat_gui.detect.frame import RunFrame
+from kat_gui.events import EventKind
+
+_REL_BITS = 44  # relative ns fit in 44 bits (~4.9 h of trace); rank goes above them
+_CORR_BITS = 40
+
+
+def _rank_time_key(rank: np.ndarray, t_rel: np.ndarray) -> np.ndarray:
+    return (rank.astype(np.int64) << _REL_BITS) | t_rel
+
+
+def launch_times(fr: RunFrame) -> np.ndarray:
+    """Host launch time of each GPU event (runtime call with the same rank and correlation); -1 if none."""
+    g = fr.gpu
+    out = np.full(fr.n_gpu, -1, dtype=np.int64)
+    la = fr.launch
+    if not len(la["correlation"]) or not fr.n_gpu:
+        return out
+    lkey = (la["rank"].astype(np.int64) << _CORR_BITS) | (la["correlation"] & ((1 << _CORR_BITS) - 1))
+    order = np.argsort(lkey, kind="stable")
+    lkey_s = lkey[order]
+    has = g["correlation"] >= 0
+    gkey = (g["rank"][has].astype(np.int64) << _CORR_BITS) | (g["correlation"][has] & ((1 << _CORR_BITS) - 1))
+    pos = np.searchsorted(lkey_s, gkey)
+    pos_c = np.minimum(pos, len(lkey_s) - 1)
+    hit = lkey_s[pos_c] == gkey
+    vals = np.full(len(gkey), -1, dtype=np.int64)
+    vals[hit] = la["start_ns"][order[pos_c[hit]]]
+    out[has] = vals
+    return out
+
+
+@dataclass
+class Steps:
+    """Step number per GPU event (-1 outside every step) and how steps were found."""
+
+    step: np.ndarray
+    method: str  # "profiler_step" | "marker_kernel" | "none"
+    marker: str | None
+    count: int
+
+
+def assign_steps(fr: RunFrame, launch_ns: np.ndarray) -> Steps:
+    g = fr.gpu
+    n = fr.n_gpu
+    st = fr.steps
+    if len(st["num"]) and n:
+        t = np.where(launch_ns >= 0, launch_ns, g["start_ns"])
+        t0 = min(int(t.min()), int(st["start_ns"].min()))
+        span = max(int(t.max()), int(st["end_ns"].max())) - t0
+        if span < (1 << _REL_BITS):
+            skey = _rank_time_key(st["rank"], st["start_ns"] - t0)  # sorted: steps are (rank, start) ordered
+            ekey = _rank_time_key(g["rank"], t - t0)
+            idx = np.searchsorted(skey, ekey, side="right") - 1
+            idx_c = np.maximum(idx, 0)
+            inside = (idx >= 0) & (st["rank"][idx_c] == g["rank"]) & (t < st["end_ns"][idx_c])
+            step = np.where(inside, st["num"][idx_c], -1).astype(np.int64)
+            return Steps(step, "profiler_step", None, int(len(np.unique(st["num"]))))
+    marker = _marker_name(fr)
+    if marker is not None:
+        is_m = (g["name"] == marker) & (g["kind"] == EventKind.KERNEL)
+        step = np.empty(n, dtype=np.int64)
+        # Exclusive count of marker kernels started before each event, per rank (gpu rows are per track,
+        # so order by (rank, start) first).
+        order = np.lexsort((g["start_ns"], g["rank"]))
+        m_o = is_m[order].astype(np.int64)
+        cum = np.cumsum(m_o) - m_o
+        r_o = g["rank"][order]
+        first = np.r_[True, r_o[1:] != r_o[:-1]]
+        base = np.maximum.accumulate(np.where(first, cum, 0))
+        step[order] = cum - base
+        return Steps(step, "marker_kernel", fr.strings[marker], int(step.max() + 1) if n else 0)
+    return Steps(np.zeros(n, dtype=np.int64), "none", None, 1 if n else 0)
+
+
+def _marker_name(fr: RunFrame) -> int | None:
+    g = fr.gpu
+    ranks = fr.ranks
+    k = (g["kind"] == EventKind.KERNEL) & (g["cls"] != COLLECTIVE)
+    if not k.any() or len(ranks) == 0:
+        return None
+    pair = (g["name"][k].astype(np.int64) << 20) | np.searchsorted(ranks, g["rank"][k])
+    u, c = np.unique(pair, return_counts=True)
+    names = u >> 20
+    nu, first_idx, n_ranks = np.unique(names, return_index=True, return_counts=True)
+    cmin = np.minimum.reduceat(c, first_idx)
+    cmax = np.maximum.reduceat(c, first_idx)
+    ok = (n_ranks == len(ranks)) & (cmin == cmax) & (cmin >= 3)
+    if not ok.any():
+        return None
+    cand = np.flatnonzero(ok)
+    best = cand[np.argmin(cmin[cand])]
+    return int(nu[best])
+
+
+@dataclass
+class Collectives:
+    """Collective instances matched across ranks.
+
+    Member arrays (one row per collective kernel that belongs to an instance of >= 2 ranks), ordered by
+    (instance, corrected start): ``row`` (into ``RunFrame.gpu``), ``inst``, ``rank``, ``start_ns`` / ``end_ns``
+    (clock-corrected), ``wait_ns`` (last arrival - own start), ``late_ns`` (own start - lower-median start),
+    ``is_last``. Instance arrays: ``skew_ns`` (last - first start), ``transfer_ns`` (min duration),
+    ``size`` (members), ``last_rank``, ``first_start_ns``, ``last_start_ns``, ``end_ns`` (max end),
+    ``step`` (step of the earliest member), ``group`` (process-group or name id), ``spans_hosts``.
+    """
+
+    row: np.ndarray
+    inst: np.ndarray
+    rank: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    wait_ns: np.ndarray
+    late_ns: np.ndarray
+    is_last: np.ndarray
+    skew_ns: np.ndarray
+    transfer_ns: np.ndarray
+    size: np.ndarray
+    last_rank: np.ndarray
+    first_start_ns: np.ndarray
+    last_start_ns: np.ndarray
+    end_inst_ns: np.ndarray
+    step: np.ndarray
+    group: np.ndarray
+    spans_hosts: np.ndarray
+    grouping: str
+    offsets_ns: dict[str, int]
+    offset_residual_ns: float
+
+    @property
+    def n(self) -> int:
+        return len(self.skew_ns)
+
+
+def _segments(sorted_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal values in a sorted key."""
+    if not len(sorted_key):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    length = np.diff(np.r_[first, len(sorted_key)])
+    return first, length
+
+
+def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
+    g = fr.gpu
+    rows = np.flatnonzero((g["cls"] == COLLECTIVE) & (g["kind"] == EventKind.KERNEL))
+    rank = g["rank"][rows]
+    start = g["start_ns"][rows]
+    has_pg = g["pg"][rows] >= 0
+    grouping = "process_group" if has_pg.any() else "collective_name"
+    # Group id: the process group when known; else the collective (or kernel) name.
+    coll = g["coll"][rows]
+    name_key = np.where(coll >= 0, coll, g["name"][rows])
+    group = np.where(has_pg, g["pg"][rows].astype(np.int64), -2 - name_key.astype(np.int64))
+    seq = g["seq"][rows]
+    order = np.lexsort((start, group, rank))
+    rows, rank, start, group, seq, has_pg = (a[order] for a in (rows, rank, start, group, seq, has_pg))
+    rg = (rank.astype(np.int64) << 32) ^ (group & 0xFFFFFFFF)
+    first, length = _segments(rg)
+    ordinal = np.arange(len(rows), dtype=np.int64) - np.repeat(first, length)
+    # Use recorded sequence numbers only where the whole (rank, group) has them.
+    seq_ok = np.repeat(np.minimum.reduceat(seq, first) >= 0, length) if len(first) else np.zeros(0, bool)
+    ordinal = np.where(seq_ok & has_pg, seq, ordinal)
+    ikey = (group << 32) ^ (ordinal & 0xFFFFFFFF)
+    uniq, inst = np.unique(ikey, return_inverse=True)
+    size = np.bincount(inst, minlength=len(uniq))
+    keep = size[inst] >= 2
+    rows, rank, inst, group = rows[keep], rank[keep], inst[keep], group[keep]
+    _, inst = np.unique(inst, return_inverse=True)
+    n_inst = int(inst.max() + 1) if len(inst) else 0
+    # Number instances in order of their first start, so instance 0 is the run's first collective.
+    if n_inst:
+        first_start = np.full(n_inst, np.iinfo(np.int64).max)
+        np.minimum.at(first_start, inst, g["start_ns"][rows])
+        rank_of = np.empty(n_inst, dtype=np.int64)
+        rank_of[np.argsort(first_start, kind="stable")] = np.arange(n_inst)
+        inst = rank_of[inst]
+
+    start = g["start_ns"][rows]
+    end = g["end_ns"][rows]
+    offsets, residual, off_rank = _clock_offsets(fr, rank, inst, end, n_inst)
+    start = start - off_rank
+    end = end - off_rank
+
+    order = np.lexsort((start, inst))
+    rows, rank, inst, group, start, end = (a[order] for a in (rows, rank, inst, group, start, end))
+    first, length = _segments(inst)
+    last_idx = first + length - 1
+    first_start = start[first]
+    last_start = start[last_idx]
+    lower_med = start[first + (length - 1) // 2]
+    dur = end - start
+    transfer = np.minimum.reduceat(dur, first) if len(first) else np.zeros(0, np.int64)
+    end_inst = np.maximum.reduceat(end, first) if len(first) else np.zeros(0, np.int64)
+    wait = np.repeat(last_start, length) - start
+    late = start - np.repeat(lower_med, length)
+    is_last = np.zeros(len(rows), dtype=bool)
+    is_last[last_idx] = True
+    step_inst = steps.step[rows[first]] if len(first) else np.zeros(0, np.int64)
+    host_codes = _host_codes(fr, rank)
+    hmin = np.minimum.reduceat(host_codes, first) if len(first) else np.zeros(0, np.int64)
+    hmax = np.maximum.reduceat(host_codes, first) if len(first) else np.zeros(0, np.int64)
+    return Collectives(
+        row=rows,
+        inst=inst,
+        rank=rank,
+        start_ns=start,
+        end_ns=end,
+        wait_ns=wait,
+        late_ns=late,
+        is_last=is_last,
+        skew_ns=last_start - first_start,
+        transfer_ns=transfer,
+        size=length,
+        last_rank=rank[last_idx],
+        first_start_ns=first_start,
+        last_start_ns=last_start,
+        end_inst_ns=end_inst,
+        step=step_inst,
+        group=group[first] if len(first) else np.zeros(0, np.int64),
+        spans_hosts=hmin != hmax,
+        grouping=grouping,
+        offsets_ns=offsets,
+        offset_residual_ns=residual,
+    )
+
+
+def _host_codes(fr: RunFrame, rank: np.ndarray) -> np.ndarray:
+    labels = sorted({fr.host_of_rank.get(int(r), "") for r in fr.ranks})
+    code = {h: i for i, h in enumerate(labels)}
+    lut = np.array([code[fr.host_of_rank.get(int(r), "")] for r in fr.ranks], dtype=np.int64)
+    return lut[np.searchsorted(fr.ranks, rank)] if len(rank) else np.zeros(0, np.int64)
+
+
+def _clock_offsets(
+    fr: RunFrame, rank: np.ndarray, inst: np.ndarray, end: np.ndarray, n_inst: int
+) -> tuple[dict[str, int], float, np.ndarray]:
+    """Per clock domain: median over instances of (member end - instance median end); the domain of the
+    lowest rank is the reference (offset 0). Returns offsets by domain label, the median absolute residual
+    after correction, and the offset of each member."""
+    if fr.hosts_known:
+        domain_of_rank = {int(r): fr.host_of_rank[int(r)] for r in fr.ranks}
+    else:
+        domain_of_rank = {int(r): f"rank{int(r)}" for r in fr.ranks}
+    labels = sorted(set(domain_of_rank.values()), key=lambda s: min(r for r, d in domain_of_rank.items() if d == s))
+    code = {d: i for i, d in enumerate(labels)}
+    lut = np.array([code[domain_of_rank[int(r)]] for r in fr.ranks], dtype=np.int64)
+    if not len(rank) or len(labels) < 2:
+        return {d: 0 for d in labels}, 0.0, np.zeros(len(rank), dtype=np.int64)
+    dom = lut[np.searchsorted(fr.ranks, rank)]
+    order = np.lexsort((end, inst))
+    e_s = end[order]
+    first, length = _segments(inst[order])
+    med_end = e_s[first + (length - 1) // 2]
+    resid = end - med_end[np.searchsorted(inst[order][first], inst)]
+    off = np.zeros(len(labels), dtype=np.int64)
+    for i in range(len(labels)):
+        sel = dom == i
+        if sel.any():
+            off[i] = int(np.median(resid[sel]))
+    off -= off[0]
+    member_off = off[dom]
+    after = resid - member_off
+    after -= int(np.median(after))
+    return {labels[i]: int(off[i]) for i in range(len(labels))}, float(np.median(np.abs(after))), member_off
+
+
+ROLE_NONE, ROLE_LATE, ROLE_WAITED = 0, 1, 2
+
+
+def instance_roles(co: Collectives) -> np.ndarray:
+    """Per member row of ``co``: ROLE_LATE for the last arriver of an instance whose arrival skew exceeds its
+    transfer time (the others waited longer than the data took to move), ROLE_WAITED for members whose
+    wait exceeds the transfer time (their kernel is long only because they waited), ROLE_NONE otherwise.
+
+    The early ranks of a skewed instance are symptoms, never roots: their long kernels blame the wrong rank.
+    """
+    role = np.zeros(len(co.rank), dtype=np.uint8)
+    if not co.n:
+        return role
+    transfer = co.transfer_ns[co.inst]
+    skewed = co.skew_ns[co.inst] > transfer
+    role[co.is_last & skewed] = ROLE_LATE
+    role[~co.is_last & skewed & (co.wait_ns > transfer)] = ROLE_WAITED
+    return role

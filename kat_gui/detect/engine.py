@@ -1,0 +1,614 @@
+"""The detector: alignment -> peer and history signals -> persistent faults -> component -> anomaly rows.
+
+Read ``docs/detection.md`` for the method; the thresholds are the fields of :class:`Params`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kat_gui.detect import classify as C
+from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times, match_collectives
+from kat_gui.detect.frame import RunFrame
+from kat_gui.detect.signals import CellSignal, cell_signal, peer_match
+from kat_gui.detect.stats import group_median, robust_sigma, runs, segments
+from kat_gui.events import COMPONENTS
+from kat_gui.progress import Progress
+
+DETECTOR_VERSION = "kat-sync/1"
+
+
+@dataclass(frozen=True)
+class Params:
+    """Detector thresholds. None is tuned to a scenario; each has a reason.
+
+    - ``z_cell``: a (rank, step) cell is abnormal when it sits this many robust standard deviations (1.4826
+      MAD of all cells) above the per-step peer median. 4 keeps a Gaussian cell's false-flag chance ~3e-5.
+    - ``min_slowdown``: and at least this relative slowdown (3 %): below it, run-to-run GPU variation and
+      silicon spread dominate, and nobody acts on it.
+    - ``min_launch_slowdown``: host launch intervals must be this much (10 %) longer than peers': host
+      timing (Python, frequency scaling) varies far more than kernel timing between healthy hosts.
+    - ``min_late_share``: a rank must make its peers wait at least this share of a step (2 %) to count as late.
+    - ``min_steps``: a fault must persist over this many abnormal steps (merged across ``merge_gap`` normal
+      ones): a one-step blip is noise or a transient the user cannot act on. Runs with fewer steps than this
+      need every step abnormal.
+    - ``sigma_floor``: lower bound of the noise scale of log ratios (0.5 %), for exact synthetic inputs.
+    - ``hbm_ratio``: memory-bound kernels must slow this many times more than compute-bound ones to call
+      HBM rather than SM compute (clock throttling slows both, GEMMs more).
+    - ``warmup_steps``: history-based findings confined to the first steps are warm-up, not faults.
+    """
+
+    z_cell: float = 4.0
+    min_slowdown: float = 0.03
+    min_launch_slowdown: float = 0.10
+    min_late_share: float = 0.02
+    min_steps: int = 3
+    merge_gap: int = 1
+    sigma_floor: float = 0.005
+    hbm_ratio: float = 1.5
+    warmup_steps: int = 3
+
+
+@dataclass
+class DetectResult:
+    """What detection found. ``findings`` follow /tmp results contract (names decoded in ``to_contract_json``);
+    ``anomalies`` are store-column arrays; ``meta`` is stored as ``detect/meta``."""
+
+    run: str
+    findings: list[dict]
+    anomalies: dict[str, np.ndarray]
+    meta: dict
+    collectives: Collectives | None = None
+    signals: dict[str, CellSignal] = field(default_factory=dict)
+    steps: np.ndarray | None = None  # the step numbers of the signal columns
+
+
+ANOMALY_COLUMNS = {
+    "track": np.int32,
+    "index": np.int64,
+    "rank": np.int32,
+    "device": np.int32,
+    "stream": np.int64,
+    "name": np.int32,
+    "start_ns": np.int64,
+    "end_ns": np.int64,
+    "role": np.uint8,
+    "component": np.uint8,
+    "score": np.float32,
+    "finding": np.int32,
+}
+ROOT, SYMPTOM = 1, 2
+
+
+def _comp(name: str) -> int:
+    return COMPONENTS.index(name)
+
+
+class _Analysis:
+    """Holds the intermediate arrays of one detection pass."""
+
+    def __init__(self, fr: RunFrame, params: Params):
+        self.fr = fr
+        self.p = params
+        g = fr.gpu
+        self.launch_ns = launch_times(fr)
+        self.steps: Steps = assign_steps(fr, self.launch_ns)
+        self.step_values = np.unique(self.steps.step[self.steps.step >= 0])
+        self.S = max(len(self.step_values), 1)
+        if not len(self.step_values):
+            self.step_values = np.zeros(1, np.int64)
+        st = self.steps.step
+        self.step_idx = np.where(st >= 0, np.searchsorted(self.step_values, st), -1)
+        self.R = len(fr.ranks)
+        self.rank_idx = np.searchsorted(fr.ranks, g["rank"])
+        self.coll: Collectives = match_collectives(fr, self.steps)
+        self.coll_step_idx = np.where(self.coll.step >= 0, np.searchsorted(self.step_values, self.coll.step), -1)
+        self.step_len_ns = self._step_lengths()
+
+    def _step_lengths(self) -> np.ndarray:
+        """Median across ranks of each step's GPU span (first start to last end)."""
+        g = self.fr.gpu
+        ok = self.step_idx >= 0
+        cell = self.rank_idx[ok].astype(np.int64) * self.S + self.step_idx[ok]
+        n = self.R * self.S
+        lo = np.full(n, np.iinfo(np.int64).max)
+        hi = np.full(n, np.iinfo(np.int64).min)
+        order = np.argsort(cell, kind="stable")
+        c_s = cell[order]
+        first, _ = segments(c_s)
+        if len(first):
+            lo[c_s[first]] = np.minimum.reduceat(g["start_ns"][ok][order], first)
+            hi[c_s[first]] = np.maximum.reduceat(g["end_ns"][ok][order], first)
+        span = np.where(hi > lo, hi - lo, np.nan).astype(np.float64).reshape(self.R, self.S)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(span, axis=0)
+        return np.where(np.isfinite(med) & (med > 0), med, 1.0)
+
+    # ------------------------------------------------------------------ signals
+    def kernel_signals(self) -> dict[str, CellSignal]:
+        g = self.fr.gpu
+        p = self.p
+        out: dict[str, CellSignal] = {}
+        dur = (g["end_ns"] - g["start_ns"]).astype(np.float64)
+        self.peer: dict[str, object] = {}
+        for label, classes in (("compute", (C.COMPUTE,)), ("memory", (C.MEMORY,)), ("copy", (C.COPY_HOST,))):
+            rows = np.flatnonzero(np.isin(g["cls"], classes) & (self.step_idx >= 0))
+            pm = peer_match(rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.R)
+            self.peer[label] = pm
+            out[label] = cell_signal(
+                label, self.rank_idx[rows], self.step_idx[rows], pm.log_ratio, self.R, self.S, p.sigma_floor
+            )
+        # Host launch pacing: interval between a rank's consecutive launches, matched like kernels.
+        has = self.launch_ns >= 0
+        rows = np.flatnonzero(has & (self.step_idx >= 0))
+        if len(rows) and self.R >= 2:
+            order = np.lexsort((self.launch_ns[rows], self.rank_idx[rows]))
+            r_o = rows[order]
+            t = self.launch_ns[r_o]
+            same = np.r_[False, self.rank_idx[r_o][1:] == self.rank_idx[r_o][:-1]]
+            interval = np.where(same, np.r_[0, np.diff(t)], np.nan)
+            keep = np.isfinite(interval)
+            r_k = r_o[keep]
+            iv = interval[keep]
+            r_k_sorted = np.sort(r_k)  # back to (track, start) order for the stable ordinal in peer_match
+            pos = np.argsort(r_k, kind="stable")
+            iv_sorted = iv[pos]
+            pm = peer_match(
+                r_k_sorted, self.step_idx[r_k_sorted], g["name"][r_k_sorted], self.rank_idx[r_k_sorted],
+                iv_sorted, self.R,
+            )
+            self.peer["launch"] = pm
+            self.launch_interval = (r_k_sorted, iv_sorted)
+            out["launch"] = cell_signal(
+                "launch", self.rank_idx[r_k_sorted], self.step_idx[r_k_sorted], pm.log_ratio, self.R, self.S,
+                p.sigma_floor,
+            )
+        # Collective arrival: the waiting a rank imposes on the median peer, as a share of the step.
+        co = self.coll
+        if co.n:
+            m_step = self.coll_step_idx[co.inst]
+            ok = m_step >= 0
+            share = np.clip(co.late_ns, 0, None).astype(np.float64) / self.step_len_ns[np.maximum(m_step, 0)]
+            ridx = np.searchsorted(self.fr.ranks, co.rank)
+            out["late"] = cell_signal(
+                "late", ridx[ok], m_step[ok], share[ok], self.R, self.S, p.sigma_floor * 0.0 + 1e-4, reduce="sum"
+            )
+        return out
+
+    def transfer_signal(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Per (collective group, step): median log ratio of the instance transfer time (min duration across
+        ranks) to the group's own typical transfer for the same collective and message size; and per
+        instance the log ratio. Transfer time rises on every rank when a shared link degrades."""
+        co = self.coll
+        g = self.fr.gpu
+        if not co.n:
+            return np.zeros((0, self.S)), np.zeros(0), []
+        first, _ = segments(co.inst)
+        rows0 = co.row[first]
+        nel = g["msg_nelems"][rows0]
+        name = g["name"][rows0]
+        key = np.stack([co.group, name.astype(np.int64), nel], axis=1)
+        _, kid = np.unique(key, axis=0, return_inverse=True)
+        kid = kid.ravel()
+        tr = np.maximum(co.transfer_ns.astype(np.float64), 1.0)
+        # Baseline: lower quartile of the key's transfers, so a fault covering up to 3/4 of the run still
+        # stands out (the median would move with it).
+        base = np.full(int(kid.max()) + 1, np.nan)
+        order = np.lexsort((tr, kid))
+        k_s = kid[order]
+        f, ln = segments(k_s)
+        base[k_s[f]] = tr[order][f + (ln - 1) // 4]
+        lr = np.log(tr / base[kid])
+        groups = sorted(int(x) for x in np.unique(co.group))
+        gi = np.searchsorted(np.array(groups), co.group)
+        ok = self.coll_step_idx >= 0
+        cell = gi[ok].astype(np.int64) * self.S + self.coll_step_idx[ok]
+        med, _ = group_median(cell, lr[ok], len(groups) * self.S)
+        return med.reshape(len(groups), self.S), lr, groups
+
+
+def _flag_runs(flags: np.ndarray, p: Params, n_steps: int) -> list[tuple[int, int, int]]:
+    need = min(p.min_steps, n_steps)
+    return [r for r in runs(flags, p.merge_gap) if r[2] >= need]
+
+
+def _confidence(z: float, n_flagged: int, p: Params) -> float:
+    """Grows with the margin over the threshold and with persistence; 0.5 at the bare minimum."""
+    margin = max(z - p.z_cell, 0.0) / p.z_cell
+    persist = min(n_flagged / (3.0 * p.min_steps), 1.0)
+    return round(min(0.99, 0.5 + 0.25 * (1 - math.exp(-margin)) + 0.24 * persist), 3)
+
+
+def detect_frame(fr: RunFrame, params: Params | None = None, progress: Progress | None = None) -> DetectResult:
+    """Run detection on a loaded frame (no store access); see :func:`kat_gui.detect.detect_store`."""
+    p = params or Params()
+    if progress:
+        progress(0.05, "aligning ranks")
+    a = _Analysis(fr, p)
+    if progress:
+        progress(0.35, "comparing ranks with their peers")
+    sig = a.kernel_signals() if fr.n_gpu else {}
+    if progress:
+        progress(0.65, "attributing components")
+    findings: list[dict] = []
+    anomaly_parts: list[tuple[np.ndarray, int, int, np.ndarray]] = []  # (gpu rows, role, finding idx, score)
+    _rank_findings(a, sig, p, findings, anomaly_parts)
+    _link_findings(a, p, findings, anomaly_parts)
+    _hang_findings(a, p, findings, anomaly_parts)
+
+    order = sorted(range(len(findings)), key=lambda i: -findings[i]["confidence"])
+    remap = {old: new for new, old in enumerate(order)}
+    findings = [findings[i] for i in order]
+    for i, f in enumerate(findings):
+        f["id"] = i
+    anomalies = _anomaly_table(a, findings, anomaly_parts, remap)
+    for f in findings:
+        f["anomaly_count"] = int(np.count_nonzero(anomalies["finding"] == f["id"]))
+    co = a.coll
+    meta = {
+        "detector": DETECTOR_VERSION,
+        "params": asdict(p),
+        "steps": {"method": a.steps.method, "count": int(len(np.unique(a.steps.step[a.steps.step >= 0]))),
+                  "marker": a.steps.marker},
+        "collectives": {"instances": int(co.n), "grouping": co.grouping,
+                        "median_arrival_skew_ns": float(np.median(co.skew_ns)) if co.n else 0.0},
+        "clock": {"offsets_ns": co.offsets_ns, "residual_ns": co.offset_residual_ns,
+                  "domains": "hosts" if fr.hosts_known else "ranks"},
+        "noise": {k: round(float(s.sigma), 6) for k, s in sig.items()},
+        "ranks": [int(r) for r in fr.ranks],
+        "gpu_events": int(fr.n_gpu),
+    }
+    if progress:
+        progress(1.0, "done")
+    return DetectResult(fr.name, findings, anomalies, meta, co, sig, a.step_values)
+
+
+# ---------------------------------------------------------------------- rank-level faults
+
+
+def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings: list, parts: list) -> None:
+    if a.R < 2 or not sig:
+        return
+    log_min = math.log1p(p.min_slowdown)
+    flags = {
+        "compute": sig["compute"].flags(p.z_cell, log_min),
+        "memory": sig["memory"].flags(p.z_cell, log_min),
+        "copy": sig["copy"].flags(p.z_cell, log_min),
+    }
+    if "launch" in sig:
+        flags["launch"] = sig["launch"].flags(p.z_cell, math.log1p(p.min_launch_slowdown))
+    if "late" in sig:
+        flags["late"] = sig["late"].flags(p.z_cell, p.min_late_share)
+    any_flag = np.zeros((a.R, a.S), dtype=bool)
+    for f in flags.values():
+        any_flag |= f
+    for ri in range(a.R):
+        for s0, s1, nflag in _flag_runs(any_flag[ri], p, a.S):
+            win = slice(s0, s1 + 1)
+            ev = {}
+            frac = {}
+            for k, s in sig.items():
+                d = s.dev[ri, win]
+                d = d[np.isfinite(d)]
+                ev[k] = float(np.median(d)) if len(d) else 0.0
+                frac[k] = float(flags[k][ri, win].mean()) if k in flags else 0.0
+            comp, why = _rank_component(ev, frac, p)
+            if comp is None:
+                continue
+            _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findings, parts)
+
+
+def _rank_component(ev: dict[str, float], frac: dict[str, float], p: Params) -> tuple[str | None, str]:
+    """DOMAIN.md §2: hardware evidence on the rank beats its late arrival, which is only the consequence."""
+    half = 0.5
+    cmp_ok = frac.get("compute", 0) >= half
+    mem_ok = frac.get("memory", 0) >= half
+    if frac.get("copy", 0) >= half and not (cmp_ok or mem_ok):
+        return "pcie", "host<->device copies slower than on peers"
+    if cmp_ok or mem_ok:
+        c, m = ev.get("compute", 0.0), ev.get("memory", 0.0)
+        if mem_ok and m > p.hbm_ratio * max(c, 0.0):
+            return "hbm", "memory-bound kernels slowed more than compute-bound ones"
+        return "gpu", "compute-bound kernels slower than the same kernels on peers"
+    if frac.get("launch", 0) >= half and frac.get("late", 0) >= half:
+        return "cpu", "host launches slower than on peers; the rank arrives late to collectives"
+    if frac.get("late", 0) >= half:
+        return "unknown", "arrives late to collectives without slower kernels or launches"
+    return None, ""
+
+
+def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findings, parts) -> None:
+    fr = a.fr
+    rank = int(fr.ranks[ri])
+    fid = len(findings)
+    in_win = (a.step_idx >= s0) & (a.step_idx <= s1)
+    on_rank = a.rank_idx == ri
+    key = {"gpu": "compute", "hbm": "memory", "pcie": "copy", "cpu": "launch", "unknown": "late"}[comp]
+    s = sig[key]
+    zs = s.z[ri, s0 : s1 + 1]
+    z_med = float(np.nanmedian(zs)) if np.isfinite(zs).any() else 0.0
+    # Root rows: the rank's instances of the affected work that show at least half the fault's typical effect.
+    eff = ev.get(key, 0.0)
+    if key in ("compute", "memory", "copy", "launch") and key in a.peer:
+        pm = a.peer[key]
+        sel = in_win[pm.rows] & on_rank[pm.rows] & (pm.log_ratio >= 0.5 * eff)
+        if key == "gpu" or comp == "gpu":  # clock throttling also slows the memory-bound kernels a little
+            pm2 = a.peer["memory"]
+            sel2 = in_win[pm2.rows] & on_rank[pm2.rows] & (pm2.log_ratio >= 0.5 * eff)
+            parts.append((pm2.rows[sel2], ROOT, fid, pm2.log_ratio[sel2] / s.sigma))
+        if comp == "hbm":
+            pm2 = a.peer["compute"]
+            e2 = max(ev.get("compute", 0.0), math.log1p(p.min_slowdown))
+            sel2 = in_win[pm2.rows] & on_rank[pm2.rows] & (pm2.log_ratio >= 0.5 * e2) & (
+                pm2.log_ratio >= 0.5 * eff)
+            parts.append((pm2.rows[sel2], ROOT, fid, pm2.log_ratio[sel2] / s.sigma))
+        parts.append((pm.rows[sel], ROOT, fid, pm.log_ratio[sel] / s.sigma))
+    # Symptoms: peers' collective kernels that waited for this rank (it arrived last) in the window.
+    co = a.coll
+    wait_share = 0.0
+    skew_med = 0.0
+    if co.n:
+        inst_last = co.last_rank == rank
+        inst_win = (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
+        inst_sel = inst_last & inst_win
+        m = inst_sel[co.inst] & (co.rank != rank) & (co.wait_ns > 0)
+        late_own = np.zeros(co.n)
+        is_me = co.rank == rank
+        late_own[co.inst[is_me]] = co.late_ns[is_me]
+        m &= co.wait_ns >= 0.5 * late_own[co.inst]
+        m &= late_own[co.inst] > 0
+        parts.append((co.row[m], SYMPTOM, fid, co.wait_ns[m] / np.maximum(co.end_ns[m] - co.start_ns[m], 1)))
+        if comp in ("cpu", "unknown"):
+            mine = is_me & inst_sel[co.inst] & (co.late_ns > 0)
+            parts.append((co.row[mine], ROOT, fid, co.late_ns[mine] / np.maximum(co.skew_ns[co.inst[mine]], 1)))
+        if inst_sel.any():
+            skew_med = float(np.median(co.skew_ns[inst_sel]))
+            waited = co.wait_ns[inst_sel[co.inst] & (co.rank != rank)]
+            dur = (co.end_ns - co.start_ns)[inst_sel[co.inst] & (co.rank != rank)]
+            wait_share = float(waited.sum() / max(dur.sum(), 1))
+    t0, t1 = _window_ns(a, s0, s1, ri)
+    slowdown = {k: round(math.expm1(ev.get(k, 0.0)), 4) for k in ("compute", "memory", "copy", "launch")}
+    evidence = {
+        "slowdown_vs_peers": slowdown.get(key, 0.0) if key != "late" else 0.0,
+        "compute_bound_slowdown": slowdown["compute"],
+        "memory_bound_slowdown": slowdown["memory"],
+        "host_copy_slowdown": slowdown["copy"],
+        "launch_interval_ratio": round(1 + slowdown["launch"], 4),
+        "late_share_of_step": round(ev.get("late", 0.0), 4),
+        "arrival_skew_ns": skew_med,
+        "wait_share": round(wait_share, 4),
+        "z": round(z_med, 2),
+        "steps": [int(a.step_values[s0]), int(a.step_values[s1])],
+        "abnormal_steps": int(nflag),
+    }
+    names = {"gpu": f"GPU {rank}", "hbm": f"HBM of GPU {rank}", "pcie": f"PCIe link of GPU {rank}",
+             "cpu": f"host CPU of rank {rank}", "unknown": f"rank {rank}"}
+    what = {
+        "gpu": f"compute-bound kernels {slowdown['compute'] * 100:.0f}% slower than peers",
+        "hbm": f"memory-bound kernels {slowdown['memory'] * 100:.0f}% slower than peers "
+        f"(compute-bound {slowdown['compute'] * 100:.0f}%)",
+        "pcie": f"host<->device copies {slowdown['copy'] * 100:.0f}% slower than peers",
+        "cpu": f"launches {slowdown['launch'] * 100:.0f}% slower than peers; arrives late, peers wait",
+        "unknown": f"arrives late to collectives ({ev.get('late', 0.0) * 100:.1f}% of a step) with no slower "
+        f"kernels or launches (software skew?)",
+    }[comp]
+    findings.append({
+        "component": comp,
+        "component_id": _component_id(a.fr, comp, [rank]),
+        "ranks": [rank],
+        "confidence": _confidence(z_med, nflag, p) * (0.7 if comp == "unknown" else 1.0),
+        "start_ns": t0,
+        "end_ns": t1,
+        "summary": f"{names[comp]}: {what} in steps {evidence['steps'][0]}-{evidence['steps'][1]}",
+        "kind": "timing",
+        "nodes": _nodes(a.fr, comp, [rank]),
+        "evidence": evidence,
+        "reason": why,
+    })
+
+
+def _window_ns(a: _Analysis, s0: int, s1: int, ri: int | None) -> tuple[int, int]:
+    g = a.fr.gpu
+    m = (a.step_idx >= s0) & (a.step_idx <= s1)
+    if ri is not None:
+        m &= a.rank_idx == ri
+    if not m.any():
+        return 0, 0
+    return int(g["start_ns"][m].min()), int(g["end_ns"][m].max())
+
+
+# ---------------------------------------------------------------------- link-level faults (history)
+
+
+def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None:
+    co = a.coll
+    if not co.n or a.S < 2:
+        return
+    mat, lr_inst, groups = a.transfer_signal()
+    if not len(groups):
+        return
+    # Noise of the transfer history: MAD of the per-step values around each group's median.
+    dev = mat - np.nanmedian(mat, axis=1, keepdims=True) if mat.size else mat
+    sigma = robust_sigma(dev.ravel(), p.sigma_floor)
+    log_min = math.log1p(p.min_slowdown)
+    first, _ = segments(co.inst)
+    members_rank = co.rank
+    for gi, grp in enumerate(groups):
+        x = np.nan_to_num(mat[gi], nan=0.0)
+        fl = (x / sigma >= p.z_cell) & (x >= log_min)
+        for s0, s1, nflag in _flag_runs(fl, p, a.S):
+            if s1 < p.warmup_steps and s0 == 0:
+                continue  # warm-up: slower first steps of every group
+            inst_sel = (co.group == grp) & (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
+            if not inst_sel.any():
+                continue
+            ranks = sorted(int(r) for r in np.unique(members_rank[inst_sel[co.inst]]))
+            spans = bool(co.spans_hosts[inst_sel].any())
+            comp = "nic" if spans else "nvlink"
+            eff = float(np.median(x[s0 : s1 + 1][fl[s0 : s1 + 1]]))
+            # Arrival skew must not explain it: the min duration is the late arriver's own transfer.
+            skew = float(np.median(co.skew_ns[inst_sel]))
+            tr = float(np.median(co.transfer_ns[inst_sel]))
+            fid = len(findings)
+            strong = inst_sel & (lr_inst >= 0.5 * eff)
+            m = strong[co.inst]
+            parts.append((co.row[m], ROOT, fid, np.repeat(lr_inst, np.diff(np.r_[first, len(co.inst)]))[m] / sigma))
+            z = eff / sigma
+            t0 = int(co.first_start_ns[inst_sel].min())
+            t1 = int(co.end_inst_ns[inst_sel].max())
+            steps = [int(a.step_values[s0]), int(a.step_values[s1])]
+            label = "inter-node network (NIC)" if spans else "NVLink"
+            findings.append({
+                "component": comp,
+                "component_id": _component_id(a.fr, comp, ranks),
+                "ranks": ranks,
+                "confidence": _confidence(z, nflag, p),
+                "start_ns": t0,
+                "end_ns": t1,
+                "summary": f"{label}: collectives of ranks {_ranks_text(ranks)} take {math.expm1(eff) * 100:.0f}% "
+                f"longer than their own earlier transfers on every rank, without arrival skew, in steps "
+                f"{steps[0]}-{steps[1]}",
+                "kind": "timing",
+                "nodes": _nodes(a.fr, comp, ranks),
+                "evidence": {
+                    "transfer_ratio": round(math.exp(eff), 4),
+                    "transfer_ns": tr,
+                    "arrival_skew_ns": skew,
+                    "z": round(z, 2),
+                    "steps": steps,
+                    "abnormal_steps": int(nflag),
+                    "spans_hosts": spans,
+                },
+                "reason": "transfer time (min duration across ranks) rose against the group's own history",
+            })
+
+
+# ---------------------------------------------------------------------- hangs
+
+
+def _hang_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None:
+    """One rank stops while its peers sit in a collective that never completes (DOMAIN.md §2, HBM/Xid)."""
+    fr = a.fr
+    g = fr.gpu
+    if a.R < 2 or not fr.n_gpu:
+        return
+    last_end = np.full(a.R, np.iinfo(np.int64).min)
+    np.maximum.at(last_end, a.rank_idx, g["end_ns"])
+    run_end = int(last_end.max())
+    typical_step = float(np.median(a.step_len_ns))
+    stopped = np.flatnonzero(run_end - last_end > 5 * typical_step)
+    if len(stopped) != 1 or a.R - len(stopped) < 1:
+        return
+    ri = int(stopped[0])
+    rank = int(fr.ranks[ri])
+    # Peers' longest collective near the end must dwarf the usual instance.
+    is_c = g["cls"] == C.COLLECTIVE
+    tail = is_c & (g["end_ns"] > last_end[ri]) & (a.rank_idx != ri)
+    if not tail.any():
+        return
+    dur = g["end_ns"] - g["start_ns"]
+    usual = float(np.median(dur[is_c])) if is_c.any() else 0.0
+    hung = tail & (dur > 20 * max(usual, 1.0))
+    if not hung.any():
+        return
+    fid = len(findings)
+    rows = np.flatnonzero(hung)
+    parts.append((rows, SYMPTOM, fid, (dur[rows] / max(usual, 1.0)).astype(np.float64)))
+    findings.append({
+        "component": "hbm",
+        "component_id": _component_id(fr, "hbm", [rank]),
+        "ranks": [rank],
+        "confidence": 0.6,
+        "start_ns": int(last_end[ri]),
+        "end_ns": run_end,
+        "summary": f"rank {rank} stops issuing GPU work while its peers hang in a collective "
+        f"({dur[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual cause",
+        "kind": "timing",
+        "nodes": _nodes(fr, "hbm", [rank]),
+        "evidence": {"silent_ns": int(run_end - last_end[ri]), "hung_collectives": int(len(rows)),
+                     "usual_collective_ns": usual},
+        "reason": "hang: one rank silent, peers blocked",
+    })
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _ranks_text(ranks: list[int]) -> str:
+    if len(ranks) > 2 and ranks == list(range(ranks[0], ranks[-1] + 1)):
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ",".join(str(r) for r in ranks)
+
+
+def _graph(fr: RunFrame):
+    if fr.topology is None:
+        return None
+    if not hasattr(fr, "_graph_cache"):
+        try:
+            from kat_gui.topology import from_json
+
+            fr._graph_cache = from_json(fr.topology)  # type: ignore[attr-defined]
+        except Exception:
+            fr._graph_cache = None  # type: ignore[attr-defined]
+    return fr._graph_cache  # type: ignore[attr-defined]
+
+
+def _nodes(fr: RunFrame, comp: str, ranks: list[int]) -> list[str]:
+    g = _graph(fr)
+    if g is None or comp == "unknown":
+        return [f"GPU{r}" for r in ranks]
+    try:
+        from kat_gui.topology import component_node
+
+        return list(component_node(g, comp, ranks=ranks))
+    except Exception:
+        return [f"GPU{r}" for r in ranks]
+
+
+def _component_id(fr: RunFrame, comp: str, ranks: list[int]) -> str:
+    nodes = _nodes(fr, comp, ranks)
+    if comp in ("gpu", "hbm") and len(ranks) == 1:
+        return f"GPU{ranks[0]}"
+    return nodes[0] if nodes else (f"GPU{ranks[0]}" if ranks else "")
+
+
+def _anomaly_table(a: _Analysis, findings: list, parts: list, remap: dict[int, int]) -> dict[str, np.ndarray]:
+    g = a.fr.gpu
+    if parts:
+        rows = np.concatenate([p_[0] for p_ in parts]).astype(np.int64)
+        role = np.concatenate([np.full(len(p_[0]), p_[1], np.uint8) for p_ in parts])
+        fid = np.concatenate([np.full(len(p_[0]), remap[p_[2]], np.int32) for p_ in parts])
+        score = np.concatenate([np.asarray(p_[3], np.float64) for p_ in parts])
+    else:
+        rows = np.zeros(0, np.int64)
+        role = np.zeros(0, np.uint8)
+        fid = np.zeros(0, np.int32)
+        score = np.zeros(0)
+    # One row per event: a root beats a symptom, then the more confident finding (lower id).
+    order = np.lexsort((fid, role, rows))
+    rows, role, fid, score = rows[order], role[order], fid[order], score[order]
+    keep = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
+    rows, role, fid, score = rows[keep], role[keep], fid[keep], score[keep]
+    comp = np.array([_comp(f["component"]) for f in findings], dtype=np.uint8)
+    out = {
+        "track": g["track"][rows].astype(np.int32),
+        "index": g["index"][rows].astype(np.int64),
+        "rank": g["rank"][rows].astype(np.int32),
+        "device": g["device"][rows].astype(np.int32),
+        "stream": g["stream"][rows].astype(np.int64),
+        "name": g["name"][rows].astype(np.int32),
+        "start_ns": g["start_ns"][rows].astype(np.int64),
+        "end_ns": g["end_ns"][rows].astype(np.int64),
+        "role": role.astype(np.uint8),
+        "component": comp[fid] if len(fid) else np.zeros(0, np.uint8),
+        "score": np.nan_to_num(score, nan=0.0).astype(np.float32),
+        "finding": fid.astype(np.int32),
+    }
+    o = np.argsort(out["start_ns"], kind="stable")
+    return {k: v[o] for k, v in out.items()}

@@ -1,0 +1,83 @@
+"""Detection results in the store (``detect/anomalies``, ``detect/findings``, ``detect/meta``) and the public
+``kat.detect/1`` JSON document."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kat_gui.detect.engine import ANOMALY_COLUMNS, DetectResult
+from kat_gui.events import COMPONENTS
+
+SCHEMA = "kat.detect/1"
+ROLE_NAMES = {1: "root", 2: "symptom"}
+_CONTRACT_FIELDS = ("component", "component_id", "ranks", "confidence", "start_ns", "end_ns", "summary")
+
+
+def collective_table(result: DetectResult) -> dict[str, np.ndarray] | None:
+    """Per collective instance (chronological): first/last arrival, end, skew, transfer, last rank, size.
+
+    An extension of the results contract (``detect/collectives``) for the GUI's arrival view."""
+    co = result.collectives
+    if co is None:
+        return None
+    return {
+        "first_start_ns": co.first_start_ns.astype(np.int64),
+        "last_start_ns": co.last_start_ns.astype(np.int64),
+        "end_ns": co.end_inst_ns.astype(np.int64),
+        "skew_ns": co.skew_ns.astype(np.int64),
+        "transfer_ns": co.transfer_ns.astype(np.int64),
+        "last_rank": co.last_rank.astype(np.int32),
+        "size": co.size.astype(np.int32),
+        "step": co.step.astype(np.int64),
+    }
+
+
+def save_result(store, result: DetectResult) -> None:
+    """Write the result keys into a store opened ``"r+"`` (replacing earlier results)."""
+    store.put_table("detect/anomalies", result.anomalies)
+    table = collective_table(result)
+    if table is not None:
+        store.put_table("detect/collectives", table)
+    store.put_json("detect/findings", {"schema": SCHEMA, "run": result.run, "findings": result.findings})
+    store.put_json("detect/meta", result.meta)
+
+
+def load_result(store) -> DetectResult | None:
+    """The stored result of an earlier ``kat detect`` on this store, or None when it was never analysed."""
+    found = store.get_json("detect/findings")
+    if not found:
+        return None
+    table = store.get_table("detect/anomalies")
+    if table is None:
+        table = {k: np.zeros(0, dt) for k, dt in ANOMALY_COLUMNS.items()}
+    meta = store.get_json("detect/meta") or {}
+    return DetectResult(str(found.get("run", store.name)), list(found.get("findings", [])), table, meta)
+
+
+def to_contract_json(result: DetectResult, store) -> dict:
+    """The ``kat.detect/1`` document of ARCHITECTURE.md, names decoded through the store's string table.
+
+    Findings keep the contract fields first, then the extra ones (id, nodes, evidence, kind...)."""
+    an = result.anomalies
+    strings = store.strings
+    anomalies = [
+        {
+            "rank": int(an["rank"][i]),
+            "device": int(an["device"][i]),
+            "stream": int(an["stream"][i]),
+            "name": strings[int(an["name"][i])] if int(an["name"][i]) >= 0 else "",
+            "start_ns": int(an["start_ns"][i]),
+            "end_ns": int(an["end_ns"][i]),
+            "role": ROLE_NAMES.get(int(an["role"][i]), "root"),
+            "component": COMPONENTS[int(an["component"][i])],
+            "score": round(float(an["score"][i]), 3),
+            "finding": int(an["finding"][i]),
+        }
+        for i in range(len(an["rank"]))
+    ]
+    findings = []
+    for f in result.findings:
+        d = {k: f.get(k) for k in _CONTRACT_FIELDS}
+        d.update({k: v for k, v in f.items() if k not in d})
+        findings.append(d)
+    return {"schema": SCHEMA, "run": result.run, "anomalies": anomalies, "findings": findings}

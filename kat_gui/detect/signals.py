@@ -1,0 +1,128 @@
+"""Per-(rank, step) signals: each rank compared with its peers on the same work in the same step.
+
+Every signal is a matrix ``[rank, step]`` of a *relative* number (a log ratio to the peers, or a share of the
+step), centred on the per-step median across ranks so that anything every rank does together in one step
+(batch churn, warm-up, a synchronized host pause) cancels out. Its noise scale is the MAD of all cells
+(robust to a minority of faulty cells), so the z-scores mean the same on a quiet and a noisy run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kat_gui.detect.stats import group_median, robust_sigma, segments
+
+
+@dataclass
+class PeerMatch:
+    """Per matched row: the peer reference duration and the log ratio own/reference (NaN if unmatched)."""
+
+    rows: np.ndarray  # indices into RunFrame.gpu
+    ref_ns: np.ndarray
+    log_ratio: np.ndarray
+    n_peers: np.ndarray  # members of the matched group (self included)
+
+
+def peer_match(
+    rows: np.ndarray, step_idx: np.ndarray, name: np.ndarray, rank_idx: np.ndarray, value: np.ndarray, n_ranks: int
+) -> PeerMatch:
+    """Match rows across ranks by (step, name, ordinal of that name within the rank's step) and compare each
+    ``value`` with the median of its group (the other member when the group has two ranks).
+
+    Assumes ``rows`` are ordered by (track, start), so a stable sort keeps each rank's order of execution.
+    """
+    n = len(rows)
+    if not n:
+        z = np.zeros(0)
+        return PeerMatch(rows, z, z, np.zeros(0, np.int64))
+    n_names = int(name.max()) + 1
+    k1 = (step_idx.astype(np.int64) * n_names + name) * n_ranks + rank_idx
+    o1 = np.argsort(k1, kind="stable")
+    first, length = segments(k1[o1])
+    ordinal = np.empty(n, dtype=np.int64)
+    ordinal[o1] = np.arange(n) - np.repeat(first, length)
+    max_ord = int(ordinal.max()) + 1
+    base = step_idx.astype(np.int64) * n_names + name
+    if int(base.max()) * max_ord + max_ord < 2**62:
+        k2 = base * max_ord + ordinal
+        _, gid = np.unique(k2, return_inverse=True)
+    else:  # very long runs with huge string tables: two-column unique, slower but exact
+        _, gid = np.unique(np.stack([base, ordinal], axis=1), axis=0, return_inverse=True)
+    gid = gid.ravel()
+    n_groups = int(gid.max()) + 1
+    v = np.maximum(value.astype(np.float64), 1.0)
+    med, cnt = group_median(gid, v, n_groups)
+    sums = np.bincount(gid, weights=v, minlength=n_groups)
+    members = cnt[gid]
+    ref = np.where(members >= 3, med[gid], np.where(members == 2, sums[gid] - v, np.nan))
+    return PeerMatch(rows, ref, np.log(v / ref), members)
+
+
+@dataclass
+class CellSignal:
+    """A [rank, step] matrix, its peer-centred deviation, the robust noise scale and the z-scores."""
+
+    name: str
+    value: np.ndarray  # raw cell value (NaN where the rank had nothing to compare in that step)
+    dev: np.ndarray  # value - per-step median across ranks
+    sigma: float
+    z: np.ndarray
+    count: np.ndarray  # rows behind each cell
+    scale: np.ndarray  # per-cell noise scale: max(sigma, the cell's own standard error)
+
+    def flags(self, z_min: float, effect_min: float) -> np.ndarray:
+        """Cells at least ``z_min`` noise scales *and* ``effect_min`` (in the signal's unit) above peers."""
+        d = np.nan_to_num(self.dev, nan=0.0)
+        return (d / self.scale >= z_min) & (d >= effect_min)
+
+
+def cell_signal(
+    name: str,
+    rank_idx: np.ndarray,
+    step_idx: np.ndarray,
+    value: np.ndarray,
+    n_ranks: int,
+    n_steps: int,
+    sigma_floor: float,
+    reduce: str = "median",
+) -> CellSignal:
+    """Aggregate per-row ``value`` into [rank, step] cells (median, or sum), centre per step, z-score."""
+    ok = np.isfinite(value) & (step_idx >= 0)
+    cell = rank_idx[ok].astype(np.int64) * n_steps + step_idx[ok]
+    n_cells = n_ranks * n_steps
+    se = np.zeros(n_cells)
+    if reduce == "median":
+        val, cnt = group_median(cell, value[ok], n_cells)
+        # Standard error of each cell's median from its own rows' spread: a cell built from few or noisy
+        # rows must deviate more before it counts (1.2533 = efficiency of the median vs the mean).
+        mad, _ = group_median(cell, np.abs(value[ok] - val[cell]), n_cells)
+        with np.errstate(all="ignore"):
+            se = np.nan_to_num(1.2533 * 1.4826 * mad / np.sqrt(np.maximum(cnt, 1)), nan=0.0)
+    else:
+        cnt = np.bincount(cell, minlength=n_cells)
+        val = np.bincount(cell, weights=value[ok], minlength=n_cells).astype(np.float64)
+        val[cnt == 0] = np.nan
+    val = val.reshape(n_ranks, n_steps)
+    cnt = cnt.reshape(n_ranks, n_steps)
+    return centred(name, val, cnt, sigma_floor, se.reshape(n_ranks, n_steps))
+
+
+def centred(
+    name: str, val: np.ndarray, cnt: np.ndarray, sigma_floor: float, se: np.ndarray | None = None
+) -> CellSignal:
+    """Centre a [rank, step] matrix on its per-step median across ranks and z-score it by the MAD of all
+    cells. With one rank there are no peers and every deviation is 0."""
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            col_med = np.nanmedian(val, axis=0) if val.size else np.zeros(val.shape[1])
+    dev = val - col_med[None, :]
+    if val.shape[0] < 2:
+        dev = np.where(np.isfinite(val), 0.0, np.nan)
+    sigma = robust_sigma(dev.ravel(), sigma_floor)
+    scale = np.maximum(sigma, se) if se is not None else np.full(val.shape, sigma)
+    return CellSignal(name, val, dev, sigma, dev / scale, cnt, scale)

@@ -1,0 +1,65 @@
+"""Vectorised group statistics used by every detector signal (no Python loop over events)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+
+def segments(sorted_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal values in a sorted array."""
+    if not len(sorted_key):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    return first, np.diff(np.r_[first, len(sorted_key)])
+
+
+def group_sort(group: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Order sorting rows by (group, value) with one argsort: ``value`` is squeezed into [0, 0.5) and added
+    to the group id (float64 keeps ~1e-9 resolution of the value range, plenty for medians)."""
+    if not len(group):
+        return np.zeros(0, np.int64)
+    v = value.astype(np.float64)
+    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    scaled = (v - lo) / ((hi - lo) * 2.0 + 1e-300)
+    return np.argsort(group.astype(np.float64) + scaled, kind="stable")
+
+
+def group_median(group: np.ndarray, value: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median and count of ``value`` per group id in ``[0, n_groups)``; NaN where a group is empty."""
+    med = np.full(n_groups, np.nan)
+    cnt = np.bincount(group, minlength=n_groups) if len(group) else np.zeros(n_groups, np.int64)
+    if not len(group):
+        return med, cnt
+    order = group_sort(group, value)
+    g_s = group[order]
+    v_s = value[order].astype(np.float64)
+    first, length = segments(g_s)
+    lo = v_s[first + (length - 1) // 2]
+    hi = v_s[first + length // 2]
+    med[g_s[first]] = 0.5 * (lo + hi)
+    return med, cnt
+
+
+def robust_sigma(x: np.ndarray, floor: float) -> float:
+    """1.4826 x MAD of the finite values of ``x``, never below ``floor`` (exact synthetic data has MAD 0)."""
+    x = x[np.isfinite(x)]
+    if len(x) < 3:
+        return floor
+    mad = float(np.median(np.abs(x - np.median(x))))
+    return max(MAD_TO_SIGMA * mad, floor)
+
+
+def runs(flags: np.ndarray, merge_gap: int) -> list[tuple[int, int, int]]:
+    """Runs of True in a 1-D bool array, joining runs separated by at most ``merge_gap`` False cells.
+
+    Returns (first, last inclusive, number of True cells) per run.
+    """
+    idx = np.flatnonzero(flags)
+    if not len(idx):
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > merge_gap + 1)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, len(idx) - 1]
+    return [(int(idx[a]), int(idx[b]), int(b - a + 1)) for a, b in zip(starts, ends, strict=True)]
