@@ -274,7 +274,7 @@ class _Builder:
 
     def add(self, events: list[_Ev]) -> None:
         cat_kind = self.cat_kind
-        self.seen.update([e.cat if e.ph == "X" else f"ph={e.ph}" for e in events])
+        self.seen.update([e.cat if e.ph == "X" else f"ph={e.ph}" for e in events if e.ph != "M"])
         meta_events = [e for e in events if e.ph == "M"]
         if meta_events:
             self._metadata(meta_events)

@@ -1,0 +1,210 @@
+"""Ingest speed and peak memory: KAT's Kineto reader and full ingest vs Meta HTA's trace parser.
+
+Each measurement runs in its own subprocess so that ``ru_maxrss`` is that tool's peak alone. Reports the
+median wall time of ``--runs`` runs, events/s over all events in the files (every ``traceEvents`` entry) and
+kernel events/s, and writes a Markdown table to ``benchmarks/results/ingest.md``.
+
+- ``kat-parse``: :func:`kat_gui.ingest.read_traces` (reader only, columns in memory);
+- ``kat-ingest``: the same plus writing a ``.kat.h5`` with :class:`kat_gui.store.TraceStore`;
+- ``hta-parse``: ``hta.common.trace.parse_trace_file`` on each file in one process (HTA's own per-rank parse,
+  default JSON backend, no multiprocessing so that both tools use one core).
+
+Usage: ``python benchmarks/ingest.py [--runs 3] [--synth DIR] [--hta-timeout 600]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "kineto"
+RESULTS = ROOT / "benchmarks" / "results" / "ingest.md"
+
+
+class _CountEv(msgspec.Struct):
+    cat: str = ""
+    ph: str = ""
+
+
+class _CountDoc(msgspec.Struct):
+    traceEvents: list[_CountEv]
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM belongs to this process image; ru_maxrss survives exec and would count the parent's peak too.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(tool: str, paths: list[str]) -> dict:
+    # Imports happen before the clock starts (both tools' import cost is excluded alike).
+    from kat_gui.ingest import expand_paths, read_traces
+    from kat_gui.store import TraceStore
+
+    if tool == "hta-parse":
+        import logging
+
+        logging.disable(logging.WARNING)
+        from hta.common.trace import parse_trace_file
+    import_rss = _peak_rss_mb()
+    t0 = time.perf_counter()
+    if tool == "kat-parse":
+        kept = sum(len(t) for t in read_traces(paths))
+    elif tool == "kat-ingest":
+        kept = 0
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            TraceStore.create(Path(tmp) / "run.kat.h5", "bench") as writer,
+        ):
+            for t in read_traces(paths):
+                kept += len(t)
+                writer.add(t)
+                del t
+    elif tool == "hta-parse":
+        kept = 0
+        for p in expand_paths(paths):
+            _meta, df, _symbols = parse_trace_file(str(p))
+            kept += len(df)
+            del df
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows": kept, "maxrss_mb": _peak_rss_mb(), "import_rss_mb": import_rss}
+
+
+def _count_events(paths: list[str]) -> tuple[int, int]:
+    """(all traceEvents entries, kernel events) over the files, counted independently of both tools."""
+    import gzip
+
+    from kat_gui.ingest import expand_paths
+
+    total = kernels = 0
+    for p in expand_paths(paths):
+        data = p.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        evs = msgspec.json.decode(data, type=_CountDoc).traceEvents
+        total += len(evs)
+        kernels += sum(1 for e in evs if e.ph == "X" and e.cat in ("kernel", "Kernel"))
+    return total, kernels
+
+
+def measure(tool: str, paths: list[str], runs: int, timeout_s: float) -> dict:
+    results = []
+    for _ in range(runs):
+        cmd = [sys.executable, __file__, "--worker", tool, *paths]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout_s:.0f} s"}
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            return {"error": f"failed (exit {proc.returncode}): {tail[:120]}"}
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {
+        "seconds": statistics.median(r["seconds"] for r in results),
+        "maxrss_mb": statistics.median(r["maxrss_mb"] for r in results),
+        "import_rss_mb": statistics.median(r["import_rss_mb"] for r in results),
+        "rows": results[0]["rows"],
+        "runs": len(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--synth", type=Path, help="a folder written by benchmarks/synth_kineto.py")
+    ap.add_argument("--synth-runs", type=int, default=1)
+    ap.add_argument("--hta-timeout", type=float, default=600)
+    ap.add_argument("--skip-hta-synth", action="store_true")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.paths)))
+        return ""
+
+    datasets = [
+        ("largest real file (HTA df_index_resolver, 1 rank)",
+         [str(SHARED / "hta" / "df_index_resolver__df_index_resolver.json.gz")], args.runs),
+        ("DLRM, 8 ranks", [str(SHARED / "param_dlrm_8rank")], args.runs),
+    ]  # fmt: skip
+    if args.synth:
+        datasets.append(
+            (f"synthetic, {len(list(args.synth.glob('*.json*')))} ranks", [str(args.synth)], args.synth_runs)
+        )
+    rows = []
+    for label, paths, runs in datasets:
+        total, kernels = _count_events(paths)
+        size_mb = sum(Path(p).stat().st_size for p in _files(paths)) / 1e6
+        print(f"{label}: {total:,} events, {kernels:,} kernels, {size_mb:.0f} MB on disk", flush=True)
+        for tool in ("kat-parse", "kat-ingest", "hta-parse"):
+            if tool == "hta-parse" and args.skip_hta_synth and paths == [str(args.synth)]:
+                rows.append((label, total, kernels, size_mb, tool, {"error": "not run (--skip-hta-synth)"}))
+                continue
+            timeout = args.hta_timeout if tool == "hta-parse" else 3600
+            r = measure(tool, paths, runs, timeout)
+            rows.append((label, total, kernels, size_mb, tool, r))
+            print(f"  {tool:10s} {_fmt(r, total, kernels)}", flush=True)
+    table = _markdown(rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table)
+    print(table)
+    return table
+
+
+def _files(paths: list[str]) -> list[Path]:
+    from kat_gui.ingest import expand_paths
+
+    return expand_paths(paths)
+
+
+def _fmt(r: dict, total: int, kernels: int) -> str:
+    if "error" in r:
+        return r["error"]
+    s = r["seconds"]
+    return f"{s:8.2f} s  {total / s / 1e6:6.2f} M ev/s  {kernels / s / 1e6:6.2f} M kernels/s  peak {r['maxrss_mb']:7.0f} MB (after imports {r['import_rss_mb']:.0f})"
+
+
+def _markdown(rows: list) -> str:
+    out = [
+        "| input | events (kernels) | tool | median s (runs) | events/s | kernel events/s | peak RSS MB (after imports) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, total, kernels, size_mb, tool, r in rows:
+        head = f"| {label}, {size_mb:.0f} MB | {total:,} ({kernels:,}) | {tool} "
+        if "error" in r:
+            out.append(head + f"| {r['error']} | | | |")
+        else:
+            s = r["seconds"]
+            out.append(
+                head
+                + f"| {s:.2f} ({r['runs']}) | {total / s / 1e6:.2f} M | {kernels / s / 1e6:.2f} M | {r['maxrss_mb']:.0f} ({r['import_rss_mb']:.0f}) |"
+            )
+    cpu = os.cpu_count()
+    out.append("")
+    out.append(
+        f"One process per measurement, one core each (machine: {cpu} shared cores), Python {sys.version.split()[0]}. "
+        "events = every traceEvents entry in the files; peak RSS = VmHWM of the measuring process; timings exclude imports."
+    )
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
