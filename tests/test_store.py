@@ -444,6 +444,7 @@ def test_results_round_trip(tmp_path):
     # A replacement interrupted after the old value was moved aside still reads the old value.
     with h5py.File(path, "r+") as f:
         f.move("results/detect/findings", "results/detect/findings~old")
+        f["results/detect"].create_dataset("findings~new", data='["half"]', dtype=h5py.string_dtype())
     with TraceStore.open(path, "r+") as st:
         assert st.get_json("detect/findings") == [{"component": "gpu", "confidence": 0.9}]
         st.put_json("detect/findings", [])

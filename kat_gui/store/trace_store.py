@@ -159,8 +159,13 @@ def _put_result(f: h5py.File, key: str, write: Any) -> None:
     parent, name = path.rsplit("/", 1)
     grp = f.require_group(parent)
     new, old = name + "~new", name + "~old"
+    if name not in grp:  # an earlier replacement was interrupted: restore what readers were seeing
+        if old in grp:
+            grp.move(old, name)
+        elif new in grp:
+            grp.move(new, name)
     for stale in (new, old):
-        if stale in grp and name in grp:
+        if stale in grp:
             del grp[stale]
     write(grp, new)
     if name in grp:
