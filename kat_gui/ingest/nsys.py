@@ -1,0 +1,575 @@
+"""Nsight Systems SQLite export reader (``nsys export --type sqlite``), one report = one rank.
+
+Assumptions, from the exporter's schema and the real files in ``../shared/data/nsys_sqlite``:
+
+- Tables are created lazily, so any of them may be missing, and they carry no indexes: each table is read once
+  with one ``SELECT`` into numpy columns, never queried per event.
+- Times are ns relative to the session start; ``TARGET_INFO_SESSION_START_TIME.utcEpochNs`` (when present)
+  makes them absolute. Older exports lack that table: times stay session-relative and ``meta["time_base"]``
+  says so.
+- Names are ids into ``StringIds(id, value)``; values may be any bytes (user names, paths), so text is read as
+  bytes and decoded as UTF-8 with replacement.
+- ``globalPid`` / ``globalTid`` pack the OS pid in bits 24..47 and the OS tid in bits 0..23.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kat_gui.errors import KatInputError
+from kat_gui.events import EVENT_COLUMNS, EventKind, TrackKind, empty_columns
+from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
+
+FORMAT = "nsys"
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+T_KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
+T_MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+T_MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
+T_RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+T_SYNC = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
+T_NVTX = "NVTX_EVENTS"
+T_STRINGS = "StringIds"
+EVENT_TABLES = (T_KERNEL, T_MEMCPY, T_MEMSET, T_RUNTIME, T_SYNC, T_NVTX)
+
+# CUpti_ActivityMemcpyKind (cupti_activity.h); the code itself is kept in the copy_kind column.
+MEMCPY_KIND_NAMES = {
+    0: "Unknown",
+    1: "HtoD",
+    2: "DtoH",
+    3: "HtoA",
+    4: "AtoH",
+    5: "AtoA",
+    6: "AtoD",
+    7: "DtoA",
+    8: "DtoD",
+    9: "HtoH",
+    10: "PtoP",
+}
+# CUpti_ActivitySynchronizationType; names as Kineto prints them.
+SYNC_TYPE_NAMES = {
+    0: "Unknown Sync",
+    1: "Event Sync",
+    2: "Stream Wait Event",
+    3: "Stream Sync",
+    4: "Context Sync",
+}
+NVTX_PUSHPOP_RANGE = 59
+NVTX_STARTEND_RANGE = 60
+NO_STREAM_U32 = 0xFFFFFFFF  # streamId of syncs that name no stream (event and context syncs)
+
+KERNEL_ARG_COLUMNS = (
+    "gridX",
+    "gridY",
+    "gridZ",
+    "blockX",
+    "blockY",
+    "blockZ",
+    "registersPerThread",
+    "staticSharedMemory",
+    "dynamicSharedMemory",
+    "contextId",
+)
+GPU_INFO_COLUMNS = {  # meta key -> candidate columns in TARGET_INFO_GPU / TARGET_INFO_CUDA_GPU, newest first
+    "name": ("name",),
+    "bus_location": ("busLocation", "pciBusId"),
+    "total_memory_bytes": ("totalMemory", "globalMemorySize"),
+    "sm_count": ("smCount", "numMultiprocessors"),
+    "memory_bandwidth_bytes_per_s": ("memoryBandwidth", "globalMemoryBandwidth"),
+    "clock_rate_hz": ("clockRate",),
+    "compute_major": ("computeMajor", "computeCapabilityMajor"),
+    "compute_minor": ("computeMinor", "computeCapabilityMinor"),
+    "uuid": ("uuid",),
+}
+
+
+def _connect(path: str | os.PathLike) -> sqlite3.Connection:
+    # Read-only URI: the shared data files are read-only and an export must never be modified by reading it.
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    conn.text_factory = bytes
+    return conn
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {_text(r[0]) for r in rows}
+
+
+def _is_nsight(tables: set[str]) -> bool:
+    return T_STRINGS in tables or any(t.startswith("CUPTI_ACTIVITY_KIND_") for t in tables)
+
+
+def sniff(path: str | os.PathLike, head: bytes) -> bool:
+    """True for an SQLite file holding Nsight Systems tables (``CUPTI_ACTIVITY_KIND_*`` or ``StringIds``).
+
+    An SQLite header on a file SQLite cannot read (truncated, corrupt) also answers True, so that ``read`` can
+    report the corruption instead of the file being called an unknown format.
+    """
+    if not head.startswith(SQLITE_MAGIC):
+        return False
+    try:
+        conn = _connect(path)
+        try:
+            return _is_nsight(_tables(conn))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return True
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [_text(r[1]) for r in conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+
+
+def _select_ints(
+    conn: sqlite3.Connection, table: str, exprs: dict[str, str], where: str = ""
+) -> dict[str, np.ndarray]:
+    """One bulk ``SELECT`` of integer expressions (NULL -> -1) into int64 numpy columns."""
+    sql = "SELECT " + ", ".join(f"COALESCE({e}, -1)" for e in exprs.values()) + f' FROM "{table}" {where}'
+    rows = conn.execute(sql).fetchall()
+    if rows:
+        arr = np.array(rows, dtype=np.int64).reshape(len(rows), len(exprs))
+    else:
+        arr = np.empty((0, len(exprs)), dtype=np.int64)
+    return {key: np.ascontiguousarray(arr[:, i]) for i, key in enumerate(exprs)}
+
+
+class _Builder:
+    """Accumulates per-table column blocks, tracks and the local string/args tables of one rank."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, np.ndarray]] = []
+        self.tracks: list[TrackInfo] = []
+        self.track_ids: dict[tuple[int, int, int, int], int] = {}
+        self.strings: list[str] = []
+        self.string_ids: dict[str, int] = {}
+        self.args: list[str] = []
+        self.args_ids: dict[str, int] = {}
+
+    def string(self, text: str) -> int:
+        sid = self.string_ids.get(text)
+        if sid is None:
+            sid = self.string_ids[text] = len(self.strings)
+            self.strings.append(text)
+        return sid
+
+    def arg(self, obj: dict[str, Any]) -> int:
+        text = json.dumps(obj, separators=(",", ":"))
+        aid = self.args_ids.get(text)
+        if aid is None:
+            aid = self.args_ids[text] = len(self.args)
+            self.args.append(text)
+        return aid
+
+    def gpu_tracks(self, device: np.ndarray, stream: np.ndarray, pid: np.ndarray) -> np.ndarray:
+        keys = np.stack([device, stream], axis=1)
+        uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.int32)
+        for i, ((dev, stm), j) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
+            key = (int(TrackKind.GPU_STREAM), dev, stm, 0)
+            if key not in self.track_ids:
+                self.track_ids[key] = len(self.tracks)
+                self.tracks.append(TrackInfo(TrackKind.GPU_STREAM, dev, stm, int(pid[j]), stm))
+            ids[i] = self.track_ids[key]
+        return ids[inverse.reshape(-1)]
+
+    def host_tracks(self, global_tid: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(global_tid, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.int32)
+        for i, gtid in enumerate(uniq.tolist()):
+            pid, tid = (gtid >> 24) & 0xFFFFFF, gtid & 0xFFFFFF
+            key = (int(TrackKind.HOST_THREAD), -1, pid, tid)
+            if key not in self.track_ids:
+                self.track_ids[key] = len(self.tracks)
+                self.tracks.append(TrackInfo(TrackKind.HOST_THREAD, -1, -1, pid, tid))
+            ids[i] = self.track_ids[key]
+        return ids[inverse.reshape(-1)]
+
+    def add(self, kind: EventKind, start: np.ndarray, end: np.ndarray, track: np.ndarray, **cols: np.ndarray):
+        n = len(start)
+        block = empty_columns(n)
+        block["start_ns"][:] = start
+        block["end_ns"][:] = end
+        block["kind"][:] = int(kind)
+        for name, values in cols.items():
+            block[name][:] = values
+        block["track"] = track.astype(np.int32)
+        self.blocks.append(block)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if not self.blocks:
+            out = empty_columns(0)
+            out["track"] = np.empty(0, dtype=np.int32)
+            return out
+        return {
+            name: np.concatenate([b[name] for b in self.blocks]).astype(
+                EVENT_COLUMNS[name] if name in EVENT_COLUMNS else np.int32, copy=False
+            )
+            for name in self.blocks[0]
+        }
+
+
+class _StringIds:
+    """StringIds looked up lazily into the rank's local string table (only the ids events use)."""
+
+    def __init__(self, conn: sqlite3.Connection, tables: set[str], builder: _Builder):
+        self._values: dict[int, bytes] = {}
+        if T_STRINGS in tables:
+            self._values = dict(conn.execute(f'SELECT id, value FROM "{T_STRINGS}"').fetchall())
+        self._builder = builder
+
+    def local_ids(self, ids: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+        """Map StringIds ids to local string ids; ``fallback`` ids are used where ``ids`` is missing/empty."""
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        local = np.array([self._local(int(i)) for i in uniq.tolist()], dtype=np.int32)
+        out = local[inverse.reshape(-1)] if len(uniq) else np.empty(0, dtype=np.int32)
+        if fallback is not None:
+            bad = np.isin(ids, [i for i in uniq.tolist() if not self._values.get(i)])
+            if bad.any():
+                out[bad] = self.local_ids(fallback[bad])
+        return out
+
+    def _local(self, sid: int) -> int:
+        value = self._values.get(sid)
+        return self._builder.string(_text(value) if value else f"<string {sid}>")
+
+
+def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | None = None) -> RankTrace:
+    """Read one Nsight Systems SQLite export into a :class:`RankTrace` (rank ``options.rank`` or None).
+
+    Raises :class:`KatInputError` for a file SQLite cannot read, an SQLite file that is not an Nsight export,
+    or an export without any kernel, memcpy, memset, runtime, sync or NVTX range event.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise KatInputError(path, f"cannot open: {e.strerror or e}") from e
+    if magic[:2] == b"\x1f\x8b":
+        raise KatInputError(path, "gzip-compressed SQLite export: decompress it first (gunzip)")
+    if magic != SQLITE_MAGIC:
+        raise KatInputError(path, "not an SQLite file (expected an `nsys export --type sqlite` output)")
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as e:
+        raise KatInputError(path, f"cannot open SQLite database: {e}") from e
+    try:
+        return _read(conn, path, options, progress)
+    except sqlite3.DatabaseError as e:
+        raise KatInputError(path, f"corrupt or unreadable SQLite database ({e})") from e
+    finally:
+        conn.close()
+
+
+def _read(
+    conn: sqlite3.Connection, path: str, options: IngestOptions, progress: Progress | None
+) -> RankTrace:
+    tables = _tables(conn)
+    if not _is_nsight(tables):
+        raise KatInputError(
+            path, "SQLite file but not an Nsight Systems export (no CUPTI_ACTIVITY_KIND_* tables)"
+        )
+    present = [t for t in EVENT_TABLES if t in tables]
+    if not present:
+        raise KatInputError(path, "Nsight Systems export without kernel, memcpy, runtime or NVTX tables")
+
+    meta = _meta(conn, tables)
+    base_ns = meta.get("session_start_utc_ns")
+    offset = int(base_ns) if base_ns is not None else 0
+    b = _Builder()
+    names = _StringIds(conn, tables, b)
+    counts: dict[str, int] = {}
+    readers = {
+        T_KERNEL: _read_kernels,
+        T_MEMCPY: _read_memcpy,
+        T_MEMSET: _read_memset,
+        T_RUNTIME: _read_runtime,
+        T_SYNC: _read_sync,
+        T_NVTX: _read_nvtx,
+    }
+    for i, table in enumerate(present):
+        if progress is not None:
+            progress(i / len(present), f"reading {table}")
+        before = len(b.blocks)
+        readers[table](conn, b, names, offset)
+        counts[table] = sum(len(blk["start_ns"]) for blk in b.blocks[before:])
+    if progress is not None:
+        progress(1.0, "done")
+
+    events = b.columns()
+    if len(events["start_ns"]) == 0:
+        raise KatInputError(
+            path, "Nsight Systems export holds no kernel, memcpy, memset, runtime or NVTX events"
+        )
+    bad = events["end_ns"] < events["start_ns"]
+    if bad.any():
+        # Unfinished activities (the app exited while they ran) are exported with end < start; clamp them.
+        events["end_ns"][bad] = events["start_ns"][bad]
+        meta["clamped_unfinished"] = int(bad.sum())
+    meta["event_counts"] = counts
+    return RankTrace(
+        rank=options.rank,
+        source=path,
+        format=FORMAT,
+        tracks=b.tracks,
+        events=events,
+        strings=b.strings,
+        args=b.args,
+        meta=meta,
+    )
+
+
+def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    cols = set(_columns(conn, T_KERNEL))
+    name_col = "demangledName" if "demangledName" in cols else "shortName"
+    exprs = {
+        "start": "start",
+        "end": '"end"',
+        "device": "deviceId",
+        "stream": "streamId",
+        "corr": "correlationId",
+        "gpid": "globalPid",
+        "name": name_col,
+        "short": "shortName" if "shortName" in cols else name_col,
+    }
+    arg_cols = [c for c in KERNEL_ARG_COLUMNS if c in cols]
+    exprs.update({c: c for c in arg_cols})
+    k = _select_ints(conn, T_KERNEL, exprs)
+    pid = (k["gpid"] >> 24) & 0xFFFFFF
+    track = b.gpu_tracks(k["device"], k["stream"], pid)
+    args = _args_ids(b, k, arg_cols)
+    b.add(
+        EventKind.KERNEL,
+        k["start"] + offset,
+        k["end"] + offset,
+        track,
+        name=names.local_ids(k["name"], fallback=k["short"]),
+        correlation=k["corr"],
+        args=args,
+    )
+
+
+def _args_ids(b: _Builder, cols: dict[str, np.ndarray], arg_cols: list[str]) -> np.ndarray:
+    if not arg_cols:
+        return np.full(len(cols["start"]), -1, dtype=np.int32)
+    # Launch configurations repeat: unique rows first, one JSON text per distinct configuration.
+    table = np.stack([cols[c] for c in arg_cols], axis=1)
+    uniq, inverse = np.unique(table, axis=0, return_inverse=True)
+    ids = np.array(
+        [b.arg(dict(zip(arg_cols, row, strict=True))) for row in uniq.tolist()], dtype=np.int32
+    ).reshape(-1)
+    return ids[inverse.reshape(-1)] if len(uniq) else np.empty(0, dtype=np.int32)
+
+
+def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    m = _select_ints(
+        conn,
+        T_MEMCPY,
+        {
+            "start": "start",
+            "end": '"end"',
+            "device": "deviceId",
+            "stream": "streamId",
+            "corr": "correlationId",
+            "gpid": "globalPid",
+            "bytes": "bytes",
+            "copy_kind": "copyKind",
+        },
+    )
+    track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
+    codes, inverse = np.unique(m["copy_kind"], return_inverse=True)
+    name_ids = np.array(
+        [b.string(f"Memcpy {MEMCPY_KIND_NAMES.get(c, f'kind {c}')}") for c in codes.tolist()], dtype=np.int32
+    )
+    b.add(
+        EventKind.MEMCPY,
+        m["start"] + offset,
+        m["end"] + offset,
+        track,
+        name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
+        correlation=m["corr"],
+        bytes=m["bytes"],
+        copy_kind=np.clip(m["copy_kind"], -128, 127),
+    )
+
+
+def _read_memset(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    m = _select_ints(
+        conn,
+        T_MEMSET,
+        {
+            "start": "start",
+            "end": '"end"',
+            "device": "deviceId",
+            "stream": "streamId",
+            "corr": "correlationId",
+            "gpid": "globalPid",
+            "bytes": "bytes",
+        },
+    )
+    track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
+    b.add(
+        EventKind.MEMSET,
+        m["start"] + offset,
+        m["end"] + offset,
+        track,
+        name=np.full(len(track), b.string("Memset"), dtype=np.int32),
+        correlation=m["corr"],
+        bytes=m["bytes"],
+    )
+
+
+def _read_runtime(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    r = _select_ints(
+        conn,
+        T_RUNTIME,
+        {"start": "start", "end": '"end"', "gtid": "globalTid", "corr": "correlationId", "name": "nameId"},
+    )
+    b.add(
+        EventKind.RUNTIME,
+        r["start"] + offset,
+        r["end"] + offset,
+        b.host_tracks(r["gtid"]),
+        name=names.local_ids(r["name"]),
+        correlation=r["corr"],
+    )
+
+
+def _read_sync(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    # Placed on the GPU stream they wait for, like Kineto's cuda_sync rows; event and context syncs name no
+    # stream and go on the device's stream -1 lane.
+    s = _select_ints(
+        conn,
+        T_SYNC,
+        {
+            "start": "start",
+            "end": '"end"',
+            "device": "deviceId",
+            "stream": "streamId",
+            "corr": "correlationId",
+            "gpid": "globalPid",
+            "sync": "syncType",
+        },
+    )
+    stream = np.where(s["stream"] == NO_STREAM_U32, -1, s["stream"])
+    track = b.gpu_tracks(s["device"], stream, (s["gpid"] >> 24) & 0xFFFFFF)
+    codes, inverse = np.unique(s["sync"], return_inverse=True)
+    name_ids = np.array(
+        [b.string(SYNC_TYPE_NAMES.get(c, f"Sync type {c}")) for c in codes.tolist()], dtype=np.int32
+    )
+    b.add(
+        EventKind.SYNC,
+        s["start"] + offset,
+        s["end"] + offset,
+        track,
+        name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
+        correlation=s["corr"],
+    )
+
+
+def _read_nvtx(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    cols = set(_columns(conn, T_NVTX))
+    text_id = "textId" if "textId" in cols else "NULL"
+    rows = conn.execute(
+        f'SELECT start, "end", COALESCE(globalTid, 0), COALESCE({text_id}, -1), text FROM "{T_NVTX}" '
+        f'WHERE eventType IN ({NVTX_PUSHPOP_RANGE}, {NVTX_STARTEND_RANGE}) AND "end" IS NOT NULL'
+    ).fetchall()
+    if not rows:
+        return
+    start, end, gtid, tid_text, text = zip(*rows, strict=True)
+    tid_text_arr = np.array(tid_text, dtype=np.int64)
+    name = np.empty(len(rows), dtype=np.int32)
+    has_id = tid_text_arr >= 0
+    if has_id.any():
+        name[has_id] = names.local_ids(tid_text_arr[has_id])
+    inline = np.flatnonzero(~has_id)
+    if len(inline):
+        name[inline] = [b.string(_text(text[i]) or "<unnamed NVTX range>") for i in inline.tolist()]
+    b.add(
+        EventKind.ANNOTATION,
+        np.array(start, dtype=np.int64) + offset,
+        np.array(end, dtype=np.int64) + offset,
+        b.host_tracks(np.array(gtid, dtype=np.int64)),
+        name=name,
+    )
+
+
+def _meta(conn: sqlite3.Connection, tables: set[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"source_format": "Nsight Systems SQLite export"}
+    if "TARGET_INFO_SESSION_START_TIME" in tables:
+        row = conn.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME LIMIT 1").fetchone()
+        if row and row[0] is not None:
+            meta["session_start_utc_ns"] = int(row[0])
+    # Same codes as the Kineto reader: "relative+base" = relative ns + an absolute base, "relative" = no base.
+    if "session_start_utc_ns" in meta:
+        meta["time_base"] = "relative+base"
+        meta["time_base_note"] = (
+            "absolute ns = TARGET_INFO_SESSION_START_TIME.utcEpochNs + session-relative ns"
+        )
+    else:
+        meta["time_base"] = "relative"
+        meta["time_base_note"] = (
+            "ns since the profiling session started (export has no TARGET_INFO_SESSION_START_TIME): "
+            "not comparable with other reports' absolute times"
+        )
+
+    if "EXPORT_META_DATA" in tables:
+        export = {_text(k): _text(v) for k, v in conn.execute("SELECT name, value FROM EXPORT_META_DATA")}
+        meta["nsys_export"] = export
+        if "EXPORT_PRODUCT_VERSION" in export:
+            meta["exporter_version"] = export["EXPORT_PRODUCT_VERSION"]
+        if "EXPORT_HOST" in export:
+            meta["host"] = export["EXPORT_HOST"]
+
+    gpus = _gpus(conn, tables)
+    # Nsight also lists display adapters that are no CUDA devices (no SMs); keep them apart from the GPUs.
+    meta["gpus"] = [g for g in gpus if g.get("sm_count", 1)]
+    others = [g for g in gpus if not g.get("sm_count", 1)]
+    if others:
+        meta["non_cuda_gpus"] = others
+    if "PROCESSES" in tables:
+        meta["processes"] = {
+            str(pid): _text(name)
+            for pid, name in conn.execute("SELECT pid, name FROM PROCESSES")
+            if pid is not None
+        }
+    return meta
+
+
+def _gpus(conn: sqlite3.Connection, tables: set[str]) -> list[dict[str, Any]]:
+    """GPU list from TARGET_INFO_GPU (id column ``id``, older ``deviceId``), details from TARGET_INFO_CUDA_GPU."""
+    devices: dict[int, dict[str, Any]] = {}
+    for table in ("TARGET_INFO_GPU", "TARGET_INFO_CUDA_GPU"):
+        if table not in tables:
+            continue
+        cols = _columns(conn, table)
+        id_col = "id" if "id" in cols else "deviceId" if "deviceId" in cols else None
+        if id_col is None:
+            continue
+        wanted = {key: next((c for c in cands if c in cols), None) for key, cands in GPU_INFO_COLUMNS.items()}
+        wanted = {k: c for k, c in wanted.items() if c is not None}
+        sql = f'SELECT "{id_col}", ' + ", ".join(f'"{c}"' for c in wanted.values()) + f' FROM "{table}"'
+        for row in conn.execute(sql):
+            dev = devices.setdefault(int(row[0]), {"id": int(row[0])})
+            for key, value in zip(wanted, row[1:], strict=True):
+                if value is None or key in dev:
+                    continue
+                dev[key] = _text(value) if isinstance(value, bytes) else value
+    return [devices[k] for k in sorted(devices)]
