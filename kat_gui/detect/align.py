@@ -179,6 +179,8 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
     coll = g["coll"][rows]
     name_key = np.where(coll >= 0, coll, g["name"][rows])
     group = np.where(has_pg, g["pg"][rows].astype(np.int64), -2 - name_key.astype(np.int64))
+    if not has_pg.all() and len(rows):
+        group = _split_groups_by_end(rank, start, g["end_ns"][rows], group, ~has_pg)
     seq = g["seq"][rows]
     order = np.lexsort((start, group, rank))
     rows, rank, start, group, seq, has_pg = (a[order] for a in (rows, rank, start, group, seq, has_pg))
@@ -250,6 +252,50 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
         offsets_ns=offsets,
         offset_residual_ns=residual,
     )
+
+
+SAME_GROUP_END_MAD_NS = 10_000
+
+
+def _split_groups_by_end(
+    rank: np.ndarray, start: np.ndarray, end: np.ndarray, group: np.ndarray, todo: np.ndarray
+) -> np.ndarray:
+    """Without process groups, split each collective name's ranks into the groups that run it together.
+
+    Members of one instance end together (up to jitter), so for two ranks of one group the difference of
+    their k-th ends is constant over k (a clock offset is a constant too); for ranks of different groups
+    (pipeline stages, independent replicas) it wanders. Ranks whose end difference has a MAD over the
+    instances below ``SAME_GROUP_END_MAD_NS`` are joined (connected components). Rows of the result keep their group
+    id, with the partition index folded in.
+    """
+    out = group.copy()
+    for grp in np.unique(group[todo]):
+        sel = np.flatnonzero(group == grp)
+        ranks_g = np.unique(rank[sel])
+        if len(ranks_g) < 3:
+            continue
+        order = sel[np.lexsort((start[sel], rank[sel]))]
+        r_o = rank[order]
+        counts = np.array([np.count_nonzero(r_o == r) for r in ranks_g])
+        k = int(counts.min())
+        if k < 3:
+            continue
+        ends = np.stack([end[order][r_o == r][:k] for r in ranks_g]).astype(np.float64)  # [ranks, k]
+        diff = ends[:, None, :] - ends[None, :, :]
+        med = np.median(diff, axis=2, keepdims=True)
+        mad = np.median(np.abs(diff - med), axis=2)
+        adj = mad <= SAME_GROUP_END_MAD_NS
+        roots = np.arange(len(ranks_g))
+        for _ in range(len(ranks_g)):  # connected components by min-label propagation (few ranks)
+            new = np.where(adj, roots[None, :], len(ranks_g)).min(axis=1)
+            if np.array_equal(new, roots):
+                break
+            roots = new
+        if len(np.unique(roots)) == 1:
+            continue
+        part = roots[np.searchsorted(ranks_g, rank[sel])]
+        out[sel] = grp * 1024 - part  # stays negative and distinct from process-group ids
+    return out
 
 
 def _host_codes(fr: RunFrame, rank: np.ndarray) -> np.ndarray:
