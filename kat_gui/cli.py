@@ -61,7 +61,7 @@ def store_info(path: Path) -> dict:
                 r["streams"] += 1
             else:
                 r["host_threads"] += 1
-            r["events"] += tr.count
+            r["events"] += tr.row_count
         rank_meta = {m.get("rank"): m for m in st.ranks}
         rank_rows = []
         for rk in sorted(ranks):
