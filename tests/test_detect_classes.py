@@ -11,11 +11,17 @@ from kat_gui.events import CopyKind, EventKind
 CASES = [
     ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)", C.COLLECTIVE),
     ("ncclKernel_SendRecv_RING_SIMPLE_Sum_int8_t(ncclDevComm*, unsigned long, ncclWork*)", C.COLLECTIVE),
-    ("void vllm::cross_device_reduce_1stage<__nv_bfloat16, 4>(vllm::RankData*, vllm::RankSignals, int)", C.COLLECTIVE),
+    (
+        "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 4>(vllm::RankData*, vllm::RankSignals, int)",
+        C.COLLECTIVE,
+    ),
     ("void tensorrt_llm::kernels::ar_fusion::allreduce_fusion_kernel_oneshot_lamport<...>", C.COLLECTIVE),
     ("void deep_ep::intranode::dispatch<8, 768, 8192>(int4*, float*)", C.COLLECTIVE),
     ("void dpsk::ep::combine<...>(...)", C.COLLECTIVE),
-    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel", C.COMPUTE),
+    (
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel",
+        C.COMPUTE,
+    ),
     ("void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<...>>", C.COMPUTE),
     ("void flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>", C.COMPUTE),
     ("fmha_v2_flash_attention_bf16_64_128_S_q_kv_128_causal_sm90_kernel", C.COMPUTE),
@@ -23,10 +29,16 @@ CASES = [
     ("void flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128, 64, 128, 4>, false>", C.MEMORY),
     ("void vllm::paged_attention_v2_kernel<__nv_bfloat16, 128>", C.MEMORY),
     ("void flashinfer::BatchDecodeWithPagedKVCacheKernel<...>", C.MEMORY),
-    ("void vllm::rms_norm_kernel<c10::BFloat16>(c10::BFloat16*, c10::BFloat16 const*, float, int, int)", C.MEMORY),
+    (
+        "void vllm::rms_norm_kernel<c10::BFloat16>(c10::BFloat16*, c10::BFloat16 const*, float, int, int)",
+        C.MEMORY,
+    ),
     ("void vllm::act_and_mul_kernel<c10::BFloat16, &vllm::silu_kernel<c10::BFloat16>>", C.MEMORY),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", C.MEMORY),
-    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>>>", C.MEMORY),
+    (
+        "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>>>",
+        C.MEMORY,
+    ),
     ("void flashinfer::sampling::TopKTopPSamplingFromProbKernel<...>", C.MEMORY),
     ("void vllm::reshape_and_cache_flash_kernel<__nv_bfloat16>", C.MEMORY),
 ]

@@ -315,7 +315,9 @@ def _clock_offsets(
         domain_of_rank = {int(r): fr.host_of_rank[int(r)] for r in fr.ranks}
     else:
         domain_of_rank = {int(r): f"rank{int(r)}" for r in fr.ranks}
-    labels = sorted(set(domain_of_rank.values()), key=lambda s: min(r for r, d in domain_of_rank.items() if d == s))
+    labels = sorted(
+        set(domain_of_rank.values()), key=lambda s: min(r for r, d in domain_of_rank.items() if d == s)
+    )
     code = {d: i for i, d in enumerate(labels)}
     lut = np.array([code[domain_of_rank[int(r)]] for r in fr.ranks], dtype=np.int64)
     if not len(rank) or len(labels) < 2:

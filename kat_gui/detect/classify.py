@@ -55,7 +55,9 @@ def _load(path: str) -> tuple[tuple[int, re.Pattern[str]], ...]:
             raise KatInputError(p, f"class {key!r} is listed in `order` but has no [classes.{key}] table")
         kind = _KIND_CODE.get(str(spec.get("kind", key)))
         if kind is None:
-            raise KatInputError(p, f"class {key!r} has kind {spec.get('kind')!r}; use compute, memory or collective")
+            raise KatInputError(
+                p, f"class {key!r} has kind {spec.get('kind')!r}; use compute, memory or collective"
+            )
         pats = [str(x) for x in spec.get("patterns", [])]
         if not pats:
             continue

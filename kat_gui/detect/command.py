@@ -35,8 +35,10 @@ def summary_lines(result, top: int = TOP) -> list[str]:
     offs = clock.get("offsets_ns", {})
     if offs and any(offs.values()):
         worst = max(offs.values(), key=abs)
-        lines.append(f"clock offsets across {clock.get('domains')}: up to {_fmt_ns(worst)}, residual "
-                     f"{_fmt_ns(clock.get('residual_ns', 0))}")
+        lines.append(
+            f"clock offsets across {clock.get('domains')}: up to {_fmt_ns(worst)}, residual "
+            f"{_fmt_ns(clock.get('residual_ns', 0))}"
+        )
     if not result.findings:
         lines.append("no anomaly found")
         return lines
@@ -46,8 +48,13 @@ def summary_lines(result, top: int = TOP) -> list[str]:
         lines.append(f"  [{f['confidence']:.2f}] {f['component']:<7} rank(s) {ranks:<8} {f['summary']}")
         ev = f.get("evidence", {})
         nums = []
-        for key in ("slowdown_vs_peers", "compute_bound_slowdown", "memory_bound_slowdown", "transfer_ratio",
-                    "wait_share"):
+        for key in (
+            "slowdown_vs_peers",
+            "compute_bound_slowdown",
+            "memory_bound_slowdown",
+            "transfer_ratio",
+            "wait_share",
+        ):
             if key in ev and ev[key]:
                 nums.append(f"{key}={ev[key]}")
         if ev.get("arrival_skew_ns"):

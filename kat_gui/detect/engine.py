@@ -105,7 +105,9 @@ class _Analysis:
         self.R = len(fr.ranks)
         self.rank_idx = np.searchsorted(fr.ranks, g["rank"])
         self.coll: Collectives = match_collectives(fr, self.steps)
-        self.coll_step_idx = np.where(self.coll.step >= 0, np.searchsorted(self.step_values, self.coll.step), -1)
+        self.coll_step_idx = np.where(
+            self.coll.step >= 0, np.searchsorted(self.step_values, self.coll.step), -1
+        )
         self.step_len_ns = self._step_lengths()
 
     def _step_lengths(self) -> np.ndarray:
@@ -139,7 +141,9 @@ class _Analysis:
         self.peer: dict[str, object] = {}
         for label, classes in (("compute", (C.COMPUTE,)), ("memory", (C.MEMORY,)), ("copy", (C.COPY_HOST,))):
             rows = np.flatnonzero(np.isin(g["cls"], classes) & (self.step_idx >= 0))
-            pm = peer_match(rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.R)
+            pm = peer_match(
+                rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.R
+            )
             self.peer[label] = pm
             out[label] = cell_signal(
                 label, self.rank_idx[rows], self.step_idx[rows], pm.log_ratio, self.R, self.S, p.sigma_floor
@@ -160,13 +164,22 @@ class _Analysis:
             pos = np.argsort(r_k, kind="stable")
             iv_sorted = iv[pos]
             pm = peer_match(
-                r_k_sorted, self.step_idx[r_k_sorted], g["name"][r_k_sorted], self.rank_idx[r_k_sorted],
-                iv_sorted, self.R,
+                r_k_sorted,
+                self.step_idx[r_k_sorted],
+                g["name"][r_k_sorted],
+                self.rank_idx[r_k_sorted],
+                iv_sorted,
+                self.R,
             )
             self.peer["launch"] = pm
             self.launch_interval = (r_k_sorted, iv_sorted)
             out["launch"] = cell_signal(
-                "launch", self.rank_idx[r_k_sorted], self.step_idx[r_k_sorted], pm.log_ratio, self.R, self.S,
+                "launch",
+                self.rank_idx[r_k_sorted],
+                self.step_idx[r_k_sorted],
+                pm.log_ratio,
+                self.R,
+                self.S,
                 p.sigma_floor,
             )
         # Collective arrival: the waiting a rank imposes on the median peer, as a share of the step.
@@ -177,7 +190,14 @@ class _Analysis:
             share = np.clip(co.late_ns, 0, None).astype(np.float64) / self.step_len_ns[np.maximum(m_step, 0)]
             ridx = np.searchsorted(self.fr.ranks, co.rank)
             out["late"] = cell_signal(
-                "late", ridx[ok], m_step[ok], share[ok], self.R, self.S, p.sigma_floor * 0.0 + 1e-4, reduce="sum"
+                "late",
+                ridx[ok],
+                m_step[ok],
+                share[ok],
+                self.R,
+                self.S,
+                p.sigma_floor * 0.0 + 1e-4,
+                reduce="sum",
             )
         return out
 
@@ -225,7 +245,9 @@ def _confidence(z: float, n_flagged: int, p: Params) -> float:
     return round(min(0.99, 0.5 + 0.25 * (1 - math.exp(-margin)) + 0.24 * persist), 3)
 
 
-def detect_frame(fr: RunFrame, params: Params | None = None, progress: Progress | None = None) -> DetectResult:
+def detect_frame(
+    fr: RunFrame, params: Params | None = None, progress: Progress | None = None
+) -> DetectResult:
     """Run detection on a loaded frame (no store access); see :func:`kat_gui.detect.detect_store`."""
     p = params or Params()
     if progress:
@@ -241,6 +263,7 @@ def detect_frame(fr: RunFrame, params: Params | None = None, progress: Progress 
     _rank_findings(a, sig, p, findings, anomaly_parts)
     _link_findings(a, p, findings, anomaly_parts)
     _hang_findings(a, p, findings, anomaly_parts)
+    _topology_findings(fr, findings)
 
     order = sorted(range(len(findings)), key=lambda i: -findings[i]["confidence"])
     remap = {old: new for new, old in enumerate(order)}
@@ -254,12 +277,21 @@ def detect_frame(fr: RunFrame, params: Params | None = None, progress: Progress 
     meta = {
         "detector": DETECTOR_VERSION,
         "params": asdict(p),
-        "steps": {"method": a.steps.method, "count": int(len(np.unique(a.steps.step[a.steps.step >= 0]))),
-                  "marker": a.steps.marker},
-        "collectives": {"instances": int(co.n), "grouping": co.grouping,
-                        "median_arrival_skew_ns": float(np.median(co.skew_ns)) if co.n else 0.0},
-        "clock": {"offsets_ns": co.offsets_ns, "residual_ns": co.offset_residual_ns,
-                  "domains": "hosts" if fr.hosts_known else "ranks"},
+        "steps": {
+            "method": a.steps.method,
+            "count": int(len(np.unique(a.steps.step[a.steps.step >= 0]))),
+            "marker": a.steps.marker,
+        },
+        "collectives": {
+            "instances": int(co.n),
+            "grouping": co.grouping,
+            "median_arrival_skew_ns": float(np.median(co.skew_ns)) if co.n else 0.0,
+        },
+        "clock": {
+            "offsets_ns": co.offsets_ns,
+            "residual_ns": co.offset_residual_ns,
+            "domains": "hosts" if fr.hosts_known else "ranks",
+        },
         "noise": {k: round(float(s.sigma), 6) for k, s in sig.items()},
         "ranks": [int(r) for r in fr.ranks],
         "gpu_events": int(fr.n_gpu),
@@ -345,8 +377,12 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
         if comp == "hbm":
             pm2 = a.peer["compute"]
             e2 = max(ev.get("compute", 0.0), math.log1p(p.min_slowdown))
-            sel2 = in_win[pm2.rows] & on_rank[pm2.rows] & (pm2.log_ratio >= 0.5 * e2) & (
-                pm2.log_ratio >= 0.5 * eff)
+            sel2 = (
+                in_win[pm2.rows]
+                & on_rank[pm2.rows]
+                & (pm2.log_ratio >= 0.5 * e2)
+                & (pm2.log_ratio >= 0.5 * eff)
+            )
             parts.append((pm2.rows[sel2], ROOT, fid, pm2.log_ratio[sel2] / s.sigma))
         parts.append((pm.rows[sel], ROOT, fid, pm.log_ratio[sel] / s.sigma))
     # Symptoms: peers' collective kernels that waited for this rank (it arrived last) in the window.
@@ -366,7 +402,9 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
         parts.append((co.row[m], SYMPTOM, fid, co.wait_ns[m] / np.maximum(co.end_ns[m] - co.start_ns[m], 1)))
         if comp in ("cpu", "unknown"):
             mine = is_me & inst_sel[co.inst] & (co.late_ns > 0)
-            parts.append((co.row[mine], ROOT, fid, co.late_ns[mine] / np.maximum(co.skew_ns[co.inst[mine]], 1)))
+            parts.append(
+                (co.row[mine], ROOT, fid, co.late_ns[mine] / np.maximum(co.skew_ns[co.inst[mine]], 1))
+            )
         if inst_sel.any():
             skew_med = float(np.median(co.skew_ns[inst_sel]))
             waited = co.wait_ns[inst_sel[co.inst] & (co.rank != rank)]
@@ -387,8 +425,13 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
         "steps": [int(a.step_values[s0]), int(a.step_values[s1])],
         "abnormal_steps": int(nflag),
     }
-    names = {"gpu": f"GPU {rank}", "hbm": f"HBM of GPU {rank}", "pcie": f"PCIe link of GPU {rank}",
-             "cpu": f"host CPU of rank {rank}", "unknown": f"rank {rank}"}
+    names = {
+        "gpu": f"GPU {rank}",
+        "hbm": f"HBM of GPU {rank}",
+        "pcie": f"PCIe link of GPU {rank}",
+        "cpu": f"host CPU of rank {rank}",
+        "unknown": f"rank {rank}",
+    }
     what = {
         "gpu": f"compute-bound kernels {slowdown['compute'] * 100:.0f}% slower than peers",
         "hbm": f"memory-bound kernels {slowdown['memory'] * 100:.0f}% slower than peers "
@@ -398,19 +441,21 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
         "unknown": f"arrives late to collectives ({ev.get('late', 0.0) * 100:.1f}% of a step) with no slower "
         f"kernels or launches (software skew?)",
     }[comp]
-    findings.append({
-        "component": comp,
-        "component_id": _component_id(a.fr, comp, [rank]),
-        "ranks": [rank],
-        "confidence": _confidence(z_med, nflag, p) * (0.7 if comp == "unknown" else 1.0),
-        "start_ns": t0,
-        "end_ns": t1,
-        "summary": f"{names[comp]}: {what} in steps {evidence['steps'][0]}-{evidence['steps'][1]}",
-        "kind": "timing",
-        "nodes": _nodes(a.fr, comp, [rank]),
-        "evidence": evidence,
-        "reason": why,
-    })
+    findings.append(
+        {
+            "component": comp,
+            "component_id": _component_id(a.fr, comp, [rank]),
+            "ranks": [rank],
+            "confidence": _confidence(z_med, nflag, p) * (0.7 if comp == "unknown" else 1.0),
+            "start_ns": t0,
+            "end_ns": t1,
+            "summary": f"{names[comp]}: {what} in steps {evidence['steps'][0]}-{evidence['steps'][1]}",
+            "kind": "timing",
+            "nodes": _nodes(a.fr, comp, [rank]),
+            "evidence": evidence,
+            "reason": why,
+        }
+    )
 
 
 def _window_ns(a: _Analysis, s0: int, s1: int, ri: int | None) -> tuple[int, int]:
@@ -458,35 +503,39 @@ def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
             fid = len(findings)
             strong = inst_sel & (lr_inst >= 0.5 * eff)
             m = strong[co.inst]
-            parts.append((co.row[m], ROOT, fid, np.repeat(lr_inst, np.diff(np.r_[first, len(co.inst)]))[m] / sigma))
+            parts.append(
+                (co.row[m], ROOT, fid, np.repeat(lr_inst, np.diff(np.r_[first, len(co.inst)]))[m] / sigma)
+            )
             z = eff / sigma
             t0 = int(co.first_start_ns[inst_sel].min())
             t1 = int(co.end_inst_ns[inst_sel].max())
             steps = [int(a.step_values[s0]), int(a.step_values[s1])]
             label = "inter-node network (NIC)" if spans else "NVLink"
-            findings.append({
-                "component": comp,
-                "component_id": _component_id(a.fr, comp, ranks),
-                "ranks": ranks,
-                "confidence": _confidence(z, nflag, p),
-                "start_ns": t0,
-                "end_ns": t1,
-                "summary": f"{label}: collectives of ranks {_ranks_text(ranks)} take {math.expm1(eff) * 100:.0f}% "
-                f"longer than their own earlier transfers on every rank, without arrival skew, in steps "
-                f"{steps[0]}-{steps[1]}",
-                "kind": "timing",
-                "nodes": _nodes(a.fr, comp, ranks),
-                "evidence": {
-                    "transfer_ratio": round(math.exp(eff), 4),
-                    "transfer_ns": tr,
-                    "arrival_skew_ns": skew,
-                    "z": round(z, 2),
-                    "steps": steps,
-                    "abnormal_steps": int(nflag),
-                    "spans_hosts": spans,
-                },
-                "reason": "transfer time (min duration across ranks) rose against the group's own history",
-            })
+            findings.append(
+                {
+                    "component": comp,
+                    "component_id": _component_id(a.fr, comp, ranks),
+                    "ranks": ranks,
+                    "confidence": _confidence(z, nflag, p),
+                    "start_ns": t0,
+                    "end_ns": t1,
+                    "summary": f"{label}: collectives of ranks {_ranks_text(ranks)} take {math.expm1(eff) * 100:.0f}% "
+                    f"longer than their own earlier transfers on every rank, without arrival skew, in steps "
+                    f"{steps[0]}-{steps[1]}",
+                    "kind": "timing",
+                    "nodes": _nodes(a.fr, comp, ranks),
+                    "evidence": {
+                        "transfer_ratio": round(math.exp(eff), 4),
+                        "transfer_ns": tr,
+                        "arrival_skew_ns": skew,
+                        "z": round(z, 2),
+                        "steps": steps,
+                        "abnormal_steps": int(nflag),
+                        "spans_hosts": spans,
+                    },
+                    "reason": "transfer time (min duration across ranks) rose against the group's own history",
+                }
+            )
 
 
 # ---------------------------------------------------------------------- hangs
@@ -520,21 +569,61 @@ def _hang_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
     fid = len(findings)
     rows = np.flatnonzero(hung)
     parts.append((rows, SYMPTOM, fid, (dur[rows] / max(usual, 1.0)).astype(np.float64)))
-    findings.append({
-        "component": "hbm",
-        "component_id": _component_id(fr, "hbm", [rank]),
-        "ranks": [rank],
-        "confidence": 0.6,
-        "start_ns": int(last_end[ri]),
-        "end_ns": run_end,
-        "summary": f"rank {rank} stops issuing GPU work while its peers hang in a collective "
-        f"({dur[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual cause",
-        "kind": "timing",
-        "nodes": _nodes(fr, "hbm", [rank]),
-        "evidence": {"silent_ns": int(run_end - last_end[ri]), "hung_collectives": int(len(rows)),
-                     "usual_collective_ns": usual},
-        "reason": "hang: one rank silent, peers blocked",
-    })
+    findings.append(
+        {
+            "component": "hbm",
+            "component_id": _component_id(fr, "hbm", [rank]),
+            "ranks": [rank],
+            "confidence": 0.6,
+            "start_ns": int(last_end[ri]),
+            "end_ns": run_end,
+            "summary": f"rank {rank} stops issuing GPU work while its peers hang in a collective "
+            f"({dur[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual cause",
+            "kind": "timing",
+            "nodes": _nodes(fr, "hbm", [rank]),
+            "evidence": {
+                "silent_ns": int(run_end - last_end[ri]),
+                "hung_collectives": int(len(rows)),
+                "usual_collective_ns": usual,
+            },
+            "reason": "hang: one rank silent, peers blocked",
+        }
+    )
+
+
+# ---------------------------------------------------------------------- topology
+
+
+TOPOLOGY_CONFIDENCE = 0.7  # an observed configuration fact (fewer links, narrower PCIe), not a timing
+
+
+def _topology_findings(fr: RunFrame, findings: list) -> None:
+    """Anomalies of an observed topology file (never of an inferred default) as findings of kind topology."""
+    g = _graph(fr)
+    if g is None:
+        return
+    try:
+        from kat_gui.topology import edge_id, topology_anomalies
+
+        found = topology_anomalies(g)
+    except Exception:
+        return
+    for t in found:
+        nodes = list(t.get("nodes", [])) + [edge_id(u, v) for u, v in t.get("edges", [])]
+        findings.append(
+            {
+                "component": t.get("component", "unknown"),
+                "component_id": t.get("component_id") or (nodes[0] if nodes else ""),
+                "ranks": [int(r) for r in t.get("ranks", [])],
+                "confidence": TOPOLOGY_CONFIDENCE,
+                "start_ns": 0,
+                "end_ns": 0,
+                "summary": t.get("summary", "topology anomaly"),
+                "kind": "topology",
+                "nodes": nodes,
+                "evidence": dict(t.get("evidence", {})),
+            }
+        )
 
 
 # ---------------------------------------------------------------------- helpers

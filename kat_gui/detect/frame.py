@@ -117,7 +117,9 @@ def load_frame(store) -> RunFrame:
     t_stream = np.array([t.stream for t in tracks], dtype=np.int64) if n_tracks else np.zeros(0, np.int64)
     t_off = np.array([t.row_offset for t in tracks], dtype=np.int64) if n_tracks else np.zeros(0, np.int64)
     t_gpu = (
-        np.array([t.kind == TrackKind.GPU_STREAM for t in tracks], dtype=bool) if n_tracks else np.zeros(0, bool)
+        np.array([t.kind == TrackKind.GPU_STREAM for t in tracks], dtype=bool)
+        if n_tracks
+        else np.zeros(0, bool)
     )
 
     ev = store.events(list(GPU_COLUMNS))
@@ -141,8 +143,9 @@ def load_frame(store) -> RunFrame:
     )
 
     is_ann = kind == EventKind.ANNOTATION
-    steps = _step_table(strings, t_rank[track[is_ann]], ev["name"][is_ann], ev["start_ns"][is_ann],
-                        ev["end_ns"][is_ann])
+    steps = _step_table(
+        strings, t_rank[track[is_ann]], ev["name"][is_ann], ev["start_ns"][is_ann], ev["end_ns"][is_ann]
+    )
     is_rt = (kind == EventKind.RUNTIME) & (ev["correlation"] >= 0)
     launch = {
         "rank": t_rank[track[is_rt]],
