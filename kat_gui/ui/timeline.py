@@ -42,6 +42,31 @@ def _rect_array(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray) -> P
     return arr
 
 
+def coalesce(
+    x: np.ndarray, w: np.ndarray, lane: np.ndarray, role: np.ndarray, px: float, n_lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge anomaly rectangles of one lane and role that are less than a pixel apart, so a zoomed-out view
+    draws O(pixels) outlines instead of one per anomaly. Returns (x, lane as float, width, role)."""
+    if len(x) < 2:
+        return x, lane.astype(float), w, role
+    gid = role.astype(np.int64) * (n_lanes + 1) + lane
+    order = np.lexsort((x, gid))
+    x, w, gid = x[order], w[order], gid[order]
+    # Offset each group far apart so one running maximum of ends never leaks across groups.
+    span = float(x.max() - x.min() + w.max()) + 1.0
+    z = (gid - gid.min()) * 4 * span + x
+    end = np.maximum.accumulate(z + w)
+    brk = np.concatenate(([True], (gid[1:] != gid[:-1]) | (z[1:] > end[:-1] + px)))
+    first = np.flatnonzero(brk)
+    last = np.concatenate((first[1:], [len(x)])) - 1
+    return (
+        x[first],
+        (gid[first] % (n_lanes + 1)).astype(float),
+        (end[last] - z[first]),
+        (gid[first] // (n_lanes + 1)).astype(np.uint8),
+    )
+
+
 class LaneData:
     """What one lane shows for the cached window: columns (ns) plus the track of each rectangle."""
 
@@ -225,7 +250,8 @@ class AnomalyItem(pg.GraphicsObject):
         x = x - grow / 2
         w = w + grow
         m = (lane >= 0) & (x + w >= x0) & (x <= x1)
-        return x[m], lane[m].astype(float), w[m], a["role"][m], px
+        x, lane, w, role = x[m], lane[m], w[m], a["role"][m]
+        return (*coalesce(x, w, lane, role, px, self.n_lanes), px)
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
         x, y, w, role, _px = self.visible_rects()
@@ -292,7 +318,30 @@ class LaneAxis(pg.AxisItem):
         self.lanes = lanes
         self.setTicks([[(i + 0.5, lane.label) for i, lane in enumerate(lanes)], []])
         self.picture = None
+        self._pix_key = None
         self.update()
+
+    def paint(self, p, opt, widget) -> None:
+        # Replaying the labels' QPicture costs ~10 ms a frame with 64 lanes; the labels only change with the
+        # y range, the size or the alert set, so keep them as a pixmap and blit it while the x range moves.
+        vb = self.linkedView()
+        key = (
+            self.size().toSize(),
+            tuple(vb.viewRange()[1]) if vb is not None else None,
+            frozenset(self.alert_ranks),
+            len(self.lanes),
+            id(self.lanes),
+        )
+        if getattr(self, "_pix_key", None) != key or self.picture is None:
+            size = self.size().toSize()
+            pix = QtGui.QPixmap(max(size.width(), 1), max(size.height(), 1))
+            pix.fill(QtCore.Qt.GlobalColor.transparent)
+            painter = QtGui.QPainter(pix)
+            super().paint(painter, opt, widget)
+            painter.end()
+            self._pix = pix
+            self._pix_key = key
+        p.drawPixmap(0, 0, self._pix)
 
     def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):
         # Labels are placed from the linked view (not pyqtgraph's text specs, which drop labels wider than
@@ -423,7 +472,7 @@ class TimelineView(QtWidgets.QWidget):
         pi.setMenuEnabled(False)
         pi.hideButtons()
         pi.setLabel("bottom", "time since run start", units="s")
-        pi.showGrid(x=True, y=False, alpha=0.15)
+        # No grid: pyqtgraph draws grid lines into the axis picture, ~25 ms a frame across a full-HD plot.
         self.vb = pi.getViewBox()
         self.vb.setMouseEnabled(x=True, y=False)
         self.vb.invertY(True)
