@@ -113,7 +113,7 @@ def test_memcpy_runtime_and_nvtx_details(nsys_dir: Path):
     (gtid,) = _sql(path, "SELECT DISTINCT globalTid FROM CUPTI_ACTIVITY_KIND_RUNTIME")[0]
     host = [t for t in trace.tracks if t.kind == TrackKind.HOST_THREAD]
     assert (host[0].pid, host[0].tid) == ((gtid >> 24) & 0xFFFFFF, gtid & 0xFFFFFF)
-    assert str(host[0].pid) in trace.meta["processes"]
+    assert trace.meta["process_names"] == {str(host[0].pid): "ParallelKernelsTest.exe"}  # not all 355 rows
 
     # 76 push/pop ranges; the domain-create marker (eventType 75, no end) is not an annotation.
     nvtx = ev["kind"] == int(EventKind.ANNOTATION)
@@ -141,6 +141,7 @@ def test_schema_versions_gpu_list_and_meta(nsys_dir: Path):
     assert old.meta["gpus"][0]["sm_count"] == 108  # from TARGET_INFO_CUDA_GPU.numMultiprocessors
     assert old.meta["gpus"][1]["bus_location"] == "0000:AD:00.0"
     assert old.meta["time_base"] == "relative"
+    assert old.meta["thread_names"] == {"868881/868881": "ex-gpu"}
     (first_start,) = _sql(nsys_dir / OLD_EXPORT, "SELECT min(start) FROM CUPTI_ACTIVITY_KIND_KERNEL")[0]
     kernels = old.events["kind"] == int(EventKind.KERNEL)
     assert int(old.events["start_ns"][kernels].min()) == first_start  # kept as-is without a base

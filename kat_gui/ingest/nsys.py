@@ -324,6 +324,7 @@ def _read(
         events["end_ns"][bad] = events["start_ns"][bad]
         meta["clamped_unfinished"] = int(bad.sum())
     meta["event_counts"] = counts
+    meta.update(_names_of_tracks(conn, tables, b.tracks))
     return RankTrace(
         rank=options.rank,
         source=path,
@@ -544,12 +545,6 @@ def _meta(conn: sqlite3.Connection, tables: set[str]) -> dict[str, Any]:
     others = [g for g in gpus if not g.get("sm_count", 1)]
     if others:
         meta["non_cuda_gpus"] = others
-    if "PROCESSES" in tables:
-        meta["processes"] = {
-            str(pid): _text(name)
-            for pid, name in conn.execute("SELECT pid, name FROM PROCESSES")
-            if pid is not None
-        }
     return meta
 
 
@@ -573,3 +568,28 @@ def _gpus(conn: sqlite3.Connection, tables: set[str]) -> list[dict[str, Any]]:
                     continue
                 dev[key] = _text(value) if isinstance(value, bytes) else value
     return [devices[k] for k in sorted(devices)]
+
+
+def _names_of_tracks(conn: sqlite3.Connection, tables: set[str], tracks: list[TrackInfo]) -> dict[str, Any]:
+    """Process and thread names of the tracks only (PROCESSES lists every process on the machine), keyed like
+    the Kineto reader's: ``process_names[str(pid)]``, ``thread_names[f"{pid}/{tid}"]``."""
+    pids = {t.pid for t in tracks}
+    threads = {(t.pid, t.tid) for t in tracks if t.kind == TrackKind.HOST_THREAD}
+    out: dict[str, Any] = {}
+    if "PROCESSES" in tables:
+        out["process_names"] = {
+            str(pid): _text(name)
+            for pid, name in conn.execute("SELECT pid, name FROM PROCESSES").fetchall()
+            if pid in pids
+        }
+    if "ThreadNames" in tables and T_STRINGS in tables:
+        rows = conn.execute(
+            f'SELECT t.globalTid, s.value FROM ThreadNames t JOIN "{T_STRINGS}" s ON s.id = t.nameId'
+        ).fetchall()
+        names = {}
+        for gtid, name in rows:
+            key = ((gtid >> 24) & 0xFFFFFF, gtid & 0xFFFFFF)
+            if key in threads:
+                names[f"{key[0]}/{key[1]}"] = _text(name)
+        out["thread_names"] = names
+    return out
