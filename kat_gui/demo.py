@@ -22,7 +22,14 @@ from kat_gui.progress import Progress, scaled
 DEMO_SEED = 7
 # Preferred scenario names, first match wins; a name-pattern fallback keeps the demo working if the
 # simulator renames its scenarios.
-HEALTHY_NAMES = ("healthy_tp4", "healthy_tp8", "healthy", "tp4_healthy", "healthy_decode")
+HEALTHY_NAMES = (
+    "healthy_tp4_decode",
+    "healthy_tp4",
+    "healthy_tp8",
+    "healthy",
+    "tp4_healthy",
+    "healthy_decode",
+)
 DEGRADED_NAMES = ("gpu_throttle_tp4", "gpu_throttle", "gpu_throttle_tp8", "gpu_clock_throttle", "gpu_slow")
 TRACE_SUFFIXES = (".json", ".json.gz", ".sqlite", ".csv", ".jsonl")
 

@@ -33,6 +33,9 @@ def apply_theme(app: QtWidgets.QApplication) -> None:
     pal.setColor(role.HighlightedText, c("#FFFFFF"))
     pal.setColor(role.ToolTipBase, c("#FFFFF0"))
     pal.setColor(role.ToolTipText, c("#1F1F1F"))
+    disabled = QtGui.QPalette.ColorGroup.Disabled
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        pal.setColor(disabled, r, c("#9A9A9A"))
     app.setPalette(pal)
 
 

@@ -153,8 +153,8 @@ class ExplanationPanel(QtWidgets.QWidget):
         parent.addChild(item)
 
     def show_findings_only(self) -> None:
-        self.run_btn.setEnabled(False)
-        self.stop_btn.setEnabled(False)
+        self.run_btn.hide()
+        self.stop_btn.hide()
         self.source_label.setText(
             "<b>Explanations are not available</b> in this build — showing the detector's "
             "findings and their evidence"

@@ -312,7 +312,7 @@ class LaneAxis(pg.AxisItem):
         self.lanes: list[Lane] = []
         self.alert_ranks: set[int] = set()
         self.setStyle(tickLength=0, autoExpandTextSpace=False)
-        self.setWidth(190)
+        self.setWidth(215)
 
     def set_lanes(self, lanes: list[Lane]) -> None:
         self.lanes = lanes
