@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kat_gui.simulate.model import K_RECV
+from kat_gui.simulate.model import K_RECV, K_SEND
 from kat_gui.simulate.spec import FaultSpec
 from kat_gui.simulate.timeline import SimContext, Timeline
 
@@ -52,18 +52,25 @@ class RankOps:
 
 
 def collective_ids(ctx: SimContext) -> list[list[np.ndarray]]:
-    """[step][stage] -> per-op collective instance id (-1 for non-collectives); recv shares its send's id."""
+    """[step][stage] -> [ops, TP ranks] collective instance ids (-1 for non-collectives).
+
+    A TP collective is one instance across its group (same id in every column); a pipeline send/recv is one
+    instance per pair (rank j of stage s with rank j of stage s+1), and the recv shares its send's id.
+    """
+    tp = ctx.spec.tp
     out: list[list[np.ndarray]] = []
     nxt = 0
     for n in range(ctx.spec.n_steps):
-        row = []
+        row: list[np.ndarray] = []
         for s in range(ctx.spec.pp):
             info = ctx.infos[ctx.prog_of[n, s]]
-            ids = np.full(len(info.kind), -1, dtype=np.int64)
+            ids = np.full((len(info.kind), tp), -1, dtype=np.int64)
             for j in np.flatnonzero(info.coll):
                 if info.kind[j] == K_RECV:
-                    prev = row[s - 1]
-                    ids[j] = prev[len(prev) - 1]
+                    ids[j] = row[s - 1][-1]
+                elif info.kind[j] == K_SEND:
+                    ids[j] = nxt + np.arange(tp)
+                    nxt += tp
                 else:
                     ids[j] = nxt
                     nxt += 1
@@ -85,7 +92,7 @@ def flatten(ctx: SimContext, tl: Timeline, coll_ids: list[list[np.ndarray]]) -> 
         steps = np.concatenate([np.full(len(b.start), b.step) for b in blocks])
         progs = np.concatenate([np.full(len(b.start), b.prog) for b in blocks])
         ops = np.concatenate([np.arange(len(b.start)) for b in blocks])
-        colls = np.concatenate([coll_ids[b.step][s] for b in blocks])
+        colls = np.concatenate([coll_ids[b.step][s] for b in blocks])  # [ops, tp]
         h_counts = np.array([len(b.h_name) for b in blocks])
         h_off = np.concatenate([[0], np.cumsum(h_counts)[:-1]])
         host_idx = np.concatenate(
@@ -106,7 +113,7 @@ def flatten(ctx: SimContext, tl: Timeline, coll_ids: list[list[np.ndarray]]) -> 
                     steps,
                     progs,
                     ops,
-                    colls,
+                    colls[:, c],
                     host_idx,
                     h_name,
                     h_step,

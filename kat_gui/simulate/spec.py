@@ -46,8 +46,8 @@ class NoiseSpec:
     kernel_sigma: float = 0.03  # lognormal sigma of each kernel's duration
     gpu_spread: float = 0.008  # lognormal sigma of a GPU's fixed speed (silicon lottery)
     host_sigma: float = 0.3  # lognormal sigma of host gaps between launches
-    hiccup_prob: float = 0.002  # per launch, per rank: probability of an independent host hiccup
-    hiccup_us: float = 60.0  # mean hiccup length (exponential)
+    hiccup_prob: float = 0.006  # per launch, per rank: probability of an independent host hiccup
+    hiccup_us: float = 80.0  # mean hiccup length (exponential)
     coll_jitter_us: float = 0.5  # mean per-rank jitter of a collective's end (exponential)
 
 
@@ -111,6 +111,16 @@ class ScenarioSpec:
     def with_(self, **changes: Any) -> ScenarioSpec:
         """A copy with some fields changed (for building suites)."""
         return replace(self, **changes)
+
+    def scaled(self, n_steps: int) -> ScenarioSpec:
+        """A copy with ``n_steps`` steps and every fault window rescaled to keep its place in the run."""
+        ratio = n_steps / self.n_steps
+        faults = []
+        for f in self.faults:
+            onset = min(n_steps - 1, int(round(f.onset_step * ratio)))
+            end = None if f.end_step is None else max(onset + 1, int(round(f.end_step * ratio)))
+            faults.append(replace(f, ranks=list(f.ranks), onset_step=onset, end_step=end))
+        return replace(self, n_steps=n_steps, faults=faults)
 
     def validate(self) -> None:
         """Raise KatInputError naming the scenario and the first inconsistency."""
