@@ -643,17 +643,15 @@ def _rank_trace(parsed: _Parsed, sel: np.ndarray | slice, rank: int) -> RankTrac
         ~np.isin(kind, list(HOST_ONLY_KINDS)) & (c["device"] >= 0)
     )
     # Track key: (track kind, a, b) = (GPU, device, stream) or (host, pid, tid).
-    keys = np.stack(
-        [
-            np.where(on_gpu, int(TrackKind.GPU_STREAM), int(TrackKind.HOST_THREAD)),
-            np.where(on_gpu, c["device"], c["pid"]),
-            np.where(on_gpu, c["stream"], c["tid"]),
-        ],
-        axis=1,
-    )
-    uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    keys = [
+        np.where(on_gpu, int(TrackKind.GPU_STREAM), int(TrackKind.HOST_THREAD)),
+        np.where(on_gpu, c["device"], c["pid"]),
+        np.where(on_gpu, c["stream"], c["tid"]),
+    ]
+    first, inverse = _group_rows(keys)
     tracks = []
-    for (tk, a, b), j in zip(uniq.tolist(), first.tolist(), strict=True):
+    for j in first.tolist():
+        tk, a, b = (int(k[j]) for k in keys)
         if tk == int(TrackKind.GPU_STREAM):
             tracks.append(TrackInfo(TrackKind.GPU_STREAM, a, b, int(c["pid"][j]), b))
         else:
@@ -662,7 +660,7 @@ def _rank_trace(parsed: _Parsed, sel: np.ndarray | slice, rank: int) -> RankTrac
     for name, dt in EVENT_COLUMNS.items():
         if name in c:
             events[name] = c[name].astype(dt, copy=False)
-    events["track"] = inverse.reshape(-1).astype(np.int32)
+    events["track"] = inverse.astype(np.int32)
     meta: dict[str, Any] = {
         "source_format": f"KAT function trace ({parsed.flavour})",
         "flavour": parsed.flavour,
@@ -683,3 +681,17 @@ def _rank_trace(parsed: _Parsed, sel: np.ndarray | slice, rank: int) -> RankTrac
         args=list(parsed.args),
         meta=meta,
     )
+
+
+def _group_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of equal-length integer columns: (first index of each, row -> group), groups in
+    lexicographic order. Same answer as ``np.unique(np.stack(columns, 1), axis=0)`` without its slow
+    void-dtype sort (20 s for a million rows): one 1-D unique per column on a compacted mixed-radix key."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        values, inverse = np.unique(col, return_inverse=True)
+        # key < n and inverse < n before compaction, so key * len(values) + inverse < n**2 fits in int64.
+        _, key = np.unique(key * len(values) + inverse.reshape(-1), return_inverse=True)
+        key = key.reshape(-1)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)

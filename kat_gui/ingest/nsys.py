@@ -14,9 +14,12 @@ Assumptions, from the exporter's schema and the real files in ``../shared/data/n
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,7 @@ SYNC_TYPE_NAMES = {
 }
 NVTX_PUSHPOP_RANGE = 59
 NVTX_STARTEND_RANGE = 60
+FETCH_ROWS = 65536
 NO_STREAM_U32 = 0xFFFFFFFF  # streamId of syncs that name no stream (event and context syncs)
 
 KERNEL_ARG_COLUMNS = (
@@ -88,6 +92,18 @@ GPU_INFO_COLUMNS = {  # meta key -> candidate columns in TARGET_INFO_GPU / TARGE
     "compute_minor": ("computeMinor", "computeCapabilityMinor"),
     "uuid": ("uuid",),
 }
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Fetching creates millions of tuples and no cycles; the cyclic collector would rescan them repeatedly.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -142,11 +158,12 @@ def _select_ints(
 ) -> dict[str, np.ndarray]:
     """One bulk ``SELECT`` of integer expressions (NULL -> -1) into int64 numpy columns."""
     sql = "SELECT " + ", ".join(f"COALESCE({e}, -1)" for e in exprs.values()) + f' FROM "{table}" {where}'
-    rows = conn.execute(sql).fetchall()
-    if rows:
-        arr = np.array(rows, dtype=np.int64).reshape(len(rows), len(exprs))
-    else:
-        arr = np.empty((0, len(exprs)), dtype=np.int64)
+    cursor = conn.execute(sql)
+    # Batches bound the memory held as Python tuples (about 100 bytes per value) to one batch.
+    parts = [np.empty((0, len(exprs)), dtype=np.int64)]
+    while rows := cursor.fetchmany(FETCH_ROWS):
+        parts.append(np.array(rows, dtype=np.int64).reshape(len(rows), len(exprs)))
+    arr = np.concatenate(parts)
     return {key: np.ascontiguousarray(arr[:, i]) for i, key in enumerate(exprs)}
 
 
@@ -178,16 +195,18 @@ class _Builder:
         return aid
 
     def gpu_tracks(self, device: np.ndarray, stream: np.ndarray, pid: np.ndarray) -> np.ndarray:
-        keys = np.stack([device, stream], axis=1)
-        uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        ids = np.empty(len(uniq), dtype=np.int32)
-        for i, ((dev, stm), j) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
+        if len(device) == 0:
+            return np.empty(0, dtype=np.int32)
+        first, inverse = _group_rows([device, stream])
+        ids = np.empty(len(first), dtype=np.int32)
+        for i, j in enumerate(first.tolist()):
+            dev, stm = int(device[j]), int(stream[j])
             key = (int(TrackKind.GPU_STREAM), dev, stm, 0)
             if key not in self.track_ids:
                 self.track_ids[key] = len(self.tracks)
                 self.tracks.append(TrackInfo(TrackKind.GPU_STREAM, dev, stm, int(pid[j]), stm))
             ids[i] = self.track_ids[key]
-        return ids[inverse.reshape(-1)]
+        return ids[inverse]
 
     def host_tracks(self, global_tid: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(global_tid, return_inverse=True)
@@ -271,7 +290,8 @@ def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | N
     except sqlite3.Error as e:
         raise KatInputError(path, f"cannot open SQLite database: {e}") from e
     try:
-        return _read(conn, path, options, progress)
+        with _gc_paused():
+            return _read(conn, path, options, progress)
     except sqlite3.DatabaseError as e:
         raise KatInputError(path, f"corrupt or unreadable SQLite database ({e})") from e
     finally:
@@ -371,12 +391,11 @@ def _args_ids(b: _Builder, cols: dict[str, np.ndarray], arg_cols: list[str]) -> 
     if not arg_cols:
         return np.full(len(cols["start"]), -1, dtype=np.int32)
     # Launch configurations repeat: unique rows first, one JSON text per distinct configuration.
-    table = np.stack([cols[c] for c in arg_cols], axis=1)
-    uniq, inverse = np.unique(table, axis=0, return_inverse=True)
-    ids = np.array(
-        [b.arg(dict(zip(arg_cols, row, strict=True))) for row in uniq.tolist()], dtype=np.int32
-    ).reshape(-1)
-    return ids[inverse.reshape(-1)] if len(uniq) else np.empty(0, dtype=np.int32)
+    if len(cols["start"]) == 0:
+        return np.empty(0, dtype=np.int32)
+    first, inverse = _group_rows([cols[c] for c in arg_cols])
+    ids = np.array([b.arg({c: int(cols[c][j]) for c in arg_cols}) for j in first.tolist()], dtype=np.int32)
+    return ids[inverse]
 
 
 def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
@@ -593,3 +612,17 @@ def _names_of_tracks(conn: sqlite3.Connection, tables: set[str], tracks: list[Tr
                 names[f"{key[0]}/{key[1]}"] = _text(name)
         out["thread_names"] = names
     return out
+
+
+def _group_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of equal-length integer columns: (first index of each, row -> group), groups in
+    lexicographic order. Same answer as ``np.unique(np.stack(columns, 1), axis=0)`` without its slow
+    void-dtype sort (20 s for a million rows): one 1-D unique per column on a compacted mixed-radix key."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        values, inverse = np.unique(col, return_inverse=True)
+        # key < n and inverse < n before compaction, so key * len(values) + inverse < n**2 fits in int64.
+        _, key = np.unique(key * len(values) + inverse.reshape(-1), return_inverse=True)
+        key = key.reshape(-1)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
