@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kat_gui.simulate.spec import ConfounderSpec, FaultSpec, ScenarioSpec
+from kat_gui.simulate.spec import ConfounderSpec, FaultSpec, NoiseSpec, ScenarioSpec
 
 
 def _s(name: str, description: str, **kw) -> ScenarioSpec:
@@ -45,6 +45,22 @@ _LIST = [
         nodes=2,
         mode="prefill",
         n_steps=32,
+    ),
+    _s(
+        "healthy_tp8_70b_mixed_graphs",
+        "healthy vLLM TP=8 70B model (GPU-bound), decode in CUDA graphs with eager chunked-prefill steps",
+        tp=8,
+        model="llama-70b",
+        mode="mixed",
+        cuda_graphs=True,
+    ),
+    _s(
+        "healthy_tp2_noisy_host",
+        "healthy vLLM TP=2 decode with noisy host launch pacing (frequent hiccups, "
+        "5 synchronized pauses, strong batch churn)",
+        tp=2,
+        noise=NoiseSpec(host_sigma=0.5, hiccup_prob=0.02, hiccup_us=150.0),
+        confounders=ConfounderSpec(sync_pauses=5, batch_churn=0.3),
     ),
     # single faults
     _s(
