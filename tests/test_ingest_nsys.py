@@ -215,6 +215,18 @@ def test_nsight_export_without_events(tmp_path: Path):
     assert str(empty) in str(err.value)
 
 
+def test_table_lacking_a_needed_column(tmp_path: Path):
+    odd = _make_sqlite(
+        tmp_path / "odd.sqlite",
+        "CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT, end INT, deviceId INT, shortName INT)",
+        "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (1, 2, 0, 1)",
+    )
+    with pytest.raises(KatInputError, match="CUPTI_ACTIVITY_KIND_KERNEL lacks column.s. streamId") as err:
+        _read(odd)
+    assert str(odd) in str(err.value)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "header_only", "no_header"])
 def test_corrupt_files_raise_input_errors(nsys_dir: Path, tmp_path: Path, damage: str):
     data = (nsys_dir / NEW_EXPORT).read_bytes()

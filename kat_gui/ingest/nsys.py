@@ -153,11 +153,24 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [_text(r[1]) for r in conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
 
 
+class _SchemaError(Exception):
+    """A table lacks a column KAT needs; ``read`` turns it into a KatInputError naming the file."""
+
+
 def _select_ints(
-    conn: sqlite3.Connection, table: str, exprs: dict[str, str], where: str = ""
+    conn: sqlite3.Connection, table: str, exprs: dict[str, str], required: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
-    """One bulk ``SELECT`` of integer expressions (NULL -> -1) into int64 numpy columns."""
-    sql = "SELECT " + ", ".join(f"COALESCE({e}, -1)" for e in exprs.values()) + f' FROM "{table}" {where}'
+    """One bulk ``SELECT`` of integer columns (NULL -> -1) into int64 numpy columns, keyed like ``exprs``.
+
+    ``start``, ``end`` and the ``required`` columns must exist; any other missing column reads as -1 (the
+    schema changed across Nsight versions).
+    """
+    have = set(_columns(conn, table))
+    lacking = [c for c in ("start", "end", *required) if c in exprs.values() and c not in have]
+    if lacking:
+        raise _SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}: not an export KAT can read")
+    cols = [f'"{c}"' if c in have else "NULL" for c in exprs.values()]
+    sql = "SELECT " + ", ".join(f"COALESCE({c}, -1)" for c in cols) + f' FROM "{table}"'
     cursor = conn.execute(sql)
     # Batches bound the memory held as Python tuples (about 100 bytes per value) to one batch.
     parts = [np.empty((0, len(exprs)), dtype=np.int64)]
@@ -292,6 +305,8 @@ def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | N
     try:
         with _gc_paused():
             return _read(conn, path, options, progress)
+    except _SchemaError as e:
+        raise KatInputError(path, str(e)) from None
     except sqlite3.DatabaseError as e:
         raise KatInputError(path, f"corrupt or unreadable SQLite database ({e})") from e
     finally:
@@ -362,7 +377,7 @@ def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
     name_col = "demangledName" if "demangledName" in cols else "shortName"
     exprs = {
         "start": "start",
-        "end": '"end"',
+        "end": "end",
         "device": "deviceId",
         "stream": "streamId",
         "corr": "correlationId",
@@ -372,7 +387,7 @@ def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
     }
     arg_cols = [c for c in KERNEL_ARG_COLUMNS if c in cols]
     exprs.update({c: c for c in arg_cols})
-    k = _select_ints(conn, T_KERNEL, exprs)
+    k = _select_ints(conn, T_KERNEL, exprs, required=("deviceId", "streamId", name_col))
     pid = (k["gpid"] >> 24) & 0xFFFFFF
     track = b.gpu_tracks(k["device"], k["stream"], pid)
     args = _args_ids(b, k, arg_cols)
@@ -404,7 +419,7 @@ def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offse
         T_MEMCPY,
         {
             "start": "start",
-            "end": '"end"',
+            "end": "end",
             "device": "deviceId",
             "stream": "streamId",
             "corr": "correlationId",
@@ -412,6 +427,7 @@ def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offse
             "bytes": "bytes",
             "copy_kind": "copyKind",
         },
+        required=("deviceId", "streamId"),
     )
     track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
     codes, inverse = np.unique(m["copy_kind"], return_inverse=True)
@@ -436,13 +452,14 @@ def _read_memset(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offse
         T_MEMSET,
         {
             "start": "start",
-            "end": '"end"',
+            "end": "end",
             "device": "deviceId",
             "stream": "streamId",
             "corr": "correlationId",
             "gpid": "globalPid",
             "bytes": "bytes",
         },
+        required=("deviceId", "streamId"),
     )
     track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
     b.add(
@@ -460,7 +477,8 @@ def _read_runtime(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
     r = _select_ints(
         conn,
         T_RUNTIME,
-        {"start": "start", "end": '"end"', "gtid": "globalTid", "corr": "correlationId", "name": "nameId"},
+        {"start": "start", "end": "end", "gtid": "globalTid", "corr": "correlationId", "name": "nameId"},
+        required=("globalTid", "nameId"),
     )
     b.add(
         EventKind.RUNTIME,
@@ -480,13 +498,14 @@ def _read_sync(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset:
         T_SYNC,
         {
             "start": "start",
-            "end": '"end"',
+            "end": "end",
             "device": "deviceId",
             "stream": "streamId",
             "corr": "correlationId",
             "gpid": "globalPid",
             "sync": "syncType",
         },
+        required=("deviceId", "streamId"),
     )
     stream = np.where(s["stream"] == NO_STREAM_U32, -1, s["stream"])
     track = b.gpu_tracks(s["device"], stream, (s["gpid"] >> 24) & 0xFFFFFF)
@@ -506,9 +525,14 @@ def _read_sync(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset:
 
 def _read_nvtx(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
     cols = set(_columns(conn, T_NVTX))
+    lacking = [c for c in ("start", "end", "eventType") if c not in cols]
+    if lacking:
+        raise _SchemaError(f"table {T_NVTX} lacks column(s) {', '.join(lacking)}: not an export KAT can read")
     text_id = "textId" if "textId" in cols else "NULL"
+    text = "text" if "text" in cols else "NULL"
+    gtid = "globalTid" if "globalTid" in cols else "NULL"
     rows = conn.execute(
-        f'SELECT start, "end", COALESCE(globalTid, 0), COALESCE({text_id}, -1), text FROM "{T_NVTX}" '
+        f'SELECT start, "end", COALESCE({gtid}, 0), COALESCE({text_id}, -1), {text} FROM "{T_NVTX}" '
         f'WHERE eventType IN ({NVTX_PUSHPOP_RANGE}, {NVTX_STARTEND_RANGE}) AND "end" IS NOT NULL'
     ).fetchall()
     if not rows:
