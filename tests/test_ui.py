@@ -32,7 +32,7 @@ def dlrm_store(dlrm_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def anomalous_store(dlrm_store, tmp_path_factory) -> Path:
+def anomalous_store(dlrm_store, request) -> Path:
     """A real analysed run with anomalies: the DLRM trace when the detector flags it, else the demo's
     degraded run (simulated traces, ingested and analysed like user traces)."""
     from kat_gui.ui.run_model import RunModel
@@ -42,16 +42,37 @@ def anomalous_store(dlrm_store, tmp_path_factory) -> Path:
     m.close()
     if n:
         return dlrm_store
+    return request.getfixturevalue("demo_pair")[1]
+
+
+@pytest.fixture(scope="module")
+def demo_pair(tmp_path_factory) -> tuple[Path, Path]:
     try:
         from kat_gui import simulate
 
         simulate.simulate  # noqa: B018
     except (ImportError, AttributeError):
-        pytest.skip("no analysed run with anomalies: the simulator is not available for the demo run")
+        pytest.skip("the simulator is not available for the demo run")
     from kat_gui.demo import ensure_demo
 
-    _healthy, degraded = ensure_demo(tmp_path_factory.mktemp("demo"))
-    return degraded
+    return ensure_demo(tmp_path_factory.mktemp("demo"))
+
+
+def test_demo_degraded_run_names_the_throttled_gpu_and_is_cached(demo_pair):
+    from kat_gui.demo import ensure_demo
+    from kat_gui.ui.run_model import RunModel
+
+    healthy, degraded = demo_pair
+    m = RunModel(degraded)
+    try:
+        assert m.findings and m.findings[0]["component"] in ("gpu", "hbm")
+        assert m.findings[0]["ranks"] == [2]  # the scenario throttles GPU 2
+        assert m.culprit_ranks() == [2]
+    finally:
+        m.close()
+    stamp = degraded.stat().st_mtime_ns
+    again = ensure_demo(degraded.parent.parent)
+    assert again == (healthy, degraded) and degraded.stat().st_mtime_ns == stamp
 
 
 @pytest.fixture

@@ -70,9 +70,13 @@ class DetailsPanel(QtWidgets.QTextBrowser):
             )
         peers = m.same_kernel_on_peers(track, index)
         if len(peers) > 1:
+            how = (
+                "the same collective instance"
+                if peers[0].get("matched") == "collective instance"
+                else "the same-named kernel starting nearest"
+            )
             parts.append(
-                "<p><b>Same kernel on the other ranks</b> (nearest same-named instance; delta = duration "
-                "minus this one's)</p><table cellspacing=0 cellpadding=2 border=1 "
+                f"<p><b>Same kernel on the other ranks</b> ({how}; delta = duration minus this one's)</p><table cellspacing=0 cellpadding=2 border=1 "
                 "style='border-collapse:collapse'><tr><th>rank</th><th>duration</th><th>delta</th>"
                 "<th>start offset</th><th>anomaly</th></tr>"
             )

@@ -134,6 +134,7 @@ class RunModel:
         self.detect_meta: dict = {}
         self.anomalies: dict[str, np.ndarray] = {c: np.zeros(0, np.int64) for c in ANOMALY_COLUMNS}
         self.has_detection = False
+        self._collectives: dict | None = None
         self._load_detection()
         self.graph = self._load_topology()
 
@@ -287,17 +288,48 @@ class RunModel:
         tr = self.track_by_id.get(int(track))
         return int(_attr(tr, "rank", default=-1)) if tr is not None else -1
 
-    def same_kernel_on_peers(self, track: int, index: int, window_ns: int | None = None) -> list[dict]:
-        """The same-named kernel on every other rank, the instance whose start is nearest to this one's.
+    def collective_instance(self, start_ns: int, end_ns: int) -> tuple[int, int] | None:
+        """(first_start_ns, end_ns) of the detector's collective instance holding this kernel, if any.
 
-        Assumes the ranks run in lock-step (tensor/pipeline parallel), so the nearest same-named kernel is
-        the same piece of work; detection-matched instances (anomaly rows) take precedence over the nearest.
+        Uses ``detect/collectives`` (one row per instance: first arrival, common end). A kernel belongs to an
+        instance when it starts inside it and ends within 1% (or 20 µs) of the instance's end.
+        """
+        if self._collectives is None:
+            try:
+                t = self.store.get_table("detect/collectives")
+            except (KeyError, OSError, ValueError):
+                t = None
+            self._collectives = t if t and "first_start_ns" in t and "end_ns" in t else {}
+        c = self._collectives
+        if not c:
+            return None
+        fs, en = c["first_start_ns"], c["end_ns"]
+        tol = np.maximum(20_000, (en - fs) // 100)
+        hit = np.flatnonzero((fs <= start_ns) & (start_ns <= en) & (np.abs(en - end_ns) <= tol))
+        if not len(hit):
+            return None
+        i = int(hit[np.argmin(np.abs(en[hit] - end_ns))])
+        return int(fs[i]), int(en[i])
+
+    def same_kernel_on_peers(self, track: int, index: int, window_ns: int | None = None) -> list[dict]:
+        """The same kernel on every other rank, side by side with this one.
+
+        Collectives are matched through the detector's collective instances (ranks enter at different times
+        but end together, so the instance window holds every rank's kernel); other kernels by the same name
+        with the nearest start, assuming the ranks run in lock-step (tensor/pipeline parallel).
+        Each row: rank, track, index, start_ns, dur_ns, delta_ns (vs this one), self, matched.
         """
         ev = self.event(track, index)
         name_id = ev.get("name_id", ev.get("name"))
         start = int(ev["start_ns"])
-        dur = int(ev["end_ns"]) - start
-        span = window_ns or max(2_000_000, 20 * dur)
+        end = int(ev["end_ns"])
+        dur = end - start
+        inst = self.collective_instance(start, end)
+        if inst is not None:
+            q0, q1, how = inst[0] - 1, inst[1] + 1, "collective instance"
+        else:
+            span = window_ns or max(2_000_000, 20 * dur)
+            q0, q1, how = start - span, start + span, "nearest start"
         rank0 = self.rank_of_track(track)
         rows = [
             {
@@ -308,32 +340,30 @@ class RunModel:
                 "dur_ns": dur,
                 "delta_ns": 0,
                 "self": True,
+                "matched": how,
             }
         ]
         if not isinstance(name_id, (int, np.integer)):
             return rows
         for rank in sorted(self.ranks):
-            if rank == rank0:
+            if rank == rank0 or not self.ranks[rank].gpu_tracks:
                 continue
-            tracks = self.ranks[rank].gpu_tracks
-            if not tracks:
-                continue
-            win = self.window(np.array(tracks), start - span, start + span, 1)
+            win = self.window(np.array(self.ranks[rank].gpu_tracks), q0, q1, 1)
             best = None
             for tid, w in win.items():
-                names = np.asarray(w.name)
-                idx = np.asarray(w.index)
-                sel = np.flatnonzero((names == name_id) & (idx >= 0))
+                sel = np.flatnonzero((np.asarray(w.name) == name_id) & (np.asarray(w.index) >= 0))
                 if len(sel) == 0:
                     continue
                 starts = np.asarray(w.start_ns)[sel]
-                j = int(np.argmin(np.abs(starts - start)))
+                ends = np.asarray(w.end_ns)[sel]
+                dist = np.abs(ends - inst[1]) if inst is not None else np.abs(starts - start)
+                j = int(np.argmin(dist))
                 cand = (
-                    abs(int(starts[j]) - start),
+                    int(dist[j]),
                     int(tid),
-                    int(idx[sel[j]]),
+                    int(np.asarray(w.index)[sel[j]]),
                     int(starts[j]),
-                    int(np.asarray(w.end_ns)[sel[j]]),
+                    int(ends[j]),
                 )
                 if best is None or cand[0] < best[0]:
                     best = cand
@@ -348,6 +378,7 @@ class RunModel:
                         "dur_ns": e - s,
                         "delta_ns": (e - s) - dur,
                         "self": False,
+                        "matched": how,
                     }
                 )
         return rows
