@@ -7,6 +7,7 @@ Events are built from pre-rendered per-op fragments and ``str.join`` (no per-eve
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def op_names(ctx: SimContext) -> list[list[list[str]]]:
     return out
 
 
+@functools.cache
 def _kernel_static_args(key: str) -> str:
     grid, block, regs, smem = LAUNCH_DIMS[key]
     blocks = grid[0] * grid[1] * grid[2]
@@ -190,22 +192,24 @@ def render_trace(ctx: SimContext, ev: RankEvents, names: list[list[list[str]]], 
             host_rows.append((t0 + 2000, 1, f'{{"ph":"X","cat":"python_function","name":{pyf},"pid":{pid},"tid":{pid},'
                                              f'"ts":{fmt_us(t0 + 2000 - off)},"dur":{fmt_us(d - 4000)},"args":{{"Python id":{2 * step + 7},"Python parent id":1}}}}'))  # fmt: skip
     h_ts = ts(ev.h_start)
-    h_dur = (ev.h_end - ev.h_start).tolist()
+    h_dur = [f"{v // 1000}.{v % 1000:03d}" for v in (ev.h_end - ev.h_start).tolist()]
     for i, (hn, t0, corr, ext) in enumerate(
         zip(ev.h_name.tolist(), ev.h_start.tolist(), ev.h_corr.tolist(), ev.h_ext.tolist(), strict=True)
     ):
         name = HOST_NAMES[hn]
         cat = "cuda_driver" if name.startswith("cu") and not name.startswith("cuda") else "cuda_runtime"
         host_rows.append((t0, 2, f'{{"ph":"X","cat":"{cat}","name":"{name}","pid":{pid},"tid":{pid},"ts":{h_ts[i]},'
-                                 f'"dur":{fmt_us(h_dur[i])},"args":{{"External id":{ext},"cbid":{_CBID[name]},"correlation":{corr}}}}}'))  # fmt: skip
+                                 f'"dur":{h_dur[i]},"args":{{"External id":{ext},"cbid":{_CBID[name]},"correlation":{corr}}}}}'))  # fmt: skip
     host_rows.sort(key=lambda r: (r[0], r[1]))
     lines.extend(r[2] for r in host_rows)
 
     # GPU ops
     g_ts = ts(ev.g_start)
     g_dur = (ev.g_end - ev.g_start).tolist()
-    static_cache: dict[tuple[int, int, int], str] = {}
+    g_dur_s = [f"{v // 1000}.{v % 1000:03d}" for v in g_dur]
+    heads: dict[tuple[str, int, int], str] = {}
     seq_list = ev.g_seq.tolist()
+    coll_args = ctx.vocab.collective_args
     for i, (step, prog, k, corr, ext, stream, graph) in enumerate(
         zip(
             ev.g_step.tolist(),
@@ -219,33 +223,31 @@ def render_trace(ctx: SimContext, ev: RankEvents, names: list[list[list[str]]], 
         )  # fmt: skip
     ):
         op = ctx.programs[prog][k]
-        ckey = (step, prog, k)
-        head = static_cache.get(ckey)
         name = names[step][stage][k]
         if op.kind in (K_HTOD, K_DTOH):
             shape_bytes = int(ctx.nbytes[step][stage][k])
-            dur_ns = max(g_dur[i], 1)
-            bw = shape_bytes / dur_ns  # bytes per ns = GB/s
+            bw = shape_bytes / max(g_dur[i], 1)  # bytes per ns = GB/s
             lines.append(
                 f'{{"ph":"X","cat":"gpu_memcpy","name":"{name}","pid":{dev},"tid":{stream},"ts":{g_ts[i]},'
-                f'"dur":{fmt_us(g_dur[i])},"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{stream},'
+                f'"dur":{g_dur_s[i]},"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{stream},'
                 f'"correlation":{corr},"bytes":{shape_bytes},"memory bandwidth (GB/s)":{bw:.6f}}}}}'
             )
             continue
+        hkey = (name, stream, graph)
+        head = heads.get(hkey)
         if head is None:
-            head = orjson.dumps(name).decode()
-            static_cache[ckey] = head
+            head = f'{{"ph":"X","cat":"kernel","name":{orjson.dumps(name).decode()},"pid":{dev},"tid":{stream},"ts":'
+            heads[hkey] = head
         args = _kernel_static_args(op.key)
         if graph >= 0:
             args += f',"graph id":{graph}'
-        if ctx.vocab.collective_args and op.kind in (K_COLL, K_SEND, K_RECV):
+        if coll_args and op.kind in (K_COLL, K_SEND, K_RECV):
             args += _collective_args(
                 ctx, step, stage, k, op.key, op.kind, dims.hidden, tp_pg, pp_pg, seq_list[i]
             )
         lines.append(
-            f'{{"ph":"X","cat":"kernel","name":{head},"pid":{dev},"tid":{stream},"ts":{g_ts[i]},"dur":{fmt_us(g_dur[i])},'
-            f'"args":{{"External id":{ext},"queued":0,"device":{dev},"context":1,"stream":{stream},'
-            f'"correlation":{corr}{args}}}}}'
+            f'{head}{g_ts[i]},"dur":{g_dur_s[i]},"args":{{"External id":{ext},"queued":0,"device":{dev},'
+            f'"context":1,"stream":{stream},"correlation":{corr}{args}}}}}'
         )
     # the profiler's own span
     t_first = int(min(ev.a_start.min(), ev.h_start.min()))

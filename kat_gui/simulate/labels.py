@@ -168,14 +168,17 @@ def label_rank(
         label[hit] = ROOT
         fault[hit] = fid
 
-    is_coll = np.array(
-        [ctx.infos[p].coll[o] for p, o in zip(all_ops.prog.tolist(), all_ops.op.tolist(), strict=True)]
-    )
+    is_coll = np.concatenate([[False], *(info.coll for info in ctx.infos)])[_flat_index(ctx, all_ops)]
     with np.errstate(invalid="ignore"):
         dur_all = all_ops.end - all_ops.start
         excess = np.where(np.isnan(dur_all), -np.inf, dur_all) - (none_ops.end - none_ops.start)
-    thr = np.array([max(SYMPTOM_MIN_NS, typical_wait.get(_op_key(ctx, p, o), 0.0)) for p, o in
-                    zip(all_ops.prog.tolist(), all_ops.op.tolist(), strict=True)])  # fmt: skip
+    per_op_thr = [
+        np.array(
+            [max(SYMPTOM_MIN_NS, typical_wait.get(_op_key(ctx, p, j), 0.0)) for j in range(len(info.kind))]
+        )
+        for p, info in enumerate(ctx.infos)
+    ]
+    thr = np.concatenate([[0.0], *per_op_thr])[_flat_index(ctx, all_ops)]
     sym = is_coll & (label == NORMAL) & np.isfinite(all_ops.start) & (excess > thr)
     if sym.any():
         idx = np.flatnonzero(sym)
@@ -188,6 +191,12 @@ def label_rank(
             fault[idx] = np.argmax(gains, axis=0)
         label[idx] = SYMPTOM
     return label, fault
+
+
+def _flat_index(ctx: SimContext, ops: RankOps) -> np.ndarray:
+    """Index of each op into the concatenation of all programs' ops (after one leading pad slot)."""
+    offsets = np.cumsum([1] + [len(info.kind) for info in ctx.infos])[:-1]
+    return offsets[ops.prog] + ops.op
 
 
 def _gaps(ops: RankOps) -> np.ndarray:
