@@ -1,0 +1,569 @@
+"""Run-vs-run diff: align two runs by step, test every kernel, kernel class and rank metric for a shift, and
+rank the differences (significant and largest effect first; noise comes out insignificant, shown grey).
+
+Method (docs/compare.md):
+
+1. Alignment. Each run's steps are numbered as the trace numbers them (``ProfilerStep#N``; else marker
+   kernel or collective order, see :mod:`kat_gui.compare.run`). An :class:`Anchor` names the step (or a time,
+   mapped to its step) of each run that lines up with the other's; by default each run's first step. Only
+   the steps both runs have after their anchors are compared, so a longer run is cut to the shorter one.
+2. Samples. Per kernel name, per (kernel name, rank), per kernel class and per (class, rank): the own
+   duration of every instance. Per rank and step: busy time (sum of own durations), idle time (the step's
+   GPU span minus busy and wait) and collective wait. Per step: the step time (latest end minus earliest
+   start over ranks). Degraded rank r is paired with healthy rank r (or ``r mod n`` when the healthy run
+   has fewer ranks).
+3. Test. Two-sided Mann-Whitney U per row (normal approximation, ties corrected), Benjamini-Hochberg over all
+   rows at once, and a minimum effect: a row is *significant* when q < ``alpha``, its relative effect is at
+   least ``min_effect`` and its absolute median shift at least ``min_abs_ns``. The relative effect is the
+   median's relative change, or the mean's when both move the same way and the mean moved more (a fault
+   that covers a third of the steps moves the mean before it moves the median).
+4. Ranking. Significant causes first (kernels, classes, rank busy/idle), then significant symptoms
+   (collective wait grows because another rank is late), then structural changes, then the rest; each
+   block by the size of its effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kat_gui.compare.run import CLASS_NAMES, COLLECTIVE, RunData, load_run
+from kat_gui.compare.stats import benjamini_hochberg, group_stats, mann_whitney
+from kat_gui.progress import Progress, scaled
+
+SCHEMA = "kat.compare/1"
+
+# Row kinds, in the order a reader meets them. Symptom kinds are effects of a cause elsewhere.
+KINDS = ("kernel", "kernel_rank", "class", "class_rank", "rank_busy", "rank_idle", "rank_wait", "step_time")
+SYMPTOM_KINDS = ("rank_wait", "step_time")
+STRUCTURAL_KINDS = ("only_healthy", "only_degraded", "collective_renamed", "ranks_changed")
+
+
+@dataclass
+class Params:
+    """Thresholds of the diff. ``alpha``: false discovery rate; ``min_effect``: smallest relative change that
+    counts; ``min_abs_ns``: smallest median shift that counts; ``min_n``: fewest samples per side to test;
+    ``min_per_step``: a kernel found in one run only is a structural change when it runs at least this often
+    per compared step (a one-off kernel is not)."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.05
+    min_abs_ns: float = 200.0
+    min_n: int = 8
+    min_per_step: float = 0.5
+
+
+@dataclass
+class Anchor:
+    """Which step of each run lines up with the other's. Steps are the trace's numbers (``ProfilerStep#N``);
+    a time (ns, the store's clock) stands for the step running then. Unset sides default to the first step."""
+
+    healthy_step: int | None = None
+    degraded_step: int | None = None
+    healthy_ns: int | None = None
+    degraded_ns: int | None = None
+
+
+@dataclass
+class Difference:
+    """One row of the diff. Times in ns; ``rel_*`` are degraded/healthy - 1. ``rank`` is the degraded rank
+    (None for pooled rows). ``significant`` is the grey/colour switch of the GUI."""
+
+    kind: str
+    label: str
+    name: str = ""
+    kernel_class: str = ""
+    rank: int | None = None
+    n_healthy: int = 0
+    n_degraded: int = 0
+    total_healthy_ns: float = 0.0
+    total_degraded_ns: float = 0.0
+    mean_healthy_ns: float = 0.0
+    mean_degraded_ns: float = 0.0
+    p50_healthy_ns: float = 0.0
+    p50_degraded_ns: float = 0.0
+    p99_healthy_ns: float = 0.0
+    p99_degraded_ns: float = 0.0
+    rel_p50: float = 0.0
+    rel_mean: float = 0.0
+    effect: float = 0.0
+    auc: float = 0.5
+    p_value: float = 1.0
+    q_value: float = 1.0
+    significant: bool = False
+    symptom: bool = False
+    note: str = ""
+
+    @property
+    def delta_total_ns(self) -> float:
+        return self.total_degraded_ns - self.total_healthy_ns
+
+    @property
+    def delta_p50_ns(self) -> float:
+        return self.p50_degraded_ns - self.p50_healthy_ns
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["delta_total_ns"] = self.delta_total_ns
+        d["delta_p50_ns"] = self.delta_p50_ns
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    ranks: list[int]
+    gpus: int
+    steps: int
+    step_method: str
+    start_ns: int
+    end_ns: int
+    kernels: int
+
+    @classmethod
+    def of(cls, run: RunData) -> RunSummary:
+        return cls(
+            name=run.name,
+            path=run.path,
+            ranks=[int(r) for r in run.ranks],
+            gpus=run.n_gpus,
+            steps=int(len(run.steps)),
+            step_method=run.step_method,
+            start_ns=run.span_ns[0],
+            end_ns=run.span_ns[1],
+            kernels=int(len(run.gpu["dur_ns"])),
+        )
+
+
+@dataclass
+class Comparison:
+    """The diff of two runs. ``differences`` is ranked (see the module docstring); ``step_time_*_ns`` are the
+    per-step times of the compared steps (for overlaid histograms); ``ranks`` has one entry per degraded
+    rank with its busy/idle/wait changes; ``alignment`` says which steps were compared and how."""
+
+    healthy: RunSummary
+    degraded: RunSummary
+    alignment: dict[str, Any]
+    differences: list[Difference]
+    step_time_healthy_ns: np.ndarray
+    step_time_degraded_ns: np.ndarray
+    ranks: list[dict[str, Any]]
+    params: Params = field(default_factory=Params)
+
+    def significant(self) -> list[Difference]:
+        return [d for d in self.differences if d.significant]
+
+    def top(self, n: int = 10, kinds: tuple[str, ...] | None = None) -> list[Difference]:
+        """The first ``n`` ranked rows, optionally of some kinds only."""
+        rows = self.differences if kinds is None else [d for d in self.differences if d.kind in kinds]
+        return rows[:n]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "healthy": asdict(self.healthy),
+            "degraded": asdict(self.degraded),
+            "alignment": self.alignment,
+            "params": asdict(self.params),
+            "step_time": {
+                "healthy_ns": [int(x) for x in self.step_time_healthy_ns],
+                "degraded_ns": [int(x) for x in self.step_time_degraded_ns],
+            },
+            "ranks": self.ranks,
+            "differences": [d.to_json() for d in self.differences],
+        }
+
+
+# ------------------------------------------------------------------------------------------ alignment
+
+
+def _anchor_step(run: RunData, step: int | None, t_ns: int | None) -> int:
+    steps = run.steps
+    if not len(steps):
+        return 0
+    if step is None and t_ns is not None:
+        step = run.step_at(int(t_ns))
+    if step is None:
+        return int(steps[0])
+    i = min(int(np.searchsorted(steps, step)), len(steps) - 1)
+    return int(steps[i])
+
+
+def _positions(run: RunData, anchor_step: int, step: np.ndarray) -> np.ndarray:
+    """Aligned position of each step number (0 = the anchor step; -1 before it or outside every step)."""
+    steps = run.steps
+    base = int(np.searchsorted(steps, anchor_step))
+    pos = np.searchsorted(steps, step) - base
+    return np.where(step >= 0, pos, -1)
+
+
+# ------------------------------------------------------------------------------------------ the diff
+
+
+def _pair_ranks(h_ranks: np.ndarray, d_ranks: np.ndarray) -> dict[int, int]:
+    """Healthy rank -> degraded rank it stands in for (identity, or ``r mod n`` when counts differ)."""
+    hs = [int(r) for r in h_ranks]
+    pair: dict[int, int] = {}
+    for r in d_ranks:
+        r = int(r)
+        h = r if r in hs else hs[r % len(hs)]
+        pair.setdefault(h, r)
+    return pair
+
+
+def compare_runs(
+    healthy: RunData,
+    degraded: RunData,
+    anchor: Anchor | int | None = None,
+    params: Params | None = None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """The diff of two loaded runs (see the module docstring). ``anchor`` an int = the same step number in
+    both runs. Loading is separate (:func:`load_run`) so a view can re-anchor without re-reading."""
+    p = params or Params()
+    if isinstance(anchor, int | np.integer):
+        anchor = Anchor(healthy_step=int(anchor), degraded_step=int(anchor))
+    anchor = anchor or Anchor()
+    a_h = _anchor_step(healthy, anchor.healthy_step, anchor.healthy_ns)
+    a_d = _anchor_step(degraded, anchor.degraded_step, anchor.degraded_ns)
+    n_h = int(len(healthy.steps) - np.searchsorted(healthy.steps, a_h))
+    n_d = int(len(degraded.steps) - np.searchsorted(degraded.steps, a_d))
+    n_common = max(min(n_h, n_d), 0)
+    if progress:
+        progress(0.1, "collecting samples")
+
+    # Kernel names as one vocabulary over both runs (string ids differ between stores).
+    vocab: dict[str, int] = {}
+    name_cls: list[int] = []
+    per_run = []
+    for run, a in ((healthy, a_h), (degraded, a_d)):
+        g = run.gpu
+        pos = _positions(run, a, g["step"])
+        keep = (pos >= 0) & (pos < n_common)
+        uid, inv = np.unique(g["name"][keep], return_inverse=True)
+        cls_of = np.zeros(len(uid), dtype=np.int64)
+        cls_of[inv] = g["cls"][keep]
+        lut = np.empty(len(uid), dtype=np.int64)
+        for i, sid in enumerate(uid.tolist()):
+            s = run.names[sid]
+            if s not in vocab:
+                vocab[s] = len(vocab)
+                name_cls.append(int(cls_of[i]))
+            lut[i] = vocab[s]
+        per_run.append(
+            (lut[inv], g["cls"][keep].astype(np.int64), g["rank"][keep].astype(np.int64), g["dur_ns"][keep])
+        )
+    names = list(vocab)
+    n_names = len(names)
+    n_cls = len(CLASS_NAMES)
+    d_ranks = [int(r) for r in degraded.ranks]
+    n_rk = len(d_ranks)
+    pair = _pair_ranks(healthy.ranks, degraded.ranks)
+    rank_index = {r: i for i, r in enumerate(d_ranks)}
+
+    # Group numbering: [kernel | kernel x rank | class | class x rank | busy | idle | wait | step_time]
+    off_k = 0
+    off_kr = off_k + n_names
+    off_c = off_kr + n_names * n_rk
+    off_cr = off_c + n_cls
+    off_busy = off_cr + n_cls * n_rk
+    off_idle = off_busy + n_rk
+    off_wait = off_idle + n_rk
+    off_step = off_wait + n_rk
+    n_groups = off_step + 1
+
+    gs, ss, vs = [], [], []
+
+    def rank_slot(side: int, rank: np.ndarray) -> np.ndarray:
+        if side == 1:
+            lut = {r: rank_index[r] for r in d_ranks}
+        else:
+            lut = {h: rank_index[d] for h, d in pair.items()}
+        if not len(rank):
+            return np.zeros(0, np.int64)
+        hi = int(rank.max()) + 1
+        table = np.full(hi, -1, dtype=np.int64)
+        for r, i in lut.items():
+            if r < hi:
+                table[r] = i
+        return table[rank]
+
+    for side, (nm, cl, rk, dur) in enumerate(per_run):
+        slot = rank_slot(side, rk)
+        ok = slot >= 0
+        sd = np.full(len(nm), side, dtype=np.int8)
+        gs += [off_k + nm, off_kr + nm[ok] * n_rk + slot[ok], off_c + cl, off_cr + cl[ok] * n_rk + slot[ok]]
+        ss += [sd, sd[ok], sd, sd[ok]]
+        vs += [dur, dur[ok], dur, dur[ok]]
+
+    step_times = []
+    for side, (run, a) in enumerate(((healthy, a_h), (degraded, a_d))):
+        sr = run.step_rank
+        pos = _positions(run, a, sr["step"])
+        keep = (pos >= 0) & (pos < n_common)
+        rk = sr["rank"][keep].astype(np.int64)
+        slot = rank_slot(side, rk)
+        ok = slot >= 0
+        span = (sr["end_ns"] - sr["start_ns"])[keep]
+        busy = sr["busy_ns"][keep].astype(np.int64)
+        wait = sr["wait_ns"][keep].astype(np.int64)
+        idle = np.maximum(span - busy - wait, 0)
+        for off, val in ((off_busy, busy), (off_idle, idle), (off_wait, wait)):
+            gs.append(off + slot[ok])
+            ss.append(np.full(int(ok.sum()), side, dtype=np.int8))
+            vs.append(val[ok])
+        # Step time: latest end minus earliest start over ranks, per aligned step.
+        pk = pos[keep]
+        st0 = np.full(n_common, np.iinfo(np.int64).max)
+        st1 = np.full(n_common, np.iinfo(np.int64).min)
+        np.minimum.at(st0, pk, sr["start_ns"][keep])
+        np.maximum.at(st1, pk, sr["end_ns"][keep])
+        present = st1 > st0
+        stt = (st1 - st0)[present]
+        step_times.append(stt)
+        gs.append(np.full(len(stt), off_step, dtype=np.int64))
+        ss.append(np.full(len(stt), side, dtype=np.int8))
+        vs.append(stt)
+
+    group = np.concatenate(gs).astype(np.int64)
+    side = np.concatenate(ss)
+    value = np.concatenate(vs).astype(np.int64)
+    if progress:
+        progress(0.4, "testing")
+    st = group_stats(group, side, value, n_groups)
+    mw = mann_whitney(group, side, value, n_groups, min_n=p.min_n)
+    tested = (st.n[:, 0] > 0) & (st.n[:, 1] > 0)
+    q = np.ones(n_groups)
+    q[tested] = benjamini_hochberg(mw.p[tested])
+    if progress:
+        progress(0.8, "ranking")
+
+    def describe(gid: int) -> tuple[str, str, str, str, int | None]:
+        """kind, label, kernel name, class name, rank of a group id."""
+        if gid < off_kr:
+            nm = names[gid - off_k]
+            return "kernel", nm, nm, CLASS_NAMES[name_cls[gid - off_k]], None
+        if gid < off_c:
+            i, r = divmod(gid - off_kr, n_rk)
+            nm = names[i]
+            return "kernel_rank", nm, nm, CLASS_NAMES[name_cls[i]], d_ranks[r]
+        if gid < off_cr:
+            c = CLASS_NAMES[gid - off_c]
+            return "class", f"{c} kernels", "", c, None
+        if gid < off_busy:
+            c, r = divmod(gid - off_cr, n_rk)
+            return "class_rank", f"{CLASS_NAMES[c]} kernels", "", CLASS_NAMES[c], d_ranks[r]
+        if gid < off_idle:
+            return "rank_busy", "GPU busy time per step", "", "", d_ranks[gid - off_busy]
+        if gid < off_wait:
+            return "rank_idle", "GPU idle time per step", "", "", d_ranks[gid - off_idle]
+        if gid < off_step:
+            return "rank_wait", "collective wait per step", "", "", d_ranks[gid - off_wait]
+        return "step_time", "step time", "", "", None
+
+    rows: list[Difference] = []
+    for gid in np.flatnonzero(tested).tolist():
+        kind, label, nm, cname, rank = describe(gid)
+        h50, d50 = float(st.p50[gid, 0]), float(st.p50[gid, 1])
+        hm, dm = float(st.mean[gid, 0]), float(st.mean[gid, 1])
+        rel50 = d50 / h50 - 1.0 if h50 > 0 else (np.inf if d50 > 0 else 0.0)
+        relm = dm / hm - 1.0 if hm > 0 else (np.inf if dm > 0 else 0.0)
+        effect = rel50
+        if relm * rel50 >= 0 and abs(relm) > abs(rel50):
+            effect = relm
+        absd = max(abs(d50 - h50), abs(dm - hm))
+        sig = bool(q[gid] < p.alpha and abs(effect) >= p.min_effect and absd >= p.min_abs_ns)
+        rows.append(
+            Difference(
+                kind=kind,
+                label=label,
+                name=nm,
+                kernel_class=cname,
+                rank=rank,
+                n_healthy=int(st.n[gid, 0]),
+                n_degraded=int(st.n[gid, 1]),
+                total_healthy_ns=float(st.total[gid, 0]),
+                total_degraded_ns=float(st.total[gid, 1]),
+                mean_healthy_ns=hm,
+                mean_degraded_ns=dm,
+                p50_healthy_ns=h50,
+                p50_degraded_ns=d50,
+                p99_healthy_ns=float(st.p99[gid, 0]),
+                p99_degraded_ns=float(st.p99[gid, 1]),
+                rel_p50=float(rel50),
+                rel_mean=float(relm),
+                effect=float(effect),
+                auc=float(mw.auc[gid]),
+                p_value=float(mw.p[gid]),
+                q_value=float(q[gid]),
+                significant=sig,
+                symptom=kind in SYMPTOM_KINDS,
+                note=_note(kind, cname),
+            )
+        )
+    structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
+    differences = _rank_rows(rows, structural)
+    ranks = _rank_table(rows, d_ranks)
+    if progress:
+        progress(1.0, "done")
+    return Comparison(
+        healthy=RunSummary.of(healthy),
+        degraded=RunSummary.of(degraded),
+        alignment={
+            "method_healthy": healthy.step_method,
+            "method_degraded": degraded.step_method,
+            "anchor_healthy_step": a_h,
+            "anchor_degraded_step": a_d,
+            "steps_compared": n_common,
+            "rank_pairs": {str(d): h for h, d in sorted(pair.items())},
+        },
+        differences=differences,
+        step_time_healthy_ns=step_times[0],
+        step_time_degraded_ns=step_times[1],
+        ranks=ranks,
+        params=p,
+    )
+
+
+def _note(kind: str, cname: str) -> str:
+    if kind == "rank_wait":
+        return "symptom: this rank waits longer in collectives for a later rank"
+    if kind == "step_time":
+        return "symptom: the sum of every cause"
+    if cname == "collective" and kind in ("kernel", "kernel_rank"):
+        return "collective transfer time (wait for late ranks excluded)"
+    return ""
+
+
+def _structural(
+    healthy: RunData,
+    degraded: RunData,
+    per_run: list,
+    names: list[str],
+    name_cls: list[int],
+    n_common: int,
+    p: Params,
+) -> list[Difference]:
+    counts = [np.bincount(nm, minlength=len(names)) for nm, *_ in per_run]
+    totals = [np.bincount(nm, weights=dur, minlength=len(names)) for nm, _, _, dur in per_run]
+    out: list[Difference] = []
+    steps = max(n_common, 1)
+    only = {"only_healthy": [], "only_degraded": []}
+    for i in np.flatnonzero((counts[0] > 0) != (counts[1] > 0)).tolist():
+        side = 0 if counts[0][i] else 1
+        kind = "only_healthy" if side == 0 else "only_degraded"
+        regular = counts[side][i] / steps >= p.min_per_step
+        d = Difference(
+            kind=kind,
+            label=f"kernel runs only in the {'healthy' if side == 0 else 'degraded'} run",
+            name=names[i],
+            kernel_class=CLASS_NAMES[name_cls[i]],
+            n_healthy=int(counts[0][i]),
+            n_degraded=int(counts[1][i]),
+            total_healthy_ns=float(totals[0][i]),
+            total_degraded_ns=float(totals[1][i]),
+            effect=float("inf") if side else -1.0,
+            p_value=0.0 if regular else 1.0,
+            q_value=0.0 if regular else 1.0,
+            significant=bool(regular),
+            note="" if regular else "rare (less than once per step): not counted as a change",
+        )
+        only[kind].append((i, d))
+        out.append(d)
+    # A collective kernel that disappears while another appears: NCCL picked another algorithm or protocol.
+    gone = [(i, d) for i, d in only["only_healthy"] if name_cls[i] == COLLECTIVE and d.significant]
+    new = [(i, d) for i, d in only["only_degraded"] if name_cls[i] == COLLECTIVE and d.significant]
+    gone.sort(key=lambda x: -x[1].n_healthy)
+    new.sort(key=lambda x: -x[1].n_degraded)
+    for (i, dh), (j, dd) in zip(gone, new, strict=False):
+        out.append(
+            Difference(
+                kind="collective_renamed",
+                label="collective kernel changed",
+                name=f"{names[i]} -> {names[j]}",
+                kernel_class="collective",
+                n_healthy=dh.n_healthy,
+                n_degraded=dd.n_degraded,
+                total_healthy_ns=dh.total_healthy_ns,
+                total_degraded_ns=dd.total_degraded_ns,
+                effect=(dd.total_degraded_ns / dh.total_healthy_ns - 1.0) if dh.total_healthy_ns else 0.0,
+                p_value=0.0,
+                q_value=0.0,
+                significant=True,
+                note="NCCL chose another algorithm/protocol (message size, topology or env change)",
+            )
+        )
+    h_r, d_r = set(int(r) for r in healthy.ranks), set(int(r) for r in degraded.ranks)
+    if h_r != d_r:
+        out.append(
+            Difference(
+                kind="ranks_changed",
+                label=f"ranks: healthy {len(h_r)}, degraded {len(d_r)}",
+                n_healthy=len(h_r),
+                n_degraded=len(d_r),
+                significant=True,
+                p_value=0.0,
+                q_value=0.0,
+                note="per-rank rows pair degraded rank r with healthy rank r (or r mod n)",
+            )
+        )
+    return out
+
+
+def _rank_rows(rows: list[Difference], structural: list[Difference]) -> list[Difference]:
+    def mag(d: Difference) -> float:
+        e = abs(d.effect)
+        return e if np.isfinite(e) else 1e9
+
+    causes = [d for d in rows if d.significant and not d.symptom]
+    symptoms = [d for d in rows if d.significant and d.symptom]
+    struct_sig = [d for d in structural if d.significant]
+    rest = [d for d in rows if not d.significant] + [d for d in structural if not d.significant]
+    out: list[Difference] = []
+    for block in (causes, symptoms, struct_sig):
+        out += sorted(block, key=lambda d: (-mag(d), -abs(d.delta_total_ns)))
+    out += sorted(rest, key=lambda d: (d.q_value, -mag(d)))
+    return out
+
+
+def _rank_table(rows: list[Difference], d_ranks: list[int]) -> list[dict[str, Any]]:
+    by = {(d.kind, d.rank): d for d in rows if d.kind in ("rank_busy", "rank_idle", "rank_wait")}
+    out = []
+    for r in d_ranks:
+        entry: dict[str, Any] = {"rank": r}
+        for kind in ("rank_busy", "rank_idle", "rank_wait"):
+            d = by.get((kind, r))
+            key = kind.split("_", 1)[1]
+            if d is None:
+                entry[key] = None
+                continue
+            entry[key] = {
+                "healthy_p50_ns": d.p50_healthy_ns,
+                "degraded_p50_ns": d.p50_degraded_ns,
+                "effect": d.effect,
+                "q_value": d.q_value,
+                "significant": d.significant,
+            }
+        busy = entry.get("busy") or {}
+        entry["slower"] = bool(busy.get("significant") and busy.get("effect", 0) > 0)
+        out.append(entry)
+    return out
+
+
+def compare_stores(
+    healthy: Any,
+    degraded: Any,
+    anchor: Anchor | int | None = None,
+    progress: Progress | None = None,
+    params: Params | None = None,
+) -> Comparison:
+    """Load two stores (paths or open TraceStores) and diff them; see :func:`compare_runs`.
+
+    Raises KatInputError naming the file when an input is not a store or has no GPU work.
+    """
+    h = load_run(healthy, scaled(progress, 0.0, 0.4))
+    d = load_run(degraded, scaled(progress, 0.4, 0.8))
+    return compare_runs(h, d, anchor, params, scaled(progress, 0.8, 1.0))

@@ -1,0 +1,186 @@
+"""What comparison reads from one run: GPU work per kernel with its step, its rank and the part of its
+duration that was its own work (collective kernels lose the time they spent waiting for the last rank).
+
+Assumptions, stated because the diff is only as good as them:
+
+- Steps come from detection's alignment (``ProfilerStep#N`` annotations by launch time, else a once-per-step
+  marker kernel); when neither exists, the k-th collective on each rank opens segment k ("collective order"):
+  ranks of one SPMD job run the same collectives in the same order.
+- A collective kernel's *own* time is its duration minus its wait (the last member's start minus its own
+  start, clipped to the duration). The wait is a symptom of someone else's lateness, so the diff reports it
+  apart (``rank_wait``) instead of letting a waiting all-reduce look like a slow one.
+- Kernel names are compared as strings, so two stores with different string tables line up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kat_gui.errors import KatInputError
+from kat_gui.events import EventKind
+from kat_gui.progress import Progress
+
+try:  # the detector's kernel classes and step alignment; a small fallback keeps compare usable alone
+    from kat_gui.detect.align import assign_steps, launch_times, match_collectives
+    from kat_gui.detect.classify import CLASS_NAMES, COLLECTIVE
+    from kat_gui.detect.frame import load_frame
+
+    HAVE_DETECT = True
+except ImportError:  # pragma: no cover - detect ships with compare
+    HAVE_DETECT = False
+    CLASS_NAMES = ("other", "compute", "memory", "collective", "copy_host", "copy_peer")
+    COLLECTIVE = 3
+
+
+@dataclass
+class RunData:
+    """One run, reduced to what the diff needs (columnar; one row per GPU kernel/memcpy/memset).
+
+    ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``CLASS_NAMES``), ``rank``, ``step``
+    (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0 otherwise),
+    ``start_ns``, ``track``, ``index``. ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
+    ``end_ns`` (GPU span of the step on that rank), ``busy_ns`` (sum of own durations), ``wait_ns``.
+    """
+
+    name: str
+    path: str
+    names: list[str]
+    gpu: dict[str, np.ndarray]
+    step_rank: dict[str, np.ndarray]
+    ranks: np.ndarray
+    step_method: str
+    span_ns: tuple[int, int]
+    n_gpus: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Step numbers present (sorted)."""
+        return np.unique(self.step_rank["step"])
+
+    def step_at(self, t_ns: int) -> int:
+        """The step whose GPU span (earliest start over ranks) is the last one starting at or before ``t_ns``."""
+        sr = self.step_rank
+        if not len(sr["step"]):
+            return 0
+        steps = self.steps
+        first = np.full(len(steps), np.iinfo(np.int64).max)
+        np.minimum.at(first, np.searchsorted(steps, sr["step"]), sr["start_ns"])
+        i = int(np.searchsorted(first, t_ns, side="right")) - 1
+        return int(steps[max(i, 0)])
+
+
+def _collective_order_steps(rank: np.ndarray, start: np.ndarray, is_coll: np.ndarray) -> np.ndarray:
+    """Segment number per event: collectives started before it on its rank (see the module docstring)."""
+    order = np.lexsort((start, rank))
+    c = is_coll[order].astype(np.int64)
+    cum = np.cumsum(c) - c
+    r = rank[order]
+    first = np.r_[True, r[1:] != r[:-1]] if len(r) else np.zeros(0, bool)
+    base = np.maximum.accumulate(np.where(first, cum, 0)) if len(r) else cum
+    out = np.empty(len(rank), dtype=np.int64)
+    out[order] = cum - base
+    return out
+
+
+def load_run(path_or_store: str | os.PathLike | object, progress: Progress | None = None) -> RunData:
+    """Read a ``.kat.h5`` store (a path, or an open TraceStore) into :class:`RunData`.
+
+    Raises KatInputError for a missing file, a trace file instead of a store, or a store without GPU work.
+    """
+    from kat_gui.store import TraceStore
+
+    own = not hasattr(path_or_store, "events")
+    if own:
+        p = Path(path_or_store)
+        if not p.exists():
+            raise KatInputError(p, "no such file")
+        if not p.name.endswith(".h5") and p.suffix.lower() in (".json", ".gz", ".sqlite", ".csv", ".jsonl"):
+            raise KatInputError(
+                p, "a trace file, not a store; run `kat ingest` first and compare the .kat.h5"
+            )
+        if p.is_dir():
+            raise KatInputError(
+                p, "a folder, not a store; run `kat ingest` on it first and compare the .kat.h5"
+            )
+    store = TraceStore.open(path_or_store) if own else path_or_store
+    try:
+        if progress:
+            progress(0.0, f"reading {store.name}")
+        fr = load_frame(store)
+        if not fr.n_gpu:
+            raise KatInputError(store.path, "no GPU kernels in this store: nothing to compare")
+        if progress:
+            progress(0.5, "aligning steps")
+        g = fr.gpu
+        steps = assign_steps(fr, launch_times(fr))
+        step = steps.step
+        method = steps.method
+        is_coll = (g["cls"] == COLLECTIVE) & (g["kind"] == EventKind.KERNEL)
+        if method == "none" and is_coll.any():
+            step = _collective_order_steps(g["rank"], g["start_ns"], is_coll)
+            method = "collective_order"
+        dur = (g["end_ns"] - g["start_ns"]).astype(np.int64)
+        wait = np.zeros(fr.n_gpu, dtype=np.int64)
+        if is_coll.any():
+            co = match_collectives(fr, steps)
+            w = np.clip(co.wait_ns, 0, None)
+            wait[co.row] = np.minimum(w, dur[co.row])
+        own_dur = dur - wait
+        gpu = {
+            "name": g["name"].astype(np.int32),
+            "cls": g["cls"].astype(np.uint8),
+            "rank": g["rank"].astype(np.int32),
+            "step": step.astype(np.int64),
+            "dur_ns": own_dur,
+            "wait_ns": wait,
+            "start_ns": g["start_ns"],
+            "track": g["track"],
+            "index": g["index"],
+        }
+        step_rank = _step_rank_table(gpu, g["end_ns"])
+        n_gpus = len(
+            np.unique((g["rank"].astype(np.int64) << 32) | (g["device"].astype(np.int64) & 0xFFFFFFFF))
+        )
+        meta = {"step_count": steps.count, "marker": steps.marker}
+        return RunData(
+            name=store.name,
+            path=str(store.path),
+            names=fr.strings,
+            gpu=gpu,
+            step_rank=step_rank,
+            ranks=fr.ranks.astype(np.int32),
+            step_method=method,
+            span_ns=tuple(int(x) for x in store.time_span()),
+            n_gpus=int(n_gpus),
+            meta=meta,
+        )
+    finally:
+        if own:
+            store.close()
+
+
+def _step_rank_table(gpu: dict[str, np.ndarray], end_ns: np.ndarray) -> dict[str, np.ndarray]:
+    ok = gpu["step"] >= 0
+    rank, step = gpu["rank"][ok].astype(np.int64), gpu["step"][ok]
+    key = (rank << 40) | (step & ((1 << 40) - 1))
+    uniq, inv = np.unique(key, return_inverse=True)
+    k = len(uniq)
+    start = np.full(k, np.iinfo(np.int64).max)
+    end = np.full(k, np.iinfo(np.int64).min)
+    np.minimum.at(start, inv, gpu["start_ns"][ok])
+    np.maximum.at(end, inv, end_ns[ok])
+    busy = np.bincount(inv, weights=gpu["dur_ns"][ok], minlength=k)
+    wait = np.bincount(inv, weights=gpu["wait_ns"][ok], minlength=k)
+    return {
+        "rank": (uniq >> 40).astype(np.int32),
+        "step": (uniq & ((1 << 40) - 1)).astype(np.int64),
+        "start_ns": start,
+        "end_ns": end,
+        "busy_ns": busy,
+        "wait_ns": wait,
+    }
