@@ -227,7 +227,9 @@ def test_several_ranks_refused_by_read_and_split_by_read_many(tmp_path: Path):
         t.validate()
     assert len(traces[0]) == 1 and len(traces[1]) == 2
     assert {traces[1].strings[n] for n in traces[1].events["name"]} == {"a", "c"}
-    assert "forced rank" in _error(path, rank=3)
+    assert "2 ranks" in _error(path, rank=3)  # a forced rank does not merge ranks
+    with pytest.raises(KatInputError, match="forced rank"):
+        functrace.read_many(path, IngestOptions(rank=3))
 
 
 def test_rank_option_skips_and_gzip(tmp_path: Path):
@@ -286,3 +288,18 @@ def test_rows_stay_exact_across_blocks(tmp_path: Path, monkeypatch, multiline_at
     trace = _read(path)
     np.testing.assert_array_equal(trace.events["start_ns"], start)
     assert len(trace.tracks) == 6 and len(trace.strings) == 7 + extra
+
+
+def test_copy_kind_spellings(tmp_path: Path):
+    head = "rank,device,kind,name,start_ns,dur_ns,copy_kind\n"
+    rows = "0,0,memcpy,a,1,1,HtoD\n0,0,memcpy,b,1,1,dtoh\n0,0,memcpy,c,1,1,PtoP\n0,0,memcpy,d,1,1,8\n0,0,kernel,k,1,1,\n"
+    trace = _read(_write(tmp_path, "c.csv", head + rows))
+    assert trace.events["copy_kind"].tolist() == [
+        CopyKind.HTOD,
+        CopyKind.DTOH,
+        CopyKind.PTOP,
+        CopyKind.DTOD,
+        0,
+    ]
+    bad = _write(tmp_path, "bad.csv", head + "0,0,memcpy,a,1,1,HtoD\n0,0,memcpy,b,1,1,sideways\n")
+    assert "line 3: copy_kind 'sideways' is not one of HtoD, DtoH, DtoD, PtoP, HtoH" in _error(bad)

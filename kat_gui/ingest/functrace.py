@@ -64,19 +64,8 @@ GPU_ONLY_KINDS = frozenset(int(k) for k in (EventKind.KERNEL, EventKind.MEMCPY, 
 GPU_ONLY_KINDS |= {int(EventKind.GPU_ANNOTATION)}
 HOST_ONLY_KINDS = frozenset(int(k) for k in (EventKind.RUNTIME, EventKind.ANNOTATION, EventKind.CPU_OP))
 HOST_ONLY_KINDS |= {int(EventKind.PYTHON)}
-# Nsight / CUPTI memcpy kind codes, so that the same name means the same code in every reader.
-COPY_KINDS = {
-    "htod": int(CopyKind.HTOD),
-    "dtoh": int(CopyKind.DTOH),
-    "htoa": 3,
-    "atoh": 4,
-    "atoa": 5,
-    "atod": 6,
-    "dtoa": 7,
-    "dtod": int(CopyKind.DTOD),
-    "htoh": 9,
-    "ptop": int(CopyKind.PTOP),
-}
+# copy_kind spellings -> kat_gui.events.CopyKind (the same codes every reader stores).
+COPY_KINDS = {k.name.lower(): int(k) for k in CopyKind if k != CopyKind.NONE}
 
 _INT_OR_NONE = frozenset((int, type(None)))
 MISSING = np.iinfo(np.int64).min  # marks an absent end_ns / dur_ns cell until the pair is resolved
@@ -125,15 +114,18 @@ def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | N
     ``options.rank`` replaces the file's rank. A file holding several ranks raises :class:`KatInputError`
     (use :func:`read_many` to split it). Every bad value raises :class:`KatInputError` naming the line.
     """
-    traces = read_many(path, options, progress)
-    if len(traces) > 1:
-        ranks = ", ".join(str(t.rank) for t in traces)
+    path = os.fspath(path)
+    with _gc_paused():
+        parsed = _parse_file(path, options, progress)
+    ranks = np.unique(parsed.cols["rank"]).tolist()
+    if len(ranks) > 1:
+        shown = ", ".join(map(str, ranks[:8])) + (", ..." if len(ranks) > 8 else "")
         raise KatInputError(
             path,
-            f"holds events of {len(traces)} ranks ({ranks}); KAT reads one rank per function-trace file: "
+            f"holds events of {len(ranks)} ranks ({shown}); KAT reads one rank per function-trace file: "
             "write one file per rank (or split this one by its rank column)",
         )
-    return traces[0]
+    return _rank_trace(parsed, slice(None), options.rank if options.rank is not None else int(ranks[0]))
 
 
 def read_many(
@@ -518,12 +510,12 @@ def _kind_code(spelling: str) -> int | None:
 
 
 def _copy_kind_code(spelling: str) -> int | None:
-    """HtoD, DtoH, DtoD, PtoP, HtoH, HtoA, AtoH, AtoA, AtoD, DtoA or a numeric code (empty for none)"""
+    """HtoD, DtoH, DtoD, PtoP, HtoH (or their kat_gui.events.CopyKind numbers)"""
     s = spelling.strip().lower()
     if not s:
         return int(CopyKind.NONE)
-    if s.lstrip("-").isdigit() and -128 <= int(s) <= 127:
-        return int(s)
+    if s.isdigit():
+        return int(s) if int(s) in CopyKind._value2member_map_ else None
     return COPY_KINDS.get(s)
 
 

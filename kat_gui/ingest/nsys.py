@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from kat_gui.errors import KatInputError
-from kat_gui.events import EVENT_COLUMNS, EventKind, TrackKind, empty_columns
+from kat_gui.events import EVENT_COLUMNS, CopyKind, EventKind, TrackKind, empty_columns
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
 
 FORMAT = "nsys"
@@ -42,7 +42,7 @@ T_NVTX = "NVTX_EVENTS"
 T_STRINGS = "StringIds"
 EVENT_TABLES = (T_KERNEL, T_MEMCPY, T_MEMSET, T_RUNTIME, T_SYNC, T_NVTX)
 
-# CUpti_ActivityMemcpyKind (cupti_activity.h); the code itself is kept in the copy_kind column.
+# CUpti_ActivityMemcpyKind (cupti_activity.h), used for the event name.
 MEMCPY_KIND_NAMES = {
     0: "Unknown",
     1: "HtoD",
@@ -57,6 +57,21 @@ MEMCPY_KIND_NAMES = {
     10: "PtoP",
 }
 # CUpti_ActivitySynchronizationType; names as Kineto prints them.
+# copy_kind column: kat_gui.events.CopyKind. CUDA-array copies count by the link they cross (HtoA goes over
+# PCIe like HtoD); CUPTI's HtoH is 9 while CopyKind.HTOH is 3 (= CUPTI HtoA), so both go through this map.
+COPY_KIND_OF_CUPTI = {
+    0: CopyKind.NONE,
+    1: CopyKind.HTOD,
+    2: CopyKind.DTOH,
+    3: CopyKind.HTOD,
+    4: CopyKind.DTOH,
+    5: CopyKind.DTOD,
+    6: CopyKind.DTOD,
+    7: CopyKind.DTOD,
+    8: CopyKind.DTOD,
+    9: CopyKind.HTOH,
+    10: CopyKind.PTOP,
+}
 SYNC_TYPE_NAMES = {
     0: "Unknown Sync",
     1: "Event Sync",
@@ -442,7 +457,11 @@ def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offse
         name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
         correlation=m["corr"],
         bytes=m["bytes"],
-        copy_kind=np.clip(m["copy_kind"], -128, 127),
+        copy_kind=np.array([int(COPY_KIND_OF_CUPTI.get(c, CopyKind.NONE)) for c in codes.tolist()], np.int8)[
+            inverse.reshape(-1)
+        ]
+        if len(codes)
+        else np.empty(0, np.int8),
     )
 
 
