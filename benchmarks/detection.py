@@ -61,7 +61,17 @@ def _run_kat(run_dir: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.perf_counter()
     ing = subprocess.run(
-        [py, "-m", "kat_gui", "ingest", str(rd), "-o", str(store), "--name", rd.name],
+        [
+            py,
+            "-m",
+            "kat_gui",
+            "ingest",
+            *map(str, baseline_zscore.trace_files(rd)),
+            "-o",
+            str(store),
+            "--name",
+            rd.name,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -131,7 +141,7 @@ MAIN_COLUMNS = [
     ("culprit rank top-1", lambda m: _fmt(m["culprit_rank_top1"])),
     ("component top-1", lambda m: _fmt(m["component_top1"])),
     ("component top-3", lambda m: _fmt(m["component_top3"])),
-    ("spurious findings (faulty runs)", lambda m: str(m["spurious_findings_on_faulty_runs"])),
+    ("finding precision (faulty runs)", lambda m: _fmt(m["finding_precision"])),
 ]
 
 
@@ -243,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         detection = json.loads(Path(o["path"]).read_text())
                     rs = scoring.score_run(truth, detection, name=cname)
-                    scores.append(rs)
+                    if (
+                        "error" not in o
+                    ):  # a crashed run is listed as a failure, not scored as "found nothing"
+                        scores.append(rs)
                     rows.append(
                         {
                             "case": cname,
@@ -252,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                             "detect_s": o.get("detect_s"),
                         }
                     )
-                results[(det, sname)] = scoring.aggregate(scores)
+                results[(det, sname)] = {**scoring.aggregate(scores), "attempted": len(outs)}
                 per_run[(det, sname)] = rows
                 print(f"{det} on {sname}: {len(scores)} runs scored in {det_times[(det, sname)]:.1f} s")
 
-    header = ["detector", "seed set", "runs", *[c for c, _ in MAIN_COLUMNS]]
+    header = ["detector", "seed set", "runs scored", *[c for c, _ in MAIN_COLUMNS]]
     rows = [
-        [det, sname, str(m["runs"]), *[f(m) for _, f in MAIN_COLUMNS]] for (det, sname), m in results.items()
+        [det, sname, f"{m['runs']}/{m['attempted']}", *[f(m) for _, f in MAIN_COLUMNS]]
+        for (det, sname), m in results.items()
     ]
     print()
     print(text_table(header, rows))

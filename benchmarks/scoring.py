@@ -39,6 +39,7 @@ Event metrics (per fault)
     form their own group, severity does not apply to them.
 
 False alarms (healthy runs: truth has no faults)
+    Finding precision (faulty runs) = findings that match at least one fault / all findings on faulty runs.
     Every finding on a healthy run is a false alarm; reported per 1,000 healthy steps, summed over the suite
     (total findings / total steps * 1000). Anomalies flagged on healthy runs are reported too (count, per 1,000
     steps, and as a fraction of healthy kernel instances).
@@ -346,10 +347,9 @@ def aggregate(scores: Sequence[RunScore]) -> dict[str, Any]:
     knowable = [f for f in faults if f["culprit_knowable"]]
 
     by_sev: dict[str, dict[str, Any]] = {}
-    for f in sorted(faults, key=lambda f: f["severity"]):
-        b = by_sev.setdefault(
-            severity_key(f["severity"]), {"faults": 0, "found": 0, "roots": 0, "roots_hit": 0}
-        )
+    for f in sorted(faults, key=lambda f: (f["kind"] == "hang", f["severity"])):
+        key = "hang" if f["kind"] == "hang" else severity_key(f["severity"])
+        b = by_sev.setdefault(key, {"faults": 0, "found": 0, "roots": 0, "roots_hit": 0})
         b["faults"] += 1
         b["found"] += int(f["found"])
         b["roots"] += f["roots"]
@@ -398,6 +398,10 @@ def aggregate(scores: Sequence[RunScore]) -> dict[str, Any]:
             "runs_with_findings": sum(1 for s in healthy if s.n_findings),
         },
         "spurious_findings_on_faulty_runs": sum(s.spurious_findings for s in scores if not s.healthy),
+        "finding_precision": _ratio(
+            sum(s.n_findings - s.spurious_findings for s in scores if not s.healthy),
+            sum(s.n_findings for s in scores if not s.healthy),
+        ),
         "by_severity": by_sev,
         "by_component": by_comp,
     }

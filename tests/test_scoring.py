@@ -172,6 +172,7 @@ def test_component_top3_logic():
     assert m["culprit_rank_top1"] == 0.0  # top finding names rank 0
     assert m["event_recall"] == 1.0  # the third finding matches (rank and component)
     assert m["spurious_findings_on_faulty_runs"] == 2
+    assert m["finding_precision"] == pytest.approx(1 / 3)
 
     too_late = wrong_first[:2] + [_finding("cpu", [0]), _finding("gpu", [1])]
     m = scoring.aggregate([scoring.score_run(t, _det([], too_late))])
@@ -189,6 +190,15 @@ def test_event_match_needs_window_overlap():
     assert scoring.score_run(t, _det([], [_finding("unknown", [1])])).faults[0]["found"] is True
     assert scoring.score_run(t, _det([], [_finding("gpu", [0])])).faults[0]["found"] is True
     assert scoring.score_run(t, _det([], [_finding("cpu", [0])])).faults[0]["found"] is False
+
+
+def test_hangs_have_their_own_severity_bucket():
+    hang = {**GPU_FAULT, "kind": "hang", "severity": None}
+    m = scoring.aggregate(
+        [scoring.score_run(_truth([GPU_FAULT]), _det()), scoring.score_run(_truth([hang]), _det())]
+    )
+    assert set(m["by_severity"]) == {"20%", "hang"}
+    assert m["by_severity"]["hang"]["faults"] == 1
 
 
 def test_symmetric_faults_not_scored_for_culprit_rank():
