@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kat_gui.errors import KatInputError
+from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.events import CopyKind, EventKind, TrackKind
 from kat_gui.ingest import functrace
 from kat_gui.ingest.base import IngestOptions
@@ -303,3 +303,15 @@ def test_copy_kind_spellings(tmp_path: Path):
     ]
     bad = _write(tmp_path, "bad.csv", head + "0,0,memcpy,a,1,1,HtoD\n0,0,memcpy,b,1,1,sideways\n")
     assert "line 3: copy_kind 'sideways' is not one of HtoD, DtoH, DtoD, PtoP, HtoH" in _error(bad)
+
+
+def test_progress_reports_and_cancel_passes_through():
+    seen: list[float] = []
+    functrace.read(FIXTURES / "example.jsonl", IngestOptions(), lambda frac, msg: seen.append(frac))
+    assert seen and seen[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in seen)
+
+    def cancel(frac: float, msg: str) -> None:
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        functrace.read(FIXTURES / "example.csv", IngestOptions(), cancel)

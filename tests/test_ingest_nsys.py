@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kat_gui.errors import KatInputError
+from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.events import CopyKind, EventKind, TrackKind
 from kat_gui.ingest import nsys
 from kat_gui.ingest.base import IngestOptions
@@ -243,3 +243,15 @@ def test_corrupt_files_raise_input_errors(nsys_dir: Path, tmp_path: Path, damage
         _read(bad)
     assert str(bad) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_progress_reports_and_cancel_passes_through(nsys_dir: Path):
+    seen: list[float] = []
+    nsys.read(nsys_dir / NEW_EXPORT, IngestOptions(), lambda frac, msg: seen.append(frac))
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+    def cancel(frac: float, msg: str) -> None:
+        raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        nsys.read(nsys_dir / NEW_EXPORT, IngestOptions(), cancel)
