@@ -315,3 +315,12 @@ def test_progress_reports_and_cancel_passes_through():
 
     with pytest.raises(Cancelled):
         functrace.read(FIXTURES / "example.csv", IngestOptions(), cancel)
+
+
+def test_bom_crlf_and_case_insensitive_header(tmp_path: Path):
+    text = "\ufeff# exported on Windows\r\nRANK,Device,Stream,TID,Kind,Name,Start_ns,End_ns\r\n1,0,2,,Kernel,k,10,20\r\n"
+    trace = _read(_write(tmp_path, "w.csv", text))
+    assert trace.rank == 1 and trace.strings == ["k"] and trace.events["end_ns"].tolist() == [20]
+    assert trace.tracks[0].stream == 2
+    jsonl = '\ufeff{"rank": 1, "device": 0, "kind": "kernel", "name": "k", "start_ns": 10, "end_ns": 20}\r\n'
+    assert _read(_write(tmp_path, "w.jsonl", jsonl)).events["start_ns"].tolist() == [10]
