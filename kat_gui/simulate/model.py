@@ -43,6 +43,7 @@ class ModelDims:
 
 
 MODEL_DIMS = {
+    "llama-1b": ModelDims(2048, 8192, 32, 8, 64),
     "llama-8b": ModelDims(4096, 14336, 32, 8),
     "llama-70b": ModelDims(8192, 28672, 64, 8),
 }

@@ -56,9 +56,10 @@ _LIST = [
     ),
     _s(
         "healthy_tp2_noisy_host",
-        "healthy vLLM TP=2 decode with noisy host launch pacing (frequent hiccups, "
+        "healthy vLLM TP=2 decode of a 1B model (launch-bound) with noisy host pacing (frequent hiccups, "
         "5 synchronized pauses, strong batch churn)",
         tp=2,
+        model="llama-1b",
         noise=NoiseSpec(host_sigma=0.5, hiccup_prob=0.02, hiccup_us=150.0),
         confounders=ConfounderSpec(sync_pauses=5, batch_churn=0.3),
     ),

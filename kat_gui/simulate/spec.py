@@ -16,7 +16,7 @@ FAULT_COMPONENTS = ("gpu", "hbm", "nvlink", "pcie", "nic", "cpu")
 VOCABULARIES = ("vllm", "sglang", "trtllm")
 MODES = ("decode", "prefill", "mixed")
 TIME_BASES = ("base_ns", "epoch_us")
-MODELS = ("llama-8b", "llama-70b")
+MODELS = ("llama-1b", "llama-8b", "llama-70b")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class NoiseSpec:
     host_sigma: float = 0.3  # lognormal sigma of host gaps between launches
     hiccup_prob: float = 0.006  # per launch, per rank: probability of an independent host hiccup
     hiccup_us: float = 80.0  # mean hiccup length (exponential)
-    coll_jitter_us: float = 0.5  # mean per-rank jitter of a collective's end (exponential)
+    coll_jitter_us: float = 0.5  # mean per-rank jitter of a collective's end (uniform in [0, 2x])
 
 
 @dataclass

@@ -45,7 +45,7 @@ from kat_gui.simulate.vocab import VOCABS, Vocabulary
 US = 1000.0  # ns per µs
 
 # Host-side costs (µs): Python/dispatch gap before an op, and the runtime call itself, by op kind.
-PY_GAP_US = {K_KERNEL: 5.5, K_HTOD: 9.0, K_DTOH: 6.0, K_COLL: 12.0, K_SEND: 14.0, K_RECV: 14.0}
+PY_GAP_US = {K_KERNEL: 8.0, K_HTOD: 9.0, K_DTOH: 6.0, K_COLL: 12.0, K_SEND: 14.0, K_RECV: 14.0}
 CALL_US = {K_KERNEL: 3.0, K_HTOD: 5.0, K_DTOH: 4.5, K_COLL: 4.0, K_SEND: 5.0, K_RECV: 5.0}
 LAUNCH_LATENCY_US = 2.5  # from the start of the launch call to the earliest GPU start
 GRAPH_PY_GAP_US = 25.0
@@ -190,7 +190,7 @@ def build_context(spec: ScenarioSpec, seed: int) -> SimContext:
     speed = r_noise.lognormal(0.0, nz.gpu_spread, w)
     kernel_noise = r_noise.lognormal(0.0, nz.kernel_sigma, shape3)
     xfer_noise = r_noise.lognormal(0.0, nz.kernel_sigma / 2, shape3)
-    jitter_ns = r_noise.exponential(nz.coll_jitter_us * US, shape3)
+    jitter_ns = r_noise.uniform(0.0, 2 * nz.coll_jitter_us * US, shape3)  # bounded: ends agree within ~1 µs
     py_noise = r_host.lognormal(0.0, nz.host_sigma, shape3)
     call_noise = r_host.lognormal(0.0, 0.15, shape3)
     lat_noise = r_host.lognormal(0.0, 0.2, shape3)
