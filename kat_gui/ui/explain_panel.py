@@ -35,6 +35,7 @@ class ExplanationPanel(QtWidgets.QWidget):
         self.run = model
         self.job: Job | None = None
         self.result = None
+        self.use_llm = True
         self._streamed: list[str] = []
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -43,7 +44,7 @@ class ExplanationPanel(QtWidgets.QWidget):
         self.source_label.setWordWrap(True)
         head.addWidget(self.source_label, 1)
         self.run_btn = QtWidgets.QPushButton("Explain")
-        self.run_btn.clicked.connect(self.start)
+        self.run_btn.clicked.connect(lambda: self.start(self.use_llm))
         self.stop_btn = QtWidgets.QPushButton("Stop")
         self.stop_btn.setEnabled(False)
         self.stop_btn.clicked.connect(self.stop)
@@ -67,6 +68,7 @@ class ExplanationPanel(QtWidgets.QWidget):
             return None
         if self.job is not None and self.job.state in ("pending", "running"):
             return self.job
+        self.use_llm = use_llm
         self._streamed = []
         self.text.setPlainText("")
         self.tree.clear()
@@ -114,11 +116,15 @@ class ExplanationPanel(QtWidgets.QWidget):
     def show_result(self, res) -> None:
         self.result = res
         source = getattr(res, "source", "")
-        if source == "model":
-            src = "written by the local language model from the detector's facts (grounding-checked)"
-        else:
-            src = "deterministic summary (no language model used)"
-        self.source_label.setText(f"<b>Explanation</b> — <span style='color:#555'>{esc(src)}</span>")
+        line = getattr(res, "source_line", None)
+        if not line:
+            line = (
+                "written by the local language model from the detector's facts (grounding-checked)"
+                if source == "model"
+                else "deterministic summary (no language model used)"
+            )
+        tag = "local model" if source == "model" else "fallback"
+        self.source_label.setText(f"<b>Explanation</b> [{tag}] — <span style='color:#555'>{esc(line)}</span>")
         self.text.setPlainText(str(getattr(res, "text", "")))
         self.tree.clear()
         for i, h in enumerate(getattr(res, "hypotheses", []) or []):

@@ -29,9 +29,13 @@ ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "kat.svg"
 class MainWindow(QtWidgets.QMainWindow):
     idle = QtCore.Signal()  # no job left running (loading, detection, explanations)
 
-    def __init__(self, settings: Settings | None = None, interactive: bool = True):
+    def __init__(
+        self, settings: Settings | None = None, interactive: bool = True, use_llm: bool | None = None
+    ):
         super().__init__()
         self.settings = settings or Settings()
+        # Explanations by the local model (streamed) or the deterministic narrative only; a setting.
+        self.use_llm = bool(self.settings.get("explain_with_model", True)) if use_llm is None else use_llm
         self.interactive = interactive
         self.errors: list[str] = []
         self.jobs: list[Job] = []
@@ -132,9 +136,19 @@ class MainWindow(QtWidgets.QMainWindow):
             self._action(v, text, lambda _c=False, fn=fn: self._on_timeline(fn), key)
         v.addSeparator()
         self._action(v, "Show all ranks", lambda: self._on_view(lambda rv: rv.topology.clear()))
+        e = mb.addMenu("&Explain")
+        self.llm_action = self._action(e, "Use the local language model", self._toggle_llm)
+        self.llm_action.setCheckable(True)
+        self.llm_action.setChecked(self.use_llm)
+        self._action(e, "Explain again", lambda: self._on_view(lambda rv: rv.explanation.start(self.use_llm)))
         h = mb.addMenu("&Help")
         self._action(h, "&Keys and mouse", self.show_keys)
         self._action(h, "&About KAT", self.show_about)
+
+    def _toggle_llm(self) -> None:
+        self.use_llm = self.llm_action.isChecked()
+        self.settings.set("explain_with_model", self.use_llm)
+        self.settings.save()
 
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()
@@ -262,7 +276,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.count() == 1 or label is None:
             self.tabs.setCurrentIndex(idx)
         view.explanation.jobStarted.connect(self._track_explanation)
-        view.explanation.start()
+        view.explanation.start(self.use_llm)
         self._update_status()
         return view
 
