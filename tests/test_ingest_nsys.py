@@ -255,3 +255,29 @@ def test_progress_reports_and_cancel_passes_through(nsys_dir: Path):
 
     with pytest.raises(Cancelled):
         nsys.read(nsys_dir / NEW_EXPORT, IngestOptions(), cancel)
+
+
+def test_kernel_name_falls_back_to_short_name(nsys_dir: Path, tmp_path: Path):
+    copy = tmp_path / "short.sqlite"
+    shutil.copy(nsys_dir / NEW_EXPORT, copy)
+    copy.chmod(0o644)
+    conn = sqlite3.connect(copy)
+    (corr, short) = conn.execute(
+        "SELECT k.correlationId, s.value FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s ON s.id = k.shortName "
+        "LIMIT 1"
+    ).fetchone()
+    # demangledName is NOT NULL in this schema: point it at an id StringIds does not hold.
+    conn.execute(
+        "UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET demangledName = 999999 WHERE correlationId = ?", (corr,)
+    )
+    conn.commit()
+    conn.close()
+    trace = _read(copy)
+    trace.validate()
+    i = int(
+        np.flatnonzero(
+            (trace.events["correlation"] == corr) & (trace.events["kind"] == int(EventKind.KERNEL))
+        )[0]
+    )
+    assert trace.strings[trace.events["name"][i]] == short
+    assert not any(s.startswith("<string") for s in trace.strings)

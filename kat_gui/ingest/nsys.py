@@ -283,14 +283,19 @@ class _StringIds:
 
     def local_ids(self, ids: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
         """Map StringIds ids to local string ids; ``fallback`` ids are used where ``ids`` is missing/empty."""
+        if len(ids) == 0:
+            return np.empty(0, dtype=np.int32)
         uniq, inverse = np.unique(ids, return_inverse=True)
-        local = np.array([self._local(int(i)) for i in uniq.tolist()], dtype=np.int32)
-        out = local[inverse.reshape(-1)] if len(uniq) else np.empty(0, dtype=np.int32)
+        inverse = inverse.reshape(-1)
         if fallback is not None:
-            bad = np.isin(ids, [i for i in uniq.tolist() if not self._values.get(i)])
-            if bad.any():
-                out[bad] = self.local_ids(fallback[bad])
-        return out
+            missing = np.array([not self._values.get(i) for i in uniq.tolist()])[inverse]
+            if missing.any():
+                out = np.empty(len(ids), dtype=np.int32)
+                out[missing] = self.local_ids(fallback[missing])
+                out[~missing] = self.local_ids(ids[~missing])
+                return out
+        local = np.array([self._local(int(i)) for i in uniq.tolist()], dtype=np.int32)
+        return local[inverse]
 
     def _local(self, sid: int) -> int:
         value = self._values.get(sid)
