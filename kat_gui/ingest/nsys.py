@@ -59,6 +59,7 @@ MEMCPY_KIND_NAMES = {
 # CUpti_ActivitySynchronizationType; names as Kineto prints them.
 # copy_kind column: kat_gui.events.CopyKind. CUDA-array copies count by the link they cross (HtoA goes over
 # PCIe like HtoD); CUPTI's HtoH is 9 while CopyKind.HTOH is 3 (= CUPTI HtoA), so both go through this map.
+# Codes newer than this table are stored as they are.
 COPY_KIND_OF_CUPTI = {
     0: CopyKind.NONE,
     1: CopyKind.HTOD,
@@ -462,9 +463,9 @@ def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offse
         name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
         correlation=m["corr"],
         bytes=m["bytes"],
-        copy_kind=np.array([int(COPY_KIND_OF_CUPTI.get(c, CopyKind.NONE)) for c in codes.tolist()], np.int8)[
-            inverse.reshape(-1)
-        ]
+        copy_kind=np.array(
+            [int(COPY_KIND_OF_CUPTI.get(c, max(-128, min(c, 127)))) for c in codes.tolist()], np.int8
+        )[inverse.reshape(-1)]
         if len(codes)
         else np.empty(0, np.int8),
     )
