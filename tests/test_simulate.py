@@ -228,6 +228,19 @@ def test_batch_changes_move_every_rank_together(short_runs):
         assert np.corrcoef(m[0], m[r])[0, 1] > 0.9  # ...on every rank together
 
 
+def test_synchronized_pauses_stall_every_rank_together(short_runs):
+    truth = _truth(short_runs["healthy_tp4_decode"])
+    pauses = truth["confounders"]["sync_pause_steps"]
+    assert pauses
+    for r, lab in truth["labels"].items():
+        step = np.array(lab["step"])
+        start, end = np.array(lab["start_ns"]), np.array(lab["end_ns"])
+        first = np.searchsorted(step, np.arange(1, truth["n_steps"]))  # first op of steps 1..n-1
+        idle = start[first] - end[first - 1]  # GPU idle between consecutive steps
+        paused = np.isin(np.arange(1, truth["n_steps"]), pauses)
+        assert idle[paused].min() > 1_000_000 > idle[~paused].max(), r
+
+
 # ------------------------------------------------------------------------------------------- labels
 
 

@@ -187,7 +187,7 @@ def render_trace(ctx: SimContext, ev: RankEvents, names: list[list[list[str]]], 
     for i, (step, t0) in enumerate(zip(ev.a_step.tolist(), ev.a_start.tolist(), strict=True)):
         d = a_dur[i]
         host_rows.append((t0, 0, f'{{"ph":"X","cat":"user_annotation","name":"ProfilerStep#{step}","pid":{pid},"tid":{pid},'
-                                 f'"ts":{a_ts[i]},"dur":{fmt_us(d)},"args":{{"External id":{step + 1},"Record function id":0}}}}'))  # fmt: skip
+                                 f'"ts":{a_ts[i]},"dur":{fmt_us(d)},"args":{{"External id":{2 * step + 1},"Record function id":0}}}}'))  # fmt: skip
         if d > 4000:
             host_rows.append((t0 + 2000, 1, f'{{"ph":"X","cat":"python_function","name":{pyf},"pid":{pid},"tid":{pid},'
                                              f'"ts":{fmt_us(t0 + 2000 - off)},"dur":{fmt_us(d - 4000)},"args":{{"Python id":{2 * step + 7},"Python parent id":1}}}}'))  # fmt: skip
