@@ -195,7 +195,7 @@ class _Context:
 
 def _open_text(path: str) -> tuple[IO[str], IO[bytes], int]:
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the text wrapper
+        raw = open(path, "rb")  # closed by _parse_file (with raw, text)
     except OSError as e:
         raise KatInputError(path, f"cannot open: {e.strerror or e}") from e
     size = os.fstat(raw.fileno()).st_size
