@@ -45,7 +45,7 @@ class CopyKind(IntEnum):
     NONE = 0
     HTOD = 1
     DTOH = 2
-    HTOH = 3
+    HTOH = 9
     DTOD = 8
     PTOP = 10
 

@@ -58,7 +58,7 @@ MEMCPY_KIND_NAMES = {
 }
 # CUpti_ActivitySynchronizationType; names as Kineto prints them.
 # copy_kind column: kat_gui.events.CopyKind. CUDA-array copies count by the link they cross (HtoA goes over
-# PCIe like HtoD); CUPTI's HtoH is 9 while CopyKind.HTOH is 3 (= CUPTI HtoA), so both go through this map.
+# PCIe like HtoD); CopyKind follows CUPTI's codes (HtoH = 9), other CUPTI kinds go through this map.
 # Codes newer than this table are stored as they are.
 COPY_KIND_OF_CUPTI = {
     0: CopyKind.NONE,
