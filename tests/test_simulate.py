@@ -69,6 +69,13 @@ def test_same_seed_is_byte_identical_and_seeds_differ(tmp_path):
     assert all(a[k] != c[k] for k in a)
 
 
+def test_truth_spec_round_trips(short_runs):
+    truth = _truth(short_runs["two_faults_tp8"])
+    spec = ScenarioSpec.from_dict(truth["spec"])
+    assert spec == _short("two_faults_tp8")
+    assert spec.faults[1] == FaultSpec("cpu", [6], 0.5, 5, 10)
+
+
 def test_bad_scenarios_raise_input_errors(tmp_path):
     with pytest.raises(KatInputError, match="unknown scenario"):
         simulate(tmp_path / "x", "no_such_scenario")
