@@ -1,0 +1,236 @@
+"""Run-vs-run comparison: the injected fault's kernels rank first against the healthy twin, two healthy
+seeds differ only by noise (nothing significant), alignment anchors, structural changes, the statistics,
+the JSON and the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kat_gui import cli, pipeline
+from kat_gui.compare import Anchor, compare_runs, compare_stores, load_run
+from kat_gui.compare.stats import benjamini_hochberg, group_stats, mann_whitney
+from kat_gui.errors import KatInputError
+
+# ------------------------------------------------------------------------------ synthetic function traces
+
+
+def write_functrace_run(
+    folder: Path,
+    ranks: int = 4,
+    steps: int = 30,
+    seed: int = 0,
+    slow_rank: int | None = None,
+    slow_factor: float = 1.0,
+    slow_from_step: int = 0,
+    collective: str = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL",
+    extra_kernel: str | None = None,
+    host: str = "",
+) -> list[Path]:
+    """One CSV per rank: per step a ProfilerStep annotation, three kernels and an all-reduce whose members end
+    together (the late rank's lateness becomes the others' wait). ``slow_rank`` runs its GEMM ``slow_factor``
+    times longer from ``slow_from_step``. ``extra_kernel`` adds a kernel of that name to every step."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = 1_732_530_000_000_000_000
+    header = "rank,device,stream,pid,tid,kind,name,start_ns,end_ns,collective,pg,seq,correlation,hostname\n"
+    rows: list[list[str]] = [[] for _ in range(ranks)]
+    t = t0
+    for s in range(steps):
+        step_start = t
+        ends = []
+        plans = []
+        for r in range(ranks):
+            k = [("gemm_bf16_tn_128x128", 40_000), ("rms_norm_kernel", 4_000), ("act_and_mul_kernel", 6_000)]
+            if extra_kernel:
+                k.append((extra_kernel, 3_000))
+            tt = step_start + 2_000
+            evs = []
+            for name, base in k:
+                d = int(base * rng.lognormal(0, 0.03))
+                if name.startswith("gemm") and r == slow_rank and s >= slow_from_step:
+                    d = int(d * slow_factor)
+                evs.append((name, tt, tt + d))
+                tt += d + 500
+            plans.append((evs, tt))
+            ends.append(tt)
+        coll_end = max(ends) + int(8_000 * rng.lognormal(0, 0.03))
+        for r in range(ranks):
+            evs, arrive = plans[r]
+            out = rows[r]
+            out.append(
+                f"{r},,,{100 + r},{100 + r},annotation,ProfilerStep#{s},{step_start},{coll_end + 1000},,,,,{host}"
+            )
+            for name, a, b in evs:
+                out.append(f'{r},{r},7,{100 + r},,kernel,"{name}",{a},{b},,,,,{host}')
+            out.append(
+                f"{r},{r},7,{100 + r},,kernel,{collective},{arrive},{coll_end},allreduce,0,{s},,{host}"
+            )
+        t = coll_end + 20_000
+    paths = []
+    for r in range(ranks):
+        p = folder / f"rank{r}.csv"
+        p.write_text(header + "\n".join(rows[r]) + "\n", encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+def functrace_store(tmp: Path, name: str, **kw) -> Path:
+    return pipeline.ingest(write_functrace_run(tmp / name, **kw), tmp / f"{name}.kat.h5", name=name)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def test_mann_whitney_matches_brute_force_and_bh():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 40).round(1), rng.normal(0.8, 1, 55).round(1)  # rounded: ties on purpose
+    c, d = rng.normal(0, 1, 30), rng.normal(0, 1, 30)
+    value = np.r_[a, b, c, d]
+    side = np.r_[np.zeros(40), np.ones(55), np.zeros(30), np.ones(30)].astype(np.int8)
+    group = np.r_[np.zeros(95), np.ones(60)].astype(np.int64)
+    mw = mann_whitney(group, side, value, 2)
+    u_brute = (b[:, None] > a[None, :]).sum() + 0.5 * (b[:, None] == a[None, :]).sum()
+    assert mw.u[0] == pytest.approx(u_brute)
+    # Normal approximation without the (small) tie correction, by hand.
+    z = (abs(u_brute - 40 * 55 / 2) - 0.5) / np.sqrt(40 * 55 * 96 / 12)
+    assert mw.p[0] == pytest.approx(math.erfc(z / math.sqrt(2)), rel=0.05)
+    assert mw.p[0] < 0.01 < mw.p[1]
+    st = group_stats(group, side, value, 2)
+    assert st.n[0].tolist() == [40, 55]
+    assert st.p50[0, 1] == np.sort(b)[27]
+    q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5]))
+    assert q.tolist() == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
+
+
+# ------------------------------------------------------------------------------ simulated twins
+
+sim = pytest.importorskip("kat_gui.simulate")
+
+
+def _sim_store(tmp: Path, name: str, spec, seed: int) -> Path:
+    out = sim.simulate(tmp / name, spec, seed=seed)
+    files = sorted(p for p in Path(out).glob("*.json") if p.name != "truth.json")
+    return pipeline.ingest(files, tmp / f"{name}.kat.h5", name=name)
+
+
+def _small(spec, **kw):
+    flat = dataclasses.replace(spec.confounders, batch_churn=0.0)
+    return spec.with_(n_steps=24, n_layers=4, confounders=flat, **kw)
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cmp")
+    base = _small(sim.SCENARIOS["healthy_tp4_decode"])
+    gpu = base.with_(faults=[sim.FaultSpec("gpu", [2], 0.25, 8)])
+    return {
+        "healthy0": _sim_store(tmp, "healthy0", base, 0),
+        "healthy1": _sim_store(tmp, "healthy1", base, 1),
+        "gpu0": _sim_store(tmp, "gpu0", gpu, 0),
+    }
+
+
+def test_fault_kernels_rank_first(sims):
+    c = compare_stores(sims["healthy0"], sims["gpu0"])
+    sig = c.significant()
+    assert sig, "a 25% GPU throttle on one rank must show"
+    top = c.differences[0]
+    assert top.significant and not top.symptom
+    assert top.rank == 2 and top.kernel_class == "compute", top
+    assert top.effect > 0.1
+    # Every significant cause points at rank 2 (the others only wait, and waits are not counted as slow).
+    causes = [d for d in sig if not d.symptom]
+    assert all(d.rank in (2, None) for d in causes), [(d.kind, d.rank, d.name) for d in causes]
+    slower = [r["rank"] for r in c.ranks if r["slower"]]
+    assert slower == [2]
+
+
+def test_two_healthy_seeds_differ_only_by_noise(sims):
+    c = compare_stores(sims["healthy0"], sims["healthy1"])
+    assert c.significant() == [], [(d.kind, d.rank, d.name, d.effect) for d in c.significant()]
+    assert len(c.differences) > 20, "rows are still listed (grey)"
+
+
+def test_reverse_direction_is_a_speedup(sims):
+    c = compare_stores(sims["gpu0"], sims["healthy0"])
+    assert c.differences[0].effect < 0 and c.differences[0].rank == 2
+
+
+def test_anchor_by_step_and_by_time(sims):
+    h, d = load_run(sims["healthy0"]), load_run(sims["gpu0"])
+    c = compare_runs(h, d, Anchor(healthy_step=8, degraded_step=8))
+    assert c.alignment["anchor_healthy_step"] == 8 and c.alignment["steps_compared"] == 16
+    # From the fault's onset on, the throttled kernels move their medians too, not only their means.
+    top = c.differences[0]
+    assert top.rank == 2 and top.rel_p50 > 0.15
+    t8 = int(d.step_rank["start_ns"][d.step_rank["step"] == 8].min()) + 1000
+    c2 = compare_runs(h, d, Anchor(healthy_step=8, degraded_ns=t8))
+    assert c2.alignment["anchor_degraded_step"] == 8
+    # Misaligned on purpose: healthy step 0 against degraded step 5 still runs, over fewer steps.
+    c3 = compare_runs(h, h, Anchor(healthy_step=0, degraded_step=5))
+    assert c3.alignment["steps_compared"] == 19
+
+
+def test_json_and_command(sims, tmp_path, capsys):
+    out = tmp_path / "cmp.json"
+    rc = cli.main(["compare", str(sims["healthy0"]), str(sims["gpu0"]), "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "significant difference(s)" in text and "[rank 2]" in text
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "kat.compare/1"
+    assert doc["differences"][0]["significant"] is True
+    assert len(doc["step_time"]["healthy_ns"]) == doc["alignment"]["steps_compared"]
+
+
+def test_bad_inputs(tmp_path, sims, capsys):
+    trace = tmp_path / "rank0.json"
+    trace.write_text("{}")
+    assert cli.main(["compare", str(trace), str(sims["gpu0"])]) == 2
+    assert "kat ingest" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path / "missing.kat.h5"), str(sims["gpu0"])]) == 2
+    with pytest.raises(KatInputError, match="folder"):
+        load_run(tmp_path)
+
+
+# ------------------------------------------------------------------------------ structure and rank counts
+
+
+def test_structural_changes_and_rank_counts(tmp_path):
+    h = functrace_store(tmp_path, "h", ranks=4, seed=0)
+    d = functrace_store(
+        tmp_path,
+        "d",
+        ranks=2,
+        seed=1,
+        collective="ncclDevKernel_AllReduce_Sum_bf16_TREE_LL",
+        extra_kernel="copy_kernel_new",
+    )
+    c = compare_stores(h, d)
+    kinds = {x.kind: x for x in c.differences if x.significant}
+    assert "collective_renamed" in kinds
+    assert "RING" in kinds["collective_renamed"].name and "TREE" in kinds["collective_renamed"].name
+    assert kinds["only_degraded"].name == "copy_kernel_new"
+    assert "ranks_changed" in kinds
+    assert c.alignment["rank_pairs"] == {"0": 0, "1": 1}
+
+
+def test_late_rank_waits_are_symptoms(tmp_path):
+    """The slow rank's GEMM is the cause; the others' longer all-reduce is wait, not a slow collective."""
+    h = functrace_store(tmp_path, "h", seed=0)
+    d = functrace_store(tmp_path, "d", seed=1, slow_rank=1, slow_factor=1.5)
+    c = compare_stores(h, d)
+    top = c.differences[0]
+    assert top.name == "gemm_bf16_tn_128x128" and top.rank == 1
+    coll = [x for x in c.differences if x.kernel_class == "collective" and x.kind == "kernel"]
+    assert coll and not coll[0].significant, "transfer time did not change"
+    waits = [x for x in c.significant() if x.kind == "rank_wait"]
+    assert {x.rank for x in waits if x.effect > 0} == {0, 2, 3}
+    assert all(x.symptom for x in waits)
+    assert all(x.effect < 0 for x in waits if x.rank == 1), "the late rank itself waits less"
