@@ -173,13 +173,13 @@ def check_sentence(sentence: str, idx: _FactIndex, min_support: float = 0.6) -> 
     n_claims = len(s_nums) + len(s_gpus) + len(s_ranks) + len(s_comps)
     all_nums = set().union(*idx.nums) if idx.nums else set()
     bare_ok = {v for v, _u in all_nums}
-    for v, u in sorted(s_nums):
-        if (v, u) not in all_nums and not (u == "" and v in bare_ok):
-            return False, f"number {v}{u} is not in the facts", n_claims
     for g in sorted(s_gpus - set().union(*idx.gpus)):
         return False, f"GPU{g} is not in the facts", n_claims
     for r in sorted(s_ranks - set().union(*idx.ranks)):
         return False, f"rank {r} is not in the facts", n_claims
+    for v, u in sorted(s_nums):
+        if (v, u) not in all_nums and not (u == "" and v in bare_ok):
+            return False, f"number {v}{u} is not in the facts", n_claims
     for c in sorted(s_comps - set().union(*idx.comps)):
         return False, f"component {c} is not in the facts", n_claims
     for c in sorted(components(sentence, negated=False) - idx.asserted):

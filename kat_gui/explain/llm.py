@@ -121,8 +121,8 @@ class LocalModel:
         parts: list[str] = []
         stop = "done"
         n = 0
+        # No reset(): llama-cpp-python reuses the evaluated prefix (system prompt) of the previous call.
         with _LOCK:  # a llama context is not re-entrant
-            self.llama.reset()
             stream = self.llama.create_chat_completion(messages=messages, **kwargs)
             try:
                 for chunk in stream:
