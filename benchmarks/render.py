@@ -255,6 +255,7 @@ def main() -> int:
         print(f"built {store.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     rows = bench(store)
     rss = _rss_mb()
+    load = os.getloadavg()[0]
     lines = [
         "# Timeline render benchmark",
         "",
@@ -276,6 +277,8 @@ def main() -> int:
     lines += [
         "",
         f"Peak RSS of the process (store open, window, all views): {rss:.0f} MB.",
+        f"Machine: 2 CPU cores shared with other jobs; load average {load:.1f} at the end of the run (timings "
+        "scale with it: compare runs at similar load).",
         "",
         "Bar: pan/zoom repaint <= 50 ms median; first frame < 1 s; memory < 1 GB.",
         "",

@@ -28,7 +28,8 @@ SELECT_COLOR = "#111111"
 
 LANE_PAD = 0.12  # fraction of a row left empty above and below the rectangles
 PREFETCH = 1.0  # view widths fetched on each side, so small pans reuse the last query
-MIN_ANOMALY_PX = 3.0  # anomalies stay visible (at least this wide) when zoomed out
+MIN_ANOMALY_PX = 3.0
+WIDE_PX = 60.0  # symptom blocks wider than this are filled, not hatched (speed)  # anomalies stay visible (at least this wide) when zoomed out
 
 
 def _rect_array(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray) -> PrimitiveArray:
@@ -139,7 +140,9 @@ class LanesItem(pg.GraphicsObject):
         t0, t1, res = need
         if self._key is not None:
             k0, k1, kres = self._key
-            if k0 <= t0 and t1 <= k1 and kres <= res < 2 * kres:
+            # Reuse while the data is at most 2x coarser or finer than a pixel: LOD rectangles merge gaps
+            # below their width, so a 2x-coarse level hides gaps of under 2 px, which nobody can see.
+            if k0 <= t0 and t1 <= k1 and kres / 2 <= res < 2 * kres:
                 return
         width = t1 - t0
         q0 = t0 - int(PREFETCH * width)
@@ -254,23 +257,28 @@ class AnomalyItem(pg.GraphicsObject):
         return (*coalesce(x, w, lane, role, px, self.n_lanes), px)
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
-        x, y, w, role, _px = self.visible_rects()
+        x, y, w, role, px = self.visible_rects()
         if not len(x):
             return
+        h = np.full(len(x), 0.92)
+        y = y + 0.04
         sym = role == ROLE_SYMPTOM
-        if sym.any():
-            p.setPen(pg.mkPen(SYMPTOM_COLOR, width=1.5))
-            brush = QtGui.QBrush(QtGui.QColor(SYMPTOM_COLOR), QtCore.Qt.BrushStyle.BDiagPattern)
-            brush.setTransform(QtGui.QTransform())
-            p.setBrush(brush)
-            n = int(sym.sum())
-            p.drawRects(*_rect_array(x[sym], y[sym] + 0.04, w[sym], np.full(n, 0.92)).drawargs())
+        # Hatching is a pattern fill, slow over large areas: blocks wider than WIDE_PX (zoomed out, many
+        # merged symptoms) get a light amber fill instead; narrow ones keep the hatching.
+        wide = w > WIDE_PX * px
+        for mask, brush in (
+            (sym & ~wide, QtGui.QBrush(QtGui.QColor(SYMPTOM_COLOR), QtCore.Qt.BrushStyle.BDiagPattern)),
+            (sym & wide, QtGui.QBrush(QtGui.QColor(255, 176, 0, 70))),
+        ):
+            if mask.any():
+                p.setPen(pg.mkPen(SYMPTOM_COLOR, width=1))
+                p.setBrush(brush)
+                p.drawRects(*_rect_array(x[mask], y[mask], w[mask], h[mask]).drawargs())
         root = role == ROLE_ROOT
         if root.any():
-            p.setPen(pg.mkPen(ROOT_COLOR, width=2.5))
-            p.setBrush(QtGui.QBrush(QtGui.QColor(214, 39, 40, 60)))
-            n = int(root.sum())
-            p.drawRects(*_rect_array(x[root], y[root] + 0.04, w[root], np.full(n, 0.92)).drawargs())
+            p.setPen(pg.mkPen(ROOT_COLOR, width=2))
+            p.setBrush(QtGui.QBrush(QtGui.QColor(214, 39, 40, 45)))
+            p.drawRects(*_rect_array(x[root], y[root], w[root], h[root]).drawargs())
 
 
 class SelectionItem(pg.GraphicsObject):
