@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,7 +118,6 @@ class RankEvents:
     g_start: np.ndarray
     g_end: np.ndarray
     g_step: np.ndarray
-    g_stage_prog_op: list[tuple[int, int, int]]  # (step, stage, op index) per op, for names
     g_prog: np.ndarray
     g_op: np.ndarray
     g_corr: np.ndarray
@@ -305,7 +303,3 @@ def _collective_args(ctx: SimContext, step: int, stage: int, k: int, key: str, k
         f'"dtype":"{dtype}","In split size":"[]","Out split size":"[]","Process Group Name":"{pg.name}",'
         f'"Process Group Description":"undefined","Process Group Ranks":"{ranks}","Seq":{seq}'
     )
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    path.write_bytes(data)

@@ -178,7 +178,6 @@ def _rank_events(ctx: SimContext, r: int, ops: RankOps, gk: np.ndarray, hk: np.n
         g_start=g_start,
         g_end=g_end,
         g_step=steps,
-        g_stage_prog_op=[],
         g_prog=prog,
         g_op=opi,
         g_corr=corr_all[ops.host_idx[gk]],
