@@ -401,7 +401,7 @@ def compare_runs(
                 q_value=float(q[gid]),
                 significant=sig,
                 symptom=kind in SYMPTOM_KINDS,
-                note=_note(kind, cname),
+                note=_note(kind, cname, effect) or _mean_note(sig, effect, rel50),
             )
         )
     structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
@@ -428,13 +428,21 @@ def compare_runs(
     )
 
 
-def _note(kind: str, cname: str) -> str:
+def _note(kind: str, cname: str, effect: float) -> str:
     if kind == "rank_wait":
+        if effect < 0:
+            return "symptom: this rank waits less in collectives (it now arrives last)"
         return "symptom: this rank waits longer in collectives for a later rank"
     if kind == "step_time":
         return "symptom: the sum of every cause"
     if cname == "collective" and kind in ("kernel", "kernel_rank"):
         return "collective transfer time (wait for late ranks excluded)"
+    return ""
+
+
+def _mean_note(sig: bool, effect: float, rel50: float) -> str:
+    if sig and abs(rel50) < 0.5 * abs(effect):
+        return "median barely moved: part of the instances (e.g. some steps) changed; see the mean"
     return ""
 
 

@@ -144,6 +144,8 @@ def collect(
             for n in topo.get("nodes", []):
                 if isinstance(n, dict) and n.get("kind") == "host":
                     scrub.add_host(str(n.get("label") or n.get("id") or ""))
+        if scrub.enabled:  # after the trace's own hosts, so they get the first pseudonyms
+            scrub.learn_environment()
         summary = _run_summary(st, scrub)
         notes = load_annotations(st)
         anomalies = st.get_table("detect/anomalies")
@@ -187,7 +189,7 @@ tr.insig td{color:#9a9a9a}tr.sig.up td.eff{color:#b00020;font-weight:600}tr.sig.
 .sw{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px}
 figure{margin:8px 0}figcaption{color:#666;font-size:0.85em}
 img.shot{max-width:100%;border:1px solid #ccc}
-.svgwrap{overflow-x:auto;border:1px solid #eee}
+.svgwrap{border:1px solid #eee}
 """
 
 
@@ -237,7 +239,8 @@ def render_html(data: ReportData, scrub: Scrubber) -> str:
         "<h2>Timeline overview</h2>",
         '<p class="legend"><span><i class="sw" style="background:#08519c"></i>GPU busy</span>'
         '<span><i class="sw" style="background:#c6dbef"></i>mostly idle</span>'
-        '<span><i class="sw" style="background:#d62728"></i>anomalous kernel</span>'
+        '<span><i class="sw" style="background:#d62728"></i>anomalous kernel (root)</span>'
+        '<span><i class="sw" style="background:#ff9f40"></i>symptom (waited on a root)</span>'
         '<span><i class="sw" style="background:#fde2e2"></i>finding window</span>'
         '<span><i class="sw" style="background:#f0b400"></i>annotation (numbered below)</span></p>',
         f'<div class="svgwrap">{data.svg_inline}</div>',
@@ -267,7 +270,7 @@ def render_html(data: ReportData, scrub: Scrubber) -> str:
         f'<p class="src">{h(data.explanation_source)}</p>',
     ]
     if data.comparison is not None:
-        parts += _html_comparison(data.comparison, h)
+        parts += _html_comparison(data.comparison, h, scrub)
     parts.append("<h2>Annotations</h2>")
     if not data.notes:
         parts.append("<p>No annotation.</p>")
@@ -289,7 +292,12 @@ def render_html(data: ReportData, scrub: Scrubber) -> str:
     return "\n".join(parts)
 
 
-def _html_comparison(c, h) -> list[str]:
+def short_name(name: str, width: int = 90) -> str:
+    """A kernel name a table can hold: the full name stays in the cell's tooltip."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _html_comparison(c, h, scrub_text) -> list[str]:
     out = [
         "<h2>Comparison with a healthy run</h2>",
         f"<p>Healthy run <b>{h(c.healthy.name)}</b> ({len(c.healthy.ranks)} ranks, {c.healthy.steps} steps) "
@@ -317,7 +325,8 @@ def _html_comparison(c, h) -> list[str]:
         cls = ("sig " + ("up" if d.effect > 0 else "down")) if d.significant else "insig"
         what = d.name if d.name and d.kind not in ("class", "class_rank") else d.label
         out.append(
-            f"<tr class='{cls}'><td class='num eff'>{h(_effect_text(d))}</td><td class='name'>{h(what)}</td>"
+            f"<tr class='{cls}'><td class='num eff'>{h(_effect_text(d))}</td>"
+            f"<td class='name' title='{h(what)}'>{h(short_name(scrub_text(what)))}</td>"
             f"<td class='num'>{'all' if d.rank is None else d.rank}</td>"
             f"<td class='num'>{h(fmt_ns(d.p50_healthy_ns))}</td><td class='num'>{h(fmt_ns(d.p50_degraded_ns))}</td>"
             f"<td class='num'>{h(fmt_ns(d.mean_healthy_ns))}</td><td class='num'>{h(fmt_ns(d.mean_degraded_ns))}</td>"
@@ -453,8 +462,6 @@ def write_report(
             raise KatInputError(p, "not a PNG image")
         shots.append(p)
     sc = Scrubber(enabled=scrub)
-    if scrub:
-        sc.learn_environment()
     data = collect(store_path, Path(compare_with) if compare_with else None, sc, shots, progress)
     out.mkdir(parents=True, exist_ok=True)
     if shots:

@@ -38,6 +38,16 @@ def _columns(start: np.ndarray, end: np.ndarray, t0: int, ns_per_px: float, n_px
     return np.clip(cover[:n_px], 0.0, 1.0)
 
 
+def _runs(px: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive pixel columns merged into (first, last) runs."""
+    if not len(px):
+        return []
+    brk = np.flatnonzero(np.diff(px) > 1)
+    starts = np.r_[px[0], px[brk + 1]]
+    ends = np.r_[px[brk], px[-1]]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
 def timeline_svg(
     store,
     anomalies: dict[str, np.ndarray] | None,
@@ -60,7 +70,7 @@ def timeline_svg(
     height = TOP_PX + LANE_PX * max(len(ranks), 1) + 30
     ns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""
     out = [
-        f'<svg{ns} width="{WIDTH_PX}" height="{height}" viewBox="0 0 {WIDTH_PX} {height}" '
+        f'<svg{ns} width="{WIDTH_PX if standalone else "100%"}" viewBox="0 0 {WIDTH_PX} {height}" '
         f'font-family="sans-serif" font-size="11" role="img">',
         "<title>Timeline overview: GPU busy time per rank, anomalies in red</title>",
         f'<rect x="0" y="0" width="{WIDTH_PX}" height="{height}" fill="#ffffff"/>',
@@ -106,14 +116,20 @@ def timeline_svg(
                     f'fill="{shades[lv]}"/>'
                 )
         if anomalies is not None and len(anomalies.get("rank", [])):
+            # Roots (the instance itself is abnormal) in red across the lane; symptoms (waited on a root
+            # elsewhere) as a thin orange strip, so a late rank's victims do not drown the culprit.
             sel = anomalies["rank"] == rank
-            px = np.unique(
-                np.clip(((anomalies["start_ns"][sel] - t0) / ns_per_px).astype(np.int64), 0, plot_px - 1)
-            )
-            for p in px.tolist():
-                out.append(
-                    f'<rect x="{LABEL_PX + p}" y="{y + 1}" width="2" height="{LANE_PX - 2}" fill="#d62728"/>'
-                )
+            role = anomalies["role"][sel] if "role" in anomalies else np.ones(int(sel.sum()), np.uint8)
+            xs = np.clip(((anomalies["start_ns"][sel] - t0) / ns_per_px).astype(np.int64), 0, plot_px - 1)
+            for is_root, colour, y0, hgt in (
+                (False, "#ff9f40", y + 1, 4),
+                (True, "#d62728", y + 1, LANE_PX - 2),
+            ):
+                px = np.unique(xs[(role == 1) == is_root])
+                for a, b in _runs(px):
+                    out.append(
+                        f'<rect x="{LABEL_PX + a}" y="{y0}" width="{b - a + 1}" height="{hgt}" fill="{colour}"/>'
+                    )
     # Annotations: numbered markers along the top (the report lists the notes by number).
     for i, a in enumerate(notes, 1):
         if a.start_ns is None:
@@ -130,6 +146,7 @@ def timeline_svg(
     for k in range(6):
         tx = LABEL_PX + plot_px * k / 5
         ms = span * k / 5 / 1e6
-        out.append(f'<text x="{tx:.1f}" y="{ya}" fill="#555" text-anchor="middle">{ms:.1f} ms</text>')
+        anchor = "start" if k == 0 else ("end" if k == 5 else "middle")
+        out.append(f'<text x="{tx:.1f}" y="{ya}" fill="#555" text-anchor="{anchor}">{ms:.1f} ms</text>')
     out.append("</svg>")
     return "\n".join(out)
