@@ -268,3 +268,19 @@ def test_explain_store_with_the_bundled_model(throttled_store, tmp_path):
     assert exp.source in ("model", "fallback")
     assert exp.source == "model" or exp.reason
     assert verify(exp.text, exp.facts).rate == 1.0
+
+
+def test_select_grammar_forces_the_headline_and_forbids_repeats():
+    from llama_cpp import LlamaGrammar
+
+    facts = build_facts(build_hypotheses([CASES["gpu"]], None, {"ranks": RANKS8}), {"ranks": RANKS8})
+    g = prompt.select_grammar(facts)
+    LlamaGrammar.from_string(g, verbose=False)  # valid GBNF
+    rules = dict(line.split(" ::= ", 1) for line in g.strip().splitlines())
+    assert rules["root"].startswith(json.dumps(facts[0].text, ensure_ascii=False))
+    # every rule reached after writing fact i never offers fact i again
+    for name, body in rules.items():
+        if name.startswith("tx"):
+            used = {int(x) for x in name[2:].split("x")}
+            assert not any(f'" " f{i} ' in body + " " for i in used), name
+    assert "check" not in {f.role for f in facts[1:] if json.dumps(f.text, ensure_ascii=False) in g}

@@ -43,13 +43,40 @@ def _lit(s: str) -> str:
 
 
 def select_grammar(facts: list[Fact], max_extra: int = 3) -> str:
-    """GBNF: the first fact, then 1..max_extra of the others (any order; repeats are removed afterwards)."""
+    """GBNF: the first fact, then 1..max_extra distinct other facts in any order.
+
+    One rule per set of facts already written (at most C(n,1) + ... + C(n,max_extra-1) rules), so the model
+    cannot repeat a sentence; n is about 8 here."""
     first, rest = facts[0], [f for f in facts[1:] if f.role != "check"]
     if not rest:
         return f"root ::= {_lit(first.text)}\n"
-    alts = " | ".join(_lit(f.text) for f in rest)
-    extra = " ".join(['(" " fact)?'] * (max(1, max_extra) - 1))
-    return f'root ::= {_lit(first.text)} " " fact {extra}\nfact ::= {alts}\n'
+    k = max(1, min(max_extra, len(rest)))
+    lines = [f"root ::= {_lit(first.text)} t"]
+    lines += [f"f{i} ::= {_lit(f.text)}" for i, f in enumerate(rest)]
+
+    def name(used: tuple[int, ...]) -> str:
+        return "t" + "".join(f"x{i}" for i in used)
+
+    todo: list[tuple[int, ...]] = [()]
+    seen: set[tuple[int, ...]] = set()
+    while todo:
+        used = todo.pop()
+        if used in seen:
+            continue
+        seen.add(used)
+        alts = []
+        for i in range(len(rest)):
+            if i in used:
+                continue
+            nxt = tuple(sorted((*used, i)))
+            if len(nxt) < k:
+                alts.append(f'" " f{i} {name(nxt)}')
+                todo.append(nxt)
+            else:
+                alts.append(f'" " f{i}')
+        body = " | ".join(alts)
+        lines.append(f"{name(used)} ::= " + (body if not used else f"( {body} )?"))
+    return "\n".join(lines) + "\n"
 
 
 def max_tokens_for(facts: list[Fact], style: str) -> int:
