@@ -311,6 +311,14 @@ def render_markdown(
     ]
     for n in notes:
         lines += [f"Note: {n}", ""]
+    lines += [
+        "How to read it: event recall credits any finding that shares a rank or the component with a fault inside "
+        "its window, so a detector that raises a finding on every rank (the baseline does) scores high on it by "
+        "construction; read it beside finding precision, the healthy false-alarm rate and component top-1. "
+        "Culprit-rank top-1 excludes nvlink/nic faults (symmetric: the culprit is not knowable from timing). "
+        "Kernel metrics count individual kernel/memcpy instances (roots only), matched by rank and exact start ns.",
+        "",
+    ]
     lines += ["## Recall by severity", ""]
     sev_keys = sorted({k for m in results.values() for k in m["by_severity"]}, key=_sev_order)
     sev_rows = []
