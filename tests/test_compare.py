@@ -89,8 +89,9 @@ def functrace_store(tmp: Path, name: str, **kw) -> Path:
 
 def test_mann_whitney_matches_brute_force_and_bh():
     rng = np.random.default_rng(3)
-    a, b = rng.normal(0, 1, 40).round(1), rng.normal(0.8, 1, 55).round(1)  # rounded: ties on purpose
-    c, d = rng.normal(0, 1, 30), rng.normal(0, 1, 30)
+    # Integer samples (ns) with ties on purpose.
+    a, b = (rng.normal(100, 10, 40)).round(), (rng.normal(108, 10, 55)).round()
+    c, d = rng.normal(1000, 10, 30).round(), rng.normal(1000, 10, 30).round()
     value = np.r_[a, b, c, d]
     side = np.r_[np.zeros(40), np.ones(55), np.zeros(30), np.ones(30)].astype(np.int8)
     group = np.r_[np.zeros(95), np.ones(60)].astype(np.int64)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from kat_gui.compare.run import CLASS_NAMES, COLLECTIVE, RunData, load_run
-from kat_gui.compare.stats import benjamini_hochberg, group_stats, mann_whitney
+from kat_gui.compare.stats import benjamini_hochberg, two_sample_tests
 from kat_gui.progress import Progress, scaled
 
 SCHEMA = "kat.compare/1"
@@ -333,8 +333,7 @@ def compare_runs(
     value = np.concatenate(vs).astype(np.int64)
     if progress:
         progress(0.4, "testing")
-    st = group_stats(group, side, value, n_groups)
-    mw = mann_whitney(group, side, value, n_groups, min_n=p.min_n)
+    st, mw = two_sample_tests(group, side, value, n_groups, min_n=p.min_n)
     tested = (st.n[:, 0] > 0) & (st.n[:, 1] > 0)
     q = np.ones(n_groups)
     q[tested] = benjamini_hochberg(mw.p[tested])
