@@ -13,8 +13,9 @@ import numpy as np
 from kat_gui.detect import classify as C
 from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times, match_collectives
 from kat_gui.detect.frame import RunFrame
+from kat_gui.detect.history import link_shifts, step_covariates
 from kat_gui.detect.signals import CellSignal, cell_signal, peer_match
-from kat_gui.detect.stats import group_median, robust_sigma, runs, segments
+from kat_gui.detect.stats import runs, segments
 from kat_gui.events import COMPONENTS
 from kat_gui.progress import Progress
 
@@ -50,6 +51,7 @@ class Params:
     sigma_floor: float = 0.005
     hbm_ratio: float = 1.5
     warmup_steps: int = 3
+    z_link: float = 7.0
 
 
 @dataclass
@@ -201,36 +203,45 @@ class _Analysis:
             )
         return out
 
-    def transfer_signal(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Per (collective group, step): median log ratio of the instance transfer time (min duration across
-        ranks) to the group's own typical transfer for the same collective and message size; and per
-        instance the log ratio. Transfer time rises on every rank when a shared link degrades."""
+    def link_shifts(self) -> list:
+        """Per collective (group, name): the best sustained transfer-time shift (``history.py``)."""
         co = self.coll
         g = self.fr.gpu
-        if not co.n:
-            return np.zeros((0, self.S)), np.zeros(0), []
         first, _ = segments(co.inst)
         rows0 = co.row[first]
-        nel = g["msg_nelems"][rows0]
-        name = g["name"][rows0]
-        key = np.stack([co.group, name.astype(np.int64), nel], axis=1)
-        _, kid = np.unique(key, axis=0, return_inverse=True)
-        kid = kid.ravel()
-        tr = np.maximum(co.transfer_ns.astype(np.float64), 1.0)
-        # Baseline: lower quartile of the key's transfers, so a fault covering up to 3/4 of the run still
-        # stands out (the median would move with it).
-        base = np.full(int(kid.max()) + 1, np.nan)
-        order = np.lexsort((tr, kid))
-        k_s = kid[order]
-        f, ln = segments(k_s)
-        base[k_s[f]] = tr[order][f + (ln - 1) // 4]
-        lr = np.log(tr / base[kid])
-        groups = sorted(int(x) for x in np.unique(co.group))
-        gi = np.searchsorted(np.array(groups), co.group)
-        ok = self.coll_step_idx >= 0
-        cell = gi[ok].astype(np.int64) * self.S + self.coll_step_idx[ok]
-        med, _ = group_median(cell, lr[ok], len(groups) * self.S)
-        return med.reshape(len(groups), self.S), lr, groups
+        name = g["name"][rows0].astype(np.int64)
+        pair = np.stack([co.group, name], axis=1)
+        keys, kid = np.unique(pair, axis=0, return_inverse=True)
+        nel = g["msg_nelems"][rows0].astype(np.float64)
+        log_msg = np.where(nel > 0, np.log(np.maximum(nel, 1.0)), np.nan)
+        kern = np.flatnonzero(np.isin(g["cls"], (C.COMPUTE, C.MEMORY)) & (self.step_idx >= 0))
+        dur = np.maximum(g["end_ns"][kern] - g["start_ns"][kern], 1).astype(np.float64)
+        cp = np.flatnonzero(g["cls"] == C.COPY_HOST)
+        cov = step_covariates(
+            self.step_idx[kern],
+            self.S,
+            np.log(dur),
+            g["name"][kern],
+            g["cls"][kern],
+            self.rank_idx[kern],
+            self.R,
+            self.step_idx[cp],
+            self.rank_idx[cp],
+            g["bytes"][cp],
+        )
+        return link_shifts(
+            keys[:, 0],
+            keys[:, 1],
+            kid.ravel(),
+            self.coll_step_idx,
+            np.log(np.maximum(co.transfer_ns.astype(np.float64), 1.0)),
+            log_msg,
+            cov,
+            self.S,
+            self.p.min_steps,
+            self.p.sigma_floor,
+            self.p.warmup_steps,
+        )
 
 
 def _flag_runs(flags: np.ndarray, p: Params, n_steps: int) -> list[tuple[int, int, int]]:
@@ -472,70 +483,79 @@ def _window_ns(a: _Analysis, s0: int, s1: int, ri: int | None) -> tuple[int, int
 
 
 def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None:
+    """Sustained transfer-time shifts of a collective group that the step's workload does not explain
+    (``history.py``): nvlink inside a host, nic when the group spans hosts."""
     co = a.coll
-    if not co.n or a.S < 2:
+    if not co.n or a.S < 2 * p.min_steps + 1:
         return
-    mat, lr_inst, groups = a.transfer_signal()
-    if not len(groups):
-        return
-    # Noise of the transfer history: MAD of the per-step values around each group's median.
-    dev = mat - np.nanmedian(mat, axis=1, keepdims=True) if mat.size else mat
-    sigma = robust_sigma(dev.ravel(), p.sigma_floor)
+    shifts = a.link_shifts()
+    a.shifts = shifts
     log_min = math.log1p(p.min_slowdown)
-    first, _ = segments(co.inst)
-    members_rank = co.rank
-    for gi, grp in enumerate(groups):
-        x = np.nan_to_num(mat[gi], nan=0.0)
-        fl = (x / sigma >= p.z_cell) & (x >= log_min)
-        for s0, s1, nflag in _flag_runs(fl, p, a.S):
-            if s1 < p.warmup_steps and s0 == 0:
-                continue  # warm-up: slower first steps of every group
-            inst_sel = (co.group == grp) & (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
-            if not inst_sel.any():
-                continue
-            ranks = sorted(int(r) for r in np.unique(members_rank[inst_sel[co.inst]]))
-            spans = bool(co.spans_hosts[inst_sel].any())
-            comp = "nic" if spans else "nvlink"
-            eff = float(np.median(x[s0 : s1 + 1][fl[s0 : s1 + 1]]))
-            # Arrival skew must not explain it: the min duration is the late arriver's own transfer.
-            skew = float(np.median(co.skew_ns[inst_sel]))
-            tr = float(np.median(co.transfer_ns[inst_sel]))
-            fid = len(findings)
-            strong = inst_sel & (lr_inst >= 0.5 * eff)
-            m = strong[co.inst]
-            parts.append(
-                (co.row[m], ROOT, fid, np.repeat(lr_inst, np.diff(np.r_[first, len(co.inst)]))[m] / sigma)
-            )
-            z = eff / sigma
-            t0 = int(co.first_start_ns[inst_sel].min())
-            t1 = int(co.end_inst_ns[inst_sel].max())
-            steps = [int(a.step_values[s0]), int(a.step_values[s1])]
-            label = "inter-node network (NIC)" if spans else "NVLink"
-            findings.append(
-                {
-                    "component": comp,
-                    "component_id": _component_id(a.fr, comp, ranks),
-                    "ranks": ranks,
-                    "confidence": _confidence(z, nflag, p),
-                    "start_ns": t0,
-                    "end_ns": t1,
-                    "summary": f"{label}: collectives of ranks {_ranks_text(ranks)} take {math.expm1(eff) * 100:.0f}% "
-                    f"longer than their own earlier transfers on every rank, without arrival skew, in steps "
-                    f"{steps[0]}-{steps[1]}",
-                    "kind": "timing",
-                    "nodes": _nodes(a.fr, comp, ranks),
-                    "evidence": {
-                        "transfer_ratio": round(math.exp(eff), 4),
-                        "transfer_ns": tr,
-                        "arrival_skew_ns": skew,
-                        "z": round(z, 2),
-                        "steps": steps,
-                        "abnormal_steps": int(nflag),
-                        "spans_hosts": spans,
-                    },
-                    "reason": "transfer time (min duration across ranks) rose against the group's own history",
-                }
-            )
+    flagged = [
+        sh
+        for sh in shifts
+        if sh.delta >= log_min and sh.z >= p.z_link and not (sh.s0 == 0 and sh.s1 < p.warmup_steps)
+    ]
+    for grp in sorted({sh.group for sh in flagged}):
+        mine = sorted((sh for sh in flagged if sh.group == grp), key=lambda sh: -sh.z)
+        best = mine[0]
+        s0, s1 = best.s0, best.s1
+        for sh in mine[1:]:  # other collectives of the group shifted over an overlapping window
+            if sh.s0 <= s1 and s0 <= sh.s1:
+                s0, s1 = min(s0, sh.s0), max(s1, sh.s1)
+        inst_sel = (co.group == grp) & (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
+        if not inst_sel.any():
+            continue
+        ranks = sorted(int(r) for r in np.unique(co.rank[inst_sel[co.inst]]))
+        # Explaining away: a member GPU already found slow in the same steps lengthens its own collective
+        # kernels (custom all-reduce runs on the SMs and HBM); only a much stronger shift is a link fault.
+        t0_w, t1_w = int(a.step_values[s0]), int(a.step_values[s1])
+        if best.z < 2 * p.z_link and any(
+            f["component"] in ("gpu", "hbm")
+            and set(f["ranks"]) & set(ranks)
+            and f["evidence"].get("steps", [0, -1])[0] <= t1_w
+            and t0_w <= f["evidence"].get("steps", [0, -1])[1]
+            for f in findings
+        ):
+            continue
+        spans = bool(co.spans_hosts[inst_sel].any())
+        comp = "nic" if spans else "nvlink"
+        eff = best.delta
+        skew = float(np.median(co.skew_ns[inst_sel]))
+        tr = float(np.median(co.transfer_ns[inst_sel]))
+        fid = len(findings)
+        m = inst_sel[co.inst]
+        parts.append((co.row[m], ROOT, fid, np.full(int(m.sum()), best.z)))
+        t0 = int(co.first_start_ns[inst_sel].min())
+        t1 = int(co.end_inst_ns[inst_sel].max())
+        steps = [int(a.step_values[s0]), int(a.step_values[s1])]
+        label = "inter-node network (NIC)" if spans else "NVLink"
+        findings.append(
+            {
+                "component": comp,
+                "component_id": _component_id(a.fr, comp, ranks),
+                "ranks": ranks,
+                "confidence": _confidence(best.z, best.n_steps, p),
+                "start_ns": t0,
+                "end_ns": t1,
+                "summary": f"{label}: collectives of ranks {_ranks_text(ranks)} take "
+                f"{math.expm1(eff) * 100:.0f}% longer than the same collectives of the same size earlier, on "
+                f"every rank and without arrival skew, in steps {steps[0]}-{steps[1]}",
+                "kind": "timing",
+                "nodes": _nodes(a.fr, comp, ranks),
+                "evidence": {
+                    "transfer_ratio": round(math.exp(eff), 4),
+                    "transfer_ns": tr,
+                    "arrival_skew_ns": skew,
+                    "z": round(best.z, 2),
+                    "steps": steps,
+                    "abnormal_steps": int(best.n_steps),
+                    "spans_hosts": spans,
+                },
+                "reason": "transfer time (min duration across ranks) shifted up against the group's own "
+                "history, with message size and the step's kernel speed regressed out",
+            }
+        )
 
 
 # ---------------------------------------------------------------------- hangs

@@ -1,0 +1,234 @@
+"""Link faults: a collective group's transfer time against its own history, with the workload regressed out.
+
+A degraded NVLink or NIC slows every member of a collective equally, so peers cannot see it; only the group's
+own past can. The past is not stationary, though: continuous batching changes the message size of *every*
+collective on *every* rank together (a random walk), warm-up slows everything, and frameworks switch
+all-reduce algorithms with the message size. So the per-step transfer time is modelled as
+
+    log transfer[s] = a + b . covariates[s] + delta * 1[s in window] + noise
+
+per (group, collective name). Covariates say how big the step's work was, from what the trace records:
+the logged message size (``In msg nelems``) when present, else the logged bytes of the step's host->device
+copies (input ids and metadata grow with the batch), and the step's *common-mode* kernel factor (median over
+ranks and kernels of each kernel's log duration against its name's run median: warm-up, context growth).
+A link fault is the one thing the covariates cannot explain: a sustained shift ``delta`` over a contiguous
+window of steps. Every window is scored at once (projection residuals and cumulative sums, no refit per
+window); the best window must be ``z_link`` noise scales out (noise from successive differences of the
+residuals, robust to the shift itself) and at least ``min_slowdown``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kat_gui.detect.stats import MAD_TO_SIGMA, group_median
+
+
+@dataclass
+class LinkShift:
+    """A sustained transfer-time rise of one collective key (group, name) over steps ``s0..s1`` (indices
+    into the detector's step axis)."""
+
+    group: int
+    name: int
+    s0: int
+    s1: int
+    delta: float  # log ratio of the transfer time inside the window to the model outside it
+    z: float
+    n_steps: int
+
+
+def step_covariates(
+    step_idx: np.ndarray,
+    n_steps: int,
+    log_dur: np.ndarray,
+    name: np.ndarray,
+    cls: np.ndarray,
+    rank_idx: np.ndarray,
+    n_ranks: int,
+    copy_step: np.ndarray,
+    copy_rank: np.ndarray,
+    copy_bytes: np.ndarray,
+) -> np.ndarray:
+    """[n_steps, k] covariates of the step's work size (see the module docstring); NaN rows are steps
+    without kernels. ``log_dur``/``name``/``step_idx``/``rank_idx`` describe compute and memory kernels;
+    ``copy_*`` the host->device copies with a byte count."""
+    cols = []
+    if len(log_dur):
+        n_names = int(name.max()) + 1
+        med, _ = group_median(name.astype(np.int64), log_dur, n_names)
+        rel = log_dur - med[name]
+        ok = step_idx >= 0
+        for c in np.unique(cls):  # compute- and memory-bound work scale differently with batch and context
+            sel = ok & (cls == c)
+            cm, _ = group_median(step_idx[sel].astype(np.int64), rel[sel], n_steps)
+            if np.isfinite(cm).sum() >= 3:
+                cols.append(cm)
+    if len(copy_bytes) and (copy_bytes > 0).any():
+        ok = (copy_step >= 0) & (copy_bytes > 0)
+        cell = copy_rank[ok].astype(np.int64) * n_steps + copy_step[ok]
+        tot = np.bincount(cell, weights=copy_bytes[ok].astype(np.float64), minlength=n_ranks * n_steps)
+        tot = tot.reshape(n_ranks, n_steps)
+        tot[tot <= 0] = np.nan
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cols.append(np.log(np.nanmedian(tot, axis=0)))
+    if not cols:
+        return np.zeros((n_steps, 0))
+    return np.stack(cols, axis=1)
+
+
+def _design(x: np.ndarray, n: int) -> np.ndarray:
+    """[1, standardised covariates], dropping covariates that are constant or missing (singular X'X)."""
+    X = np.column_stack([np.ones(n), x]) if x.size else np.ones((n, 1))
+    keep = [0] + [c for c in range(1, X.shape[1]) if np.isfinite(X[:, c]).all() and np.ptp(X[:, c]) > 1e-9]
+    X = X[:, keep]
+    if X.shape[1] > 1:
+        sd = X[:, 1:].std(axis=0)
+        X[:, 1:] = (X[:, 1:] - X[:, 1:].mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return X
+
+
+def _diff_sigma(r: np.ndarray) -> float:
+    """Noise of a series from its successive differences (robust to one level shift and to slow drift)."""
+    d = np.diff(r)
+    if len(d) < 3:
+        return 0.0
+    return MAD_TO_SIGMA * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0)
+
+
+def joint_windows(
+    series: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_steps: int,
+    min_len: int,
+    sigma_floor: float,
+    warmup_steps: int = 0,
+) -> tuple[int, int, float, float] | None:
+    """The window ``[i, j]`` of the step axis where a common positive shift of every series best explains
+    what its linear model ``[1, x]`` does not; returns (i, j, delta, z) or None.
+
+    ``series`` holds (step indices present, y, x) per collective of one group: a degraded link slows all of
+    them at once, while workload effects the covariates missed hit one collective at a time. All windows are
+    scored at once with the projection trick: with M the residual maker of a series' design and u the
+    window's indicator, u'My and X'u are window sums (one cumulative sum over the step axis serves every
+    window), and the series are combined by inverse-variance weights:
+    delta = sum(u'My / s^2) / sum(u'Mu / s^2), z = sum(u'My / s^2) / sqrt(sum(u'Mu / s^2))."""
+    i, j = np.triu_indices(n_steps)
+    length = j - i + 1
+    ok = (length >= min_len) & (length <= n_steps - min_len)
+    ok &= ~((i == 0) & (j < warmup_steps))  # slower first steps on every collective are warm-up
+    i, j = i[ok], j[ok]
+    if not len(i):
+        return None
+    num = np.zeros(len(i))
+    den = np.zeros(len(i))
+    count = np.zeros(len(i))
+    for steps, y, x in series:
+        n = len(y)
+        if n < 2 * min_len + 1:
+            continue
+        X = _design(x, n)
+        xtx_inv = np.linalg.pinv(X.T @ X)
+        r = y - X @ (xtx_inv @ (X.T @ y))
+        sigma = max(_diff_sigma(r), sigma_floor, 1e-9)
+        full_r = np.zeros(n_steps)
+        full_r[steps] = r
+        full_x = np.zeros((n_steps, X.shape[1]))
+        full_x[steps] = X
+        full_c = np.zeros(n_steps)
+        full_c[steps] = 1.0
+        cr = np.r_[0.0, np.cumsum(full_r)]
+        cx = np.vstack([np.zeros((1, X.shape[1])), np.cumsum(full_x, axis=0)])
+        cc = np.r_[0.0, np.cumsum(full_c)]
+        ury = cr[j + 1] - cr[i]
+        xu = cx[j + 1] - cx[i]
+        cnt = cc[j + 1] - cc[i]
+        umu = cnt - np.einsum("wk,kl,wl->w", xu, xtx_inv, xu)
+        good = umu > 1e-6 * np.maximum(cnt, 1)
+        num += np.where(good, ury, 0.0) / sigma**2
+        den += np.where(good, umu, 0.0) / sigma**2
+        count += np.where(good, cnt, 0.0)
+    valid = (den > 0) & (count >= min_len)
+    if not valid.any():
+        return None
+    z = np.where(valid, num / np.sqrt(np.where(valid, den, 1.0)), -np.inf)
+    b = int(np.argmax(z))
+    if not np.isfinite(z[b]) or z[b] <= 0:
+        return None
+    return int(i[b]), int(j[b]), float(num[b] / den[b]), float(z[b])
+
+
+def link_shifts(
+    key_group: np.ndarray,
+    key_name: np.ndarray,
+    inst_key: np.ndarray,
+    inst_step: np.ndarray,
+    log_transfer: np.ndarray,
+    log_msg: np.ndarray,
+    cov: np.ndarray,
+    n_steps: int,
+    min_steps: int,
+    sigma_floor: float,
+    warmup_steps: int = 0,
+) -> list[LinkShift]:
+    """Best common shift window per collective group. ``key_*`` name the (group, collective name) keys;
+    ``inst_*`` are per collective instance (key index, step index, log transfer time, log message size or
+    NaN); ``cov`` the per-step covariates."""
+    out: list[LinkShift] = []
+    ok = inst_step >= 0
+    if not ok.any():
+        return out
+    n_keys = len(key_group)
+    cell = inst_key[ok].astype(np.int64) * n_steps + inst_step[ok]
+    y_all, _ = group_median(cell, log_transfer[ok], n_keys * n_steps)
+    has_msg = np.isfinite(log_msg[ok])
+    m_all = np.full(n_keys * n_steps, np.nan)
+    if has_msg.any():
+        m_all, _ = group_median(cell[has_msg], log_msg[ok][has_msg], n_keys * n_steps)
+    y_all = y_all.reshape(n_keys, n_steps)
+    m_all = m_all.reshape(n_keys, n_steps)
+    for grp in np.unique(key_group):
+        series = []
+        for k in np.flatnonzero(key_group == grp):
+            present = np.flatnonzero(np.isfinite(y_all[k]))
+            # Warm-up steps are slower on every collective and decay geometrically; a fault already present
+            # in them has no healthy past anyway.
+            present = present[present >= warmup_steps]
+            if len(present) < 2 * min_steps + 1:
+                continue
+            series.append((present, y_all[k, present], _key_covariates(m_all[k, present], cov[present])))
+        if not series:
+            continue
+        bw = joint_windows(series, n_steps, min_steps, sigma_floor, warmup_steps)
+        if bw is None:
+            continue
+        i, j, delta, z = bw
+        out.append(LinkShift(int(grp), -1, i, j, delta, z, j - i + 1))
+    return out
+
+
+def _key_covariates(m: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Covariates of one collective's per-step transfer: its logged message size when every step has one,
+    else the step covariates; plus a quadratic term in the size (transfer = latency + size / bandwidth is
+    convex in log size: the model must bend from the latency-bound to the bandwidth-bound regime)."""
+    has_msg = np.isfinite(m).all() and np.ptp(m) > 0
+    if has_msg:
+        x = np.column_stack([m, cov[:, :1]]) if cov.shape[1] else m[:, None]
+    else:
+        x = cov.copy()
+    if x.size:
+        bad = ~np.isfinite(x)
+        if bad.any():  # a step without the covariate: the column median (it then explains nothing there)
+            col_med = np.array([np.median(c[np.isfinite(c)]) if np.isfinite(c).any() else 0.0 for c in x.T])
+            x = np.where(bad, col_med[None, :], x)
+    if has_msg or cov.shape[1] > 1:
+        size = x[:, 0] if has_msg else x[:, -1]
+        c = size - size.mean()
+        x = np.column_stack([x, c * c])
+    return x
