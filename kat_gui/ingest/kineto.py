@@ -21,6 +21,8 @@ import os
 import re
 import zlib
 from collections import Counter
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ _COPY_KINDS = (
     ("PtoP", CopyKind.PTOP),
     ("HtoH", CopyKind.HTOH),
 )
-_PIECE_BYTES = 4 << 20
+_PIECE_BYTES = 16 << 20
 _EVENT_CUT_RE = re.compile(rb"\}\s*,\s*\{")
 _COMMA_RE = re.compile(rb"\s*,")
 _NO_KEPT = "no kernel, memcpy or runtime events in this trace"
@@ -227,6 +229,120 @@ def _pieces_exact(path: Path, rest: memoryview, offset: int):
         yield offset + int(len(rest) * (i + len(chunk)) / max(len(raws), 1)), events
 
 
+_GET_PH = attrgetter("ph")
+_GET_CAT = attrgetter("cat")
+_GET_NAME = attrgetter("name")
+_GET_TS = attrgetter("ts")
+_GET_DUR = attrgetter("dur")
+_GET_ARGS = attrgetter("args")
+_GET_PID = attrgetter("pid")
+_GET_TID = attrgetter("tid")
+_IS_GPU = np.zeros(256, dtype=bool)
+_IS_GPU[list(_GPU_KIND_VALUES)] = True
+_NEEDS_TYPED_ARGS = np.zeros(256, dtype=bool)  # kinds whose args always feed a column (bytes, sync device)
+_NEEDS_TYPED_ARGS[[EventKind.MEMCPY, EventKind.MEMSET, EventKind.SYNC]] = True
+
+# Args scanning (see _scan_args). A value window holds ': ' + sign + up to 12 digits + the terminator.
+_WIN = 16
+_WIN_COLS = np.arange(_WIN)
+_POW10 = np.array([10**k for k in range(18)], dtype=np.int64)
+_CORR_KEY = b'"correlation"'
+_STRIP_KEYS = tuple(b'"' + k.encode() + b'"' for k in _INSTANCE_ARGS)
+# Events whose args hold these keys are decoded with _Args (collective columns).
+_TYPED_KEYS = (b'"Collective name"', b'"Seq"')
+
+
+def _find_all(data: bytes, needle: bytes) -> np.ndarray:
+    """Start offsets of every non-overlapping occurrence of ``needle`` in ``data``."""
+    parts = data.split(needle)
+    if len(parts) == 1:
+        return np.zeros(0, dtype=np.int64)
+    lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    return np.cumsum(lens[:-1]) + np.arange(len(parts) - 1, dtype=np.int64) * len(needle)
+
+
+def _int_after_keys(
+    buf: np.ndarray, pos: np.ndarray, key_len: int, want_value: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ok, delete_end, value) for each key occurrence at ``pos``: ``"key": <int>`` then ``,`` or ``}``.
+
+    ``ok`` is False for anything else (a float, a string, a space before the colon, a quote that is escaped,
+    more than 12 digits): those are left to the typed decode. ``delete_end`` is the offset just past the
+    number and its comma; ``buf`` is padded with ``_WIN`` NULs so that every window is in range.
+    """
+    m = len(pos)
+    rows = np.arange(m)
+    win = buf[(pos + key_len)[:, None] + _WIN_COLS]
+    first = 1 + (win[:, 1] == 32)
+    neg = win[rows, first] == 45
+    first = first + neg
+    after = _WIN_COLS >= first[:, None]
+    end = (((win - np.uint8(48)) > 9) & after).argmax(axis=1)
+    term = win[rows, end]
+    ok = (win[:, 0] == 58) & (end > first) & ((term == 44) | (term == 125)) & (buf[pos - 1] != 92)
+    delete_end = pos + key_len + end + (term == 44)
+    value = None
+    if want_value:
+        digits = np.where(after & (_WIN_COLS < end[:, None]), win.astype(np.int64) - 48, 0)
+        value = (digits * _POW10[np.clip(end[:, None] - 1 - _WIN_COLS, 0, 17)]).sum(axis=1)
+        value[neg] = -value[neg]
+    return ok, delete_end, value
+
+
+def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    """(dedup keys, correlation, needs typed decode) for the args texts of one piece, without decoding them.
+
+    The args are joined with NUL (never inside JSON text) and searched for the per-instance keys. Where an
+    object is flat (its only ``{`` is the first byte), an instance key followed by a plain integer is a
+    top-level key: its ``"key": 123,`` span is cut out of the dedup key and, for ``correlation``, the
+    integer is the column value. Equal keys then mean equal args minus instance ids, so the interned text
+    (built from the decoded args of the first event with that key) is right for all of them. Anything not
+    in that shape (nested objects, non-integer ids, duplicate keys) keeps its text in the key and is marked
+    for the typed decode, which gives the exact values.
+    """
+    n = len(raws)
+    joined = b"\x00".join(raws)
+    size = len(joined)
+    buf = np.frombuffer(joined + bytes(_WIN), dtype=np.uint8)
+    body = buf[:size]
+    starts = np.zeros(n, dtype=np.int64)
+    starts[1:] = np.flatnonzero(body == 0) + 1
+    braces = np.searchsorted(starts, np.flatnonzero(body == 123), "right") - 1
+    flat = (np.bincount(braces, minlength=n) == 1) & (buf[starts] == 123)
+    typed = ~flat
+    corr = np.full(n, NO_ID, dtype=np.int64)
+    cut_start: list[np.ndarray] = []
+    cut_end: list[np.ndarray] = []
+    for key in _STRIP_KEYS:
+        pos = _find_all(joined, key)
+        if not len(pos):
+            continue
+        ev = np.searchsorted(starts, pos, "right") - 1
+        ok, end, value = _int_after_keys(buf, pos, len(key), key == _CORR_KEY)
+        ok &= flat[ev]
+        same = ev[1:] == ev[:-1]  # a key twice in one object
+        if same.any():
+            ok[1:] &= ~same
+            ok[:-1] &= ~same
+        if value is not None:
+            corr[ev[ok]] = value[ok]
+            typed[ev[~ok]] = True
+        cut_start.append(pos[ok])
+        cut_end.append(end[ok])
+    for key in _TYPED_KEYS:
+        pos = _find_all(joined, key)
+        if len(pos):
+            typed[np.searchsorted(starts, pos, "right") - 1] = True
+    if cut_start:
+        s = np.concatenate(cut_start)
+        lens = np.concatenate(cut_end) - s
+        total = int(lens.sum())
+        keep = np.ones(size, dtype=bool)
+        keep[np.repeat(s - (np.cumsum(lens) - lens), lens) + np.arange(total)] = False
+        joined = body[keep].tobytes()
+    return joined.split(b"\x00"), corr, typed
+
+
 def _as_int(v: Any) -> int:
     if type(v) is int:
         return v
@@ -251,12 +367,14 @@ class _Builder:
         self.args_key: dict[bytes, int] = {}
         self.args: list[str] = []
         self.args_text: dict[str, int] = {}
-        self.tracks: dict[tuple[int, int, int], int] = {}
+        self.tracks: dict[tuple[bool, int, int], int] = {}
         self.track_info: list[TrackInfo] = []
         self.text_ids: dict[str, int] = {}  # non-numeric pid/tid text -> negative id
         self.copy_kind_of_name: dict[int, int] = {}
-        self.seen = Counter()
-        self.kept = Counter()
+        self.all_cats: Counter = Counter()  # cat of every event
+        self.other_cats: Counter = Counter()  # cat of every event whose ph is not X
+        self.other_ph: Counter = Counter()
+        self.kept: Counter = Counter()
         self.process_names: dict[str, Any] = {}
         self.thread_names: dict[str, Any] = {}
         self.parts: list[dict[str, np.ndarray]] = []
@@ -273,63 +391,95 @@ class _Builder:
         return self.text_ids[s]
 
     def add(self, events: list[_Ev]) -> None:
+        # Per-event work stays in C (map/attrgetter, Counter, list comprehension filters); everything after
+        # the filter is per kept event and vectorised where it can be.
         cat_kind = self.cat_kind
-        self.seen.update([e.cat if e.ph == "X" else f"ph={e.ph}" for e in events if e.ph != "M"])
-        meta_events = [e for e in events if e.ph == "M"]
-        if meta_events:
-            self._metadata(meta_events)
-        kept = [e for e in events if e.ph == "X" and e.cat in cat_kind]
+        self.all_cats.update(map(_GET_CAT, events))
+        other = [e for e in events if e.ph != "X"]
+        if other:
+            self.other_cats.update(map(_GET_CAT, other))
+            self.other_ph.update(map(_GET_PH, other))
+            meta_events = [e for e in other if e.ph == "M"]
+            if meta_events:
+                self._metadata(meta_events)
+        kept = [e for e in events if e.cat in cat_kind and e.ph == "X"]
         if not kept:
             return
-        self.kept.update([e.cat for e in kept])
         n = len(kept)
-        kind = np.fromiter([cat_kind[e.cat] for e in kept], dtype=np.uint8, count=n)
-        sid = self.strings
-        name = np.fromiter([sid.setdefault(e.name, len(sid)) for e in kept], dtype=np.int32, count=n)
+        cats = list(map(_GET_CAT, kept))
+        self.kept.update(cats)
+        kind = np.fromiter(map(cat_kind.__getitem__, cats), dtype=np.uint8, count=n)
+        name = self._name_ids(list(map(_GET_NAME, kept)))
         try:
-            start = decimal_us_to_ns([e.ts for e in kept])
-            dur = decimal_us_to_ns([e.dur for e in kept])
+            start = decimal_us_to_ns(list(map(_GET_TS, kept)))
+            dur = decimal_us_to_ns(list(map(_GET_DUR, kept)))
         except ValueError as exc:
             raise KatInputError(self.path, f"bad event time: {exc}") from None
 
-        arg_raws = [e.args for e in kept]
-        try:
-            args = _ARGS_LIST.decode(b"[" + b",".join(arg_raws) + b"]")
-        except msgspec.ValidationError as exc:
-            raise KatInputError(self.path, f"event args are not an object ({exc})") from None
+        arg_raws = list(map(_GET_ARGS, kept))
+        keys, corr, typed = _scan_args(arg_raws)
+        typed |= _NEEDS_TYPED_ARGS[kind]
+        sub = np.flatnonzero(typed).tolist()
+        typed_args = dict(zip(sub, self._decode_args([arg_raws[i] for i in sub]), strict=True))
+        for i, a in typed_args.items():
+            c = a.correlation
+            corr[i] = c if type(c) is int and -(2**63) <= c < 2**63 else NO_ID
         cols: dict[str, np.ndarray] = {
             "start_ns": start,
             "end_ns": start + np.maximum(dur, 0),
             "kind": kind,
             "name": name,
-            "correlation": np.fromiter(
-                [c if type(c := a.correlation) is int else NO_ID for a in args], dtype=np.int64, count=n
-            ),
-            "args": self._intern_args(arg_raws),
+            "correlation": corr,
+            "args": self._args_ids(keys, arg_raws),
+            "track": self._tracks(kept, kind, typed_args, arg_raws),
         }
-        cols["track"] = self._tracks(kept, kind, args)
-
         is_copy = (kind == EventKind.MEMCPY) | (kind == EventKind.MEMSET)
         if is_copy.any():
             idx = np.flatnonzero(is_copy)
             nbytes = np.full(n, NO_ID, dtype=np.int64)
-            nbytes[idx] = [_as_int(args[i].nbytes) for i in idx]
+            nbytes[idx] = [_as_int(typed_args[i].nbytes) for i in idx.tolist()]
             cols["bytes"] = nbytes
             copy_kind = np.zeros(n, dtype=np.int8)
-            memcpy = np.flatnonzero(kind == EventKind.MEMCPY)
+            memcpy = np.flatnonzero(kind == EventKind.MEMCPY).tolist()
             copy_kind[memcpy] = [self._copy_kind(int(name[i]), kept[i].name) for i in memcpy]
             cols["copy_kind"] = copy_kind
-        coll_idx = [i for i, a in enumerate(args) if a.coll is not None or a.seq is not None]
+        coll_idx = [i for i, a in typed_args.items() if a.coll is not None or a.seq is not None]
         if coll_idx:
-            self._collective_columns(cols, n, coll_idx, args)
+            self._collective_columns(cols, n, coll_idx, typed_args)
         self.parts.append(cols)
+
+    def _name_ids(self, names: list[str]) -> np.ndarray:
+        sid = self.strings
+        ids = np.fromiter(map(sid.get, names, repeat(-1)), dtype=np.int32, count=len(names))
+        for i in np.flatnonzero(ids < 0).tolist():
+            ids[i] = sid.setdefault(names[i], len(sid))
+        return ids
+
+    def _decode_args(self, raws: list[msgspec.Raw]) -> list[_Args]:
+        if not raws:
+            return []
+        try:
+            return _ARGS_LIST.decode(b"[" + b",".join(raws) + b"]")
+        except msgspec.ValidationError as exc:
+            raise KatInputError(self.path, f"event args are not an object ({exc})") from None
+
+    def _args_ids(self, keys: list[bytes], arg_raws: list[msgspec.Raw]) -> np.ndarray:
+        table = self.args_key
+        ids = np.fromiter(map(table.get, keys, repeat(-2)), dtype=np.int32, count=len(keys))
+        for i in np.flatnonzero(ids == -2).tolist():
+            aid = table.get(keys[i])
+            if aid is None:
+                aid = table[keys[i]] = self._new_args(arg_raws[i])
+            ids[i] = aid
+        return ids
 
     def _metadata(self, meta_events: list[_Ev]) -> None:
         for e in meta_events:
             if e.name not in ("process_name", "thread_name", "process_labels"):
                 continue
             try:
-                value = msgspec.json.decode(e.args).get("name", msgspec.json.decode(e.args).get("labels"))
+                obj = msgspec.json.decode(e.args)
+                value = obj.get("name", obj.get("labels"))
             except (msgspec.DecodeError, AttributeError):
                 continue
             if e.name == "thread_name":
@@ -337,27 +487,36 @@ class _Builder:
             else:
                 self.process_names[str(e.pid)] = value
 
-    def _tracks(self, kept: list[_Ev], kind: np.ndarray, args: list[_Args]) -> np.ndarray:
-        pids = [e.pid for e in kept]
-        tids = [e.tid for e in kept]
-        if not all(type(p) is int for p in pids):
-            pids = [p if type(p) is int else self._text_id(p) for p in pids]
-        if not all(type(t) is int for t in tids):
-            tids = [t if type(t) is int else self._text_id(t) for t in tids]
-        gpu = np.isin(kind, list(_GPU_KIND_VALUES))
-        sync = np.flatnonzero(kind == EventKind.SYNC)
+    def _ids(self, values: list[Any]) -> np.ndarray:
+        try:
+            return np.fromiter(values, dtype=np.int64, count=len(values))
+        except (TypeError, ValueError, OverflowError):  # text pids/tids ("GPU 1", "Spans")
+            return np.array([self._text_id(v) for v in values], dtype=np.int64)
+
+    def _tracks(
+        self, kept: list[_Ev], kind: np.ndarray, typed_args: dict[int, _Args], arg_raws: list[msgspec.Raw]
+    ) -> np.ndarray:
+        pid = self._ids(list(map(_GET_PID, kept)))
+        tid = self._ids(list(map(_GET_TID, kept)))
+        gpu = _IS_GPU[kind]
+        sync = np.flatnonzero(kind == EventKind.SYNC).tolist()
         # cuda_sync sits on a GPU stream when it names a device, else on the host thread that waited.
-        gpu[sync] = [type(args[i].device) is int for i in sync]
-        keys = list(zip(gpu.tolist(), pids, tids, strict=True))
-        get = self.tracks.get
-        ids = [get(k, -1) for k in keys]
-        if -1 in ids:
-            for i in (i for i, t in enumerate(ids) if t == -1):
-                t = self.tracks.get(keys[i])
-                if t is None:
-                    t = self._new_track(keys[i], args[i])
-                ids[i] = t
-        return np.array(ids, dtype=np.int32)
+        gpu[sync] = [type(typed_args[i].device) is int for i in sync]
+        upid, pinv = np.unique(pid, return_inverse=True)
+        utid, tinv = np.unique(tid, return_inverse=True)
+        combo = (gpu.astype(np.int64) * len(upid) + pinv) * len(utid) + tinv
+        ucombo, first, inv = np.unique(combo, return_index=True, return_inverse=True)
+        local = np.empty(len(ucombo), dtype=np.int32)
+        for j, i in enumerate(first.tolist()):
+            key = (bool(gpu[i]), int(pid[i]), int(tid[i]))
+            t = self.tracks.get(key)
+            if t is None:
+                a = typed_args.get(i)
+                if a is None:
+                    a = self._decode_args([arg_raws[i]])[0]
+                t = self._new_track(key, a)
+            local[j] = t
+        return local[inv.reshape(-1)]
 
     def _new_track(self, key: tuple[bool, int, int], a: _Args) -> int:
         gpu, pid, tid = key
@@ -456,7 +615,8 @@ class _Builder:
         if base_ns:
             events["start_ns"] += base_ns
             events["end_ns"] += base_ns
-        skipped = {k: v - self.kept.get(k, 0) for k, v in self.seen.items() if v - self.kept.get(k, 0) > 0}
+        skipped = dict(self.all_cats - self.other_cats - self.kept)
+        skipped.update((f"ph={ph}", c) for ph, c in self.other_ph.items() if ph != "M")
         meta["skipped"] = skipped
         meta["kept"] = dict(self.kept)
         meta["process_names"] = self.process_names
