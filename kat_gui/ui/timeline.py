@@ -29,6 +29,8 @@ SELECT_COLOR = "#111111"
 LANE_PAD = 0.12  # fraction of a row left empty above and below the rectangles
 PREFETCH = 1.0  # view widths fetched on each side, so small pans reuse the last query
 MIN_ANOMALY_PX = 3.0
+RASTER_MIN_RECTS = 20_000  # above this many rectangles a lane is drawn as a numpy-rasterised image row
+SHARPEN_MS = 90  # after the last zoom step, re-rasterise at the new pixel size
 WIDE_PX = 60.0  # symptom blocks wider than this are filled, not hatched (speed)  # anomalies stay visible (at least this wide) when zoomed out
 
 
@@ -103,6 +105,15 @@ class LanesItem(pg.GraphicsObject):
         self.data: list[LaneData] = []
         self._key: tuple | None = None  # (t0_ns, t1_ns, resolution_ns) of the cached query
         self._arrays: list[tuple[QtGui.QBrush, QtGui.QPen, PrimitiveArray]] = []
+        self._raster: tuple[float, float, QtGui.QImage] | None = None
+        self._x = self._w = np.zeros(0)
+        self._lane, self._cls = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+        self._pad = np.array([LANE_PAD])
+        self._class_rgb = np.array([QtGui.QColor(c).getRgb()[:3] for c in CLASS_COLORS], float)
+        self._sharpen = QtCore.QTimer()
+        self._sharpen.setSingleShot(True)
+        self._sharpen.setInterval(SHARPEN_MS)
+        self._sharpen.timeout.connect(self.sharpen_now)
         self.queries = 0  # number of store queries (benchmarks and tests read it)
         self._brushes = [pg.mkBrush(c) for c in CLASS_COLORS]
         self._pens = [pg.mkPen(QtGui.QColor(c).darker(140), width=0) for c in CLASS_COLORS]
@@ -153,8 +164,9 @@ class LanesItem(pg.GraphicsObject):
         self.queries += 1
         self._key = (t0, t1, res)
         self.data = []
-        xs, ys, ws, hs, cs = [], [], [], [], []
-        min_w = res / 1e9  # one pixel, so sub-pixel kernels still show
+        self._arrays = []
+        self._raster = None
+        xs, ls, ws, cs = [], [], [], []
         name_class = self.model.name_class
         for i, lane in enumerate(self.lanes):
             wins = self.model.window(lane.tracks, t0, t1, res)
@@ -163,22 +175,88 @@ class LanesItem(pg.GraphicsObject):
             if not len(ld):
                 continue
             xs.append((ld.start_ns - self.model.t0_ns) / 1e9)
-            ws.append(np.maximum((ld.end_ns - ld.start_ns) / 1e9, min_w))
-            pad = LANE_PAD if lane.kind != "host" else 0.3
-            ys.append(np.full(len(ld), i + pad))
-            hs.append(np.full(len(ld), 1 - 2 * pad))
+            ws.append((ld.end_ns - ld.start_ns) / 1e9)
+            ls.append(np.full(len(ld), i, np.int32))
             cs.append(rect_classes(ld.name, ld.kind, name_class))
-        self._arrays = []
-        if not xs:
-            return
-        x, y, w, h, c = (np.concatenate(a) for a in (xs, ys, ws, hs, cs))
+        if xs:
+            self._x, self._w, self._lane, self._cls = (np.concatenate(a) for a in (xs, ws, ls, cs))
+        else:
+            self._x = self._w = np.zeros(0)
+            self._lane, self._cls = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+        self._pad = np.array([LANE_PAD if lane.kind != "host" else 0.3 for lane in self.lanes] or [LANE_PAD])
+
+    def _vector_arrays(self) -> list[tuple[QtGui.QBrush, QtGui.QPen, PrimitiveArray]]:
+        """Rectangles batched by colour class (built once per fetch; used when few enough to draw)."""
+        if self._arrays or not len(self._x):
+            return self._arrays
+        min_w = self._key[2] / 1e9  # one pixel, so sub-pixel kernels still show
+        pad = self._pad[self._lane]
+        x, y, w, h, c = self._x, self._lane + pad, np.maximum(self._w, min_w), 1 - 2 * pad, self._cls
         for cls in np.unique(c):
             m = c == cls
             pen = self._pens[cls] if m.sum() < 4000 else QtGui.QPen(QtCore.Qt.PenStyle.NoPen)
             self._arrays.append((self._brushes[cls], pen, _rect_array(x[m], y[m], w[m], h[m])))
+        return self._arrays
+
+    def _rasterize(self, res_s: float) -> tuple[float, float, QtGui.QImage]:
+        """One pixel row per lane, one column per ``res_s`` over the fetched window: each column's colour is
+        the coverage-weighted mix of the classes drawn there, its alpha the covered fraction (a kernel is at
+        least one column wide, as in the vector path). O(rectangles + pixels) with numpy, no Python loop per
+        rectangle; drawing it is one scaled image row per lane, whatever the number of kernels."""
+        k0 = self._key[0]
+        org = (k0 - self.model.t0_ns) / 1e9
+        ncols = int(np.ceil((self._key[1] - k0) / 1e9 / res_s)) + 1
+        n_lanes = max(len(self.lanes), 1)
+        n_cls = len(CLASS_COLORS)
+        a = np.clip((self._x - org) / res_s, 0.0, ncols - 1e-6)
+        b = np.clip(a + np.maximum(self._w / res_s, 1.0), 0.0, ncols - 1e-6)
+        fa = a.astype(np.int64)
+        fb = b.astype(np.int64)
+        row = (self._lane.astype(np.int64) * n_cls + self._cls) * (ncols + 2)
+        size = n_lanes * n_cls * (ncols + 2)
+        # Zoomed out, nearly every rectangle falls inside one column: one bincount covers them; the few
+        # spanning several columns add their last partial column and a +1/-1 run for the full ones.
+        cov = np.bincount(row + fa, np.minimum(b, fa + 1) - a, size)
+        multi = np.flatnonzero(fb > fa)
+        if len(multi):
+            cov += np.bincount(row[multi] + fb[multi], b[multi] - fb[multi], size)
+            run = multi[fb[multi] > fa[multi] + 1]
+            if len(run):
+                diff = np.bincount(row[run] + fa[run] + 1, None, size) - np.bincount(
+                    row[run] + fb[run], None, size
+                )
+                cov += np.cumsum(diff.reshape(-1, ncols + 2), axis=1).ravel()
+        cov = cov.reshape(n_lanes, n_cls, ncols + 2)[:, :, :ncols]
+        total = cov.sum(axis=1)  # (lanes, cols)
+        scale = 1.0 / np.maximum(total, 1.0)
+        rgb = np.matmul(cov.transpose(0, 2, 1), self._class_rgb) * scale[:, :, None]
+        img = np.empty((n_lanes, ncols, 4), np.uint8)  # BGRA = ARGB32 premultiplied on little endian
+        img[:, :, 0] = rgb[:, :, 2]
+        img[:, :, 1] = rgb[:, :, 1]
+        img[:, :, 2] = rgb[:, :, 0]
+        img[:, :, 3] = np.minimum(total, 1.0) * 255
+        qimg = QtGui.QImage(
+            img.data, ncols, n_lanes, ncols * 4, QtGui.QImage.Format.Format_ARGB32_Premultiplied
+        ).copy()
+        return org, res_s, qimg
 
     def rect_count(self) -> int:
-        return sum(len(a) for _b, _p, a in self._arrays)
+        return len(self._x)
+
+    def sharpen_now(self) -> None:
+        """Rasterise at the current pixel size now (before a screenshot/export; the timer does it otherwise)."""
+        self._sharpen.stop()
+        vb = self.getViewBox()
+        if vb is None or not self.uses_raster() or self._key is None:
+            return
+        (x0, x1), _ = vb.viewRange()
+        res_s = (x1 - x0) / max(vb.width(), 1.0)
+        if self._raster is None or abs(self._raster[1] - res_s) > 1e-6 * res_s:
+            self._raster = self._rasterize(res_s)
+            self.update()
+
+    def uses_raster(self) -> bool:
+        return len(self._x) > RASTER_MIN_RECTS
 
     # ---------------------------------------------------------------- paint
 
@@ -194,10 +272,35 @@ class LanesItem(pg.GraphicsObject):
                 p.fillRect(QtCore.QRectF(x0, i, x1 - x0, 1.0), hl)
             elif i % 2 == 1:
                 p.fillRect(QtCore.QRectF(x0, i, x1 - x0, 1.0), band)
-        for brush, pen, arr in self._arrays:
-            p.setBrush(brush)
-            p.setPen(pen)
-            p.drawRects(*arr.drawargs())
+        if not len(self._x):
+            return
+        if not self.uses_raster():
+            for brush, pen, arr in self._vector_arrays():
+                p.setBrush(brush)
+                p.setPen(pen)
+                p.drawRects(*arr.drawargs())
+            return
+        res_s = (x1 - x0) / max(vb.width(), 1.0) if vb is not None else self._key[2] / 1e9
+        # Panning keeps the width, so the raster of the whole fetched window is reused (only the visible
+        # columns are blitted). A zoom first shows the previous raster scaled (it is placed in data
+        # coordinates, so it lands right) and rasterises again at the new pixel size once the wheel rests.
+        if self._raster is None or not 0.5 <= self._raster[1] / res_s <= 2.0:
+            self._raster = self._rasterize(res_s)
+        elif abs(self._raster[1] - res_s) > 1e-6 * res_s:
+            self._sharpen.start()
+        org, rs, img = self._raster
+        c0 = max(int((x0 - org) / rs) - 1, 0)
+        c1 = min(int((x1 - org) / rs) + 2, img.width())
+        if c1 <= c0:
+            return
+        p.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, False)
+        for i in range(len(self.lanes)):
+            pad = float(self._pad[i])
+            p.drawImage(
+                QtCore.QRectF(org + c0 * rs, i + pad, (c1 - c0) * rs, 1 - 2 * pad),
+                img,
+                QtCore.QRectF(c0, i, c1 - c0, 1),
+            )
 
     # ---------------------------------------------------------------- hit test
 
@@ -226,6 +329,8 @@ class AnomalyItem(pg.GraphicsObject):
         self.model = model
         self.lane_of_track = np.full(max(len(model.tracks), 1), -1, np.int32)
         self.n_lanes = 1
+        self._all: tuple[np.ndarray, ...] | None = None  # anomalies on shown lanes: x_s, w_s, lane, role
+        self._cache: tuple | None = None  # (x0_s, x1_s, px_s, visible_rects result)
 
     def set_lanes(self, lanes: list[Lane]) -> None:
         self.prepareGeometryChange()
@@ -233,6 +338,8 @@ class AnomalyItem(pg.GraphicsObject):
         for i, lane in enumerate(lanes):
             self.lane_of_track[lane.tracks] = i
         self.n_lanes = max(len(lanes), 1)
+        self._all = None
+        self._cache = None
         self.update()
 
     def boundingRect(self) -> QtCore.QRectF:
@@ -240,21 +347,37 @@ class AnomalyItem(pg.GraphicsObject):
         return QtCore.QRectF(0.0, 0.0, span, float(self.n_lanes))
 
     def visible_rects(self) -> tuple[np.ndarray, ...]:
+        """(x, lane, width, role, px) of the anomaly outlines around the view, merged per pixel.
+
+        Computed for the view plus one width on each side and reused while a pan stays inside that and the
+        pixel size is unchanged, so panning costs no per-anomaly work (a zoomed-out view can hold 10^5)."""
         a = self.model.anomalies
         if not len(a["start_ns"]):
             return (np.zeros(0),) * 5
         vb = self.getViewBox()
         (x0, x1), _ = vb.viewRange()
         px = (x1 - x0) / max(vb.width(), 1.0)
-        lane = self.lane_of_track[np.clip(a["track"], 0, len(self.lane_of_track) - 1)]
-        x = (a["start_ns"] - self.model.t0_ns) / 1e9
-        w = (a["end_ns"] - a["start_ns"]) / 1e9
-        grow = np.maximum(MIN_ANOMALY_PX * px - w, 0)
-        x = x - grow / 2
-        w = w + grow
-        m = (lane >= 0) & (x + w >= x0) & (x <= x1)
-        x, lane, w, role = x[m], lane[m], w[m], a["role"][m]
-        return (*coalesce(x, w, lane, role, px, self.n_lanes), px)
+        c = self._cache
+        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px:
+            return c[3]
+        q0, q1 = x0 - (x1 - x0), x1 + (x1 - x0)
+        if self._all is None:
+            lane = self.lane_of_track[np.clip(a["track"], 0, len(self.lane_of_track) - 1)]
+            keep = lane >= 0
+            self._all = (
+                (a["start_ns"][keep] - self.model.t0_ns) / 1e9,
+                (a["end_ns"][keep] - a["start_ns"][keep]) / 1e9,
+                lane[keep],
+                a["role"][keep],
+            )
+        xs, ws, lane, role = self._all
+        grow = np.maximum(MIN_ANOMALY_PX * px - ws, 0)
+        x = xs - grow / 2
+        w = ws + grow
+        m = (x + w >= q0) & (x <= q1)
+        out = (*coalesce(x[m], w[m], lane[m], role[m], px, self.n_lanes), px)
+        self._cache = (q0, q1, px, out)
+        return out
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
         x, y, w, role, px = self.visible_rects()
