@@ -22,12 +22,13 @@ import numpy as np
 
 from kat_gui.errors import KatInputError
 from kat_gui.events import CopyKind, EventKind
+from kat_gui.resource_files import resource_path
 
 # Class codes (uint8). Stable: stored nowhere, but tests and the GUI name them.
 OTHER, COMPUTE, MEMORY, COLLECTIVE, COPY_HOST, COPY_PEER = range(6)
 CLASS_NAMES = ("other", "compute", "memory", "collective", "copy_host", "copy_peer")
 
-RESOURCE = Path(__file__).resolve().parents[2] / "resources" / "kernel_classes.toml"
+RESOURCE = resource_path("kernel_classes.toml")
 _KIND_CODE = {"compute": COMPUTE, "memory": MEMORY, "collective": COLLECTIVE}
 
 

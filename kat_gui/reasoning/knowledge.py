@@ -14,8 +14,9 @@ from pathlib import Path
 
 from kat_gui.errors import KatInputError
 from kat_gui.events import COMPONENTS
+from kat_gui.resource_files import resource_path
 
-KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "resources" / "knowledge"
+KNOWLEDGE_DIR = resource_path("knowledge")
 SECTIONS = ("Symptoms in traces", "Rules it in", "Rules it out", "Checks")
 _HEADER = re.compile(r"^([a-z_]+):\s*(.*)$")
 _PLACEHOLDER = re.compile(r"<([a-z][a-z _-]*)>")

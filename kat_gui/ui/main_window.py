@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui import __version__
+from kat_gui.resource_files import resource_path
 from kat_gui.ui import loader
 from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
@@ -23,7 +24,7 @@ TRACE_FILTER = (
     "Traces and stores (*.kat.h5 *.h5 *.json *.json.gz *.sqlite *.csv *.jsonl);;KAT stores (*.kat.h5);;"
     "All files (*)"
 )
-ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "kat.svg"
+ICON = resource_path("icons", "kat.svg")
 
 
 class MainWindow(QtWidgets.QMainWindow):
