@@ -44,10 +44,10 @@ class Params:
 
     z_cell: float = 4.0
     min_slowdown: float = 0.03
-    min_launch_slowdown: float = 0.10
+    min_launch_slowdown: float = 0.05
     min_late_share: float = 0.02
     min_steps: int = 3
-    merge_gap: int = 1
+    merge_gap: int = 2
     sigma_floor: float = 0.005
     hbm_ratio: float = 1.5
     warmup_steps: int = 3
@@ -344,6 +344,20 @@ def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings
             comp, why = _rank_component(ev, frac, p)
             if comp is None:
                 continue
+            # A persistent healthy offset (silicon spread, a slower host) is there outside the window too;
+            # the fault is what the window adds to the rank's own level elsewhere, and must reach the bar.
+            key = _KEY_OF[comp]
+            d_all = sig[key].dev[ri]
+            # The rank's own level before the onset (after the window when it starts the run).
+            outside = np.zeros(a.S, dtype=bool)
+            outside[:s0] = True
+            if np.count_nonzero(outside & np.isfinite(d_all)) < p.min_steps:
+                outside[s1 + 1 :] = True
+            d_out = d_all[outside & np.isfinite(d_all)]
+            base = max(float(np.median(d_out)), 0.0) if len(d_out) >= p.min_steps else 0.0
+            need = math.log1p(p.min_launch_slowdown if key == "launch" else p.min_slowdown)
+            if ev.get(key, 0.0) - base < need:
+                continue
             _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findings, parts)
 
 
@@ -359,11 +373,17 @@ def _rank_component(ev: dict[str, float], frac: dict[str, float], p: Params) -> 
         if mem_ok and m > p.hbm_ratio * max(c, 0.0):
             return "hbm", "memory-bound kernels slowed more than compute-bound ones"
         return "gpu", "compute-bound kernels slower than the same kernels on peers"
-    if frac.get("launch", 0) >= half and frac.get("late", 0) >= half:
-        return "cpu", "host launches slower than on peers; the rank arrives late to collectives"
+    if frac.get("launch", 0) >= half:
+        # A slower host is a finding when its launch pacing is persistently slower than every step's peers;
+        # whether it also arrives late depends on how launch-bound the rank is (pipeline stages that wait
+        # for their input absorb it), so lateness is reported as evidence, not required.
+        return "cpu", "host launches slower than on peers"
     # Late arrival alone is not a finding: healthy tensor-parallel decode already shows ms of host-paced
     # arrival skew (DOMAIN.md §1), and software skew is not a hardware fault without hardware evidence.
     return None, ""
+
+
+_KEY_OF = {"gpu": "compute", "hbm": "memory", "pcie": "copy", "cpu": "launch", "unknown": "late"}
 
 
 def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findings, parts) -> None:
@@ -376,26 +396,18 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
     s = sig[key]
     zs = s.z[ri, s0 : s1 + 1]
     z_med = float(np.nanmedian(zs)) if np.isfinite(zs).any() else 0.0
-    # Root rows: the rank's instances of the affected work that show at least half the fault's typical effect.
-    eff = ev.get(key, 0.0)
-    if key in ("compute", "memory", "copy", "launch") and key in a.peer:
-        pm = a.peer[key]
-        sel = in_win[pm.rows] & on_rank[pm.rows] & (pm.log_ratio >= 0.5 * eff)
-        if key == "gpu" or comp == "gpu":  # clock throttling also slows the memory-bound kernels a little
-            pm2 = a.peer["memory"]
-            sel2 = in_win[pm2.rows] & on_rank[pm2.rows] & (pm2.log_ratio >= 0.5 * eff)
-            parts.append((pm2.rows[sel2], ROOT, fid, pm2.log_ratio[sel2] / s.sigma))
-        if comp == "hbm":
-            pm2 = a.peer["compute"]
-            e2 = max(ev.get("compute", 0.0), math.log1p(p.min_slowdown))
-            sel2 = (
-                in_win[pm2.rows]
-                & on_rank[pm2.rows]
-                & (pm2.log_ratio >= 0.5 * e2)
-                & (pm2.log_ratio >= 0.5 * eff)
-            )
-            parts.append((pm2.rows[sel2], ROOT, fid, pm2.log_ratio[sel2] / s.sigma))
-        parts.append((pm.rows[sel], ROOT, fid, pm.log_ratio[sel] / s.sigma))
+    # Root rows: a hardware fault multiplies the duration of *every* instance of the work it affects on the
+    # rank (clock throttling: compute- and memory-bound kernels; HBM: both, memory-bound most; PCIe: host
+    # copies), so all of them in the fault's steps are roots, not only those that cleared the noise.
+    g = a.fr.gpu
+    sel_rows = in_win & on_rank
+    if comp in ("gpu", "hbm"):
+        parts.append(_scored_rows(a, sel_rows & np.isin(g["cls"], (C.COMPUTE, C.MEMORY)), fid, s.sigma))
+    elif comp == "pcie":
+        parts.append(_scored_rows(a, sel_rows & (g["cls"] == C.COPY_HOST), fid, s.sigma))
+    elif comp == "cpu":
+        w_rows, w_score = _launch_wait_rows(a, sel_rows)
+        parts.append((w_rows, ROOT, fid, w_score))
     # Symptoms: peers' collective kernels that waited for this rank (it arrived last) in the window.
     co = a.coll
     wait_share = 0.0
@@ -411,7 +423,7 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
         m &= co.wait_ns >= 0.5 * late_own[co.inst]
         m &= late_own[co.inst] > 0
         parts.append((co.row[m], SYMPTOM, fid, co.wait_ns[m] / np.maximum(co.end_ns[m] - co.start_ns[m], 1)))
-        if comp in ("cpu", "unknown"):
+        if comp == "unknown":
             mine = is_me & inst_sel[co.inst] & (co.late_ns > 0)
             parts.append(
                 (co.row[mine], ROOT, fid, co.late_ns[mine] / np.maximum(co.skew_ns[co.inst[mine]], 1))
@@ -469,6 +481,47 @@ def _emit_rank_finding(a, sig, p, ri, s0, s1, nflag, comp, why, ev, frac, findin
     )
 
 
+def _scored_rows(a: _Analysis, mask: np.ndarray, fid: int, sigma: float) -> tuple:
+    """Root rows of ``mask`` scored by their log ratio to peers (0 where unmatched)."""
+    rows = np.flatnonzero(mask)
+    score = np.zeros(len(rows))
+    for pm in a.peer.values():
+        pos = np.searchsorted(pm.rows, rows)
+        pos_c = np.minimum(pos, max(len(pm.rows) - 1, 0))
+        if len(pm.rows):
+            hit = pm.rows[pos_c] == rows
+            score[hit] = np.nan_to_num(pm.log_ratio[pos_c[hit]]) / max(sigma, 1e-9)
+    return rows, ROOT, fid, score
+
+
+LAUNCH_WAIT_NS = 1_000  # a GPU idle gap that grew by at least this waited for a later launch
+
+
+def _launch_wait_rows(a: _Analysis, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``mask`` whose GPU sat idle before them longer than the same op's on peers (by at least
+    ``LAUNCH_WAIT_NS``): with a slow host, the GPU waits for each launch, so these instances are the ones the
+    host delayed. Returns (rows, score = grown gap in µs)."""
+    gap = getattr(a, "_gap_ns", None)
+    if gap is None:
+        g = a.fr.gpu
+        order = np.lexsort((g["start_ns"], a.rank_idx))
+        end_sorted = g["end_ns"][order]
+        prev_end = np.maximum.accumulate(np.r_[np.iinfo(np.int64).min, end_sorted[:-1]])
+        same = np.r_[False, a.rank_idx[order][1:] == a.rank_idx[order][:-1]]
+        gap = np.zeros(a.fr.n_gpu)
+        gap[order] = np.where(same, np.maximum(g["start_ns"][order] - prev_end, 0), 0)
+        rows = np.flatnonzero(a.step_idx >= 0)
+        pm = peer_match(rows, a.step_idx[rows], g["name"][rows], a.rank_idx[rows], gap[rows] + 1.0, a.R)
+        ref = np.full(a.fr.n_gpu, np.nan)
+        ref[rows] = pm.ref_ns - 1.0
+        a._gap_ns = gap
+        a._gap_ref_ns = ref
+    grown = gap - a._gap_ref_ns
+    sel = mask & (grown >= LAUNCH_WAIT_NS)
+    rows = np.flatnonzero(sel)
+    return rows, grown[rows] / 1e3
+
+
 def _window_ns(a: _Analysis, s0: int, s1: int, ri: int | None) -> tuple[int, int]:
     g = a.fr.gpu
     m = (a.step_idx >= s0) & (a.step_idx <= s1)
@@ -496,7 +549,13 @@ def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
         for sh in shifts
         if sh.delta >= log_min and sh.z >= p.z_link and not (sh.s0 == 0 and sh.s1 < p.warmup_steps)
     ]
-    for grp in sorted({sh.group for sh in flagged}):
+    group_ranks: dict[int, frozenset] = {}
+    for g_ in np.unique(co.group):
+        group_ranks[int(g_)] = frozenset(int(r) for r in np.unique(co.rank[(co.group == g_)[co.inst]]))
+    emitted: list[tuple[frozenset, int, int, int]] = []  # (ranks, s0, s1, finding index)
+    for grp in sorted(
+        {sh.group for sh in flagged}, key=lambda g_: -max(sh.z for sh in flagged if sh.group == g_)
+    ):
         mine = sorted((sh for sh in flagged if sh.group == grp), key=lambda sh: -sh.z)
         best = mine[0]
         s0, s1 = best.s0, best.s1
@@ -507,6 +566,10 @@ def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
         if not inst_sel.any():
             continue
         ranks = sorted(int(r) for r in np.unique(co.rank[inst_sel[co.inst]]))
+        # Every collective among the same ranks crosses the same links (groups split by collective name
+        # when process groups are not recorded): all of them in the window are slowed.
+        same = [int(g_) for g_, rs in group_ranks.items() if rs == frozenset(ranks)]
+        inst_sel = np.isin(co.group, same) & (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
         # Explaining away: a member GPU already found slow in the same steps lengthens its own collective
         # kernels (custom all-reduce runs on the SMs and HBM); only a much stronger shift is a link fault.
         t0_w, t1_w = int(a.step_values[s0]), int(a.step_values[s1])
@@ -520,11 +583,16 @@ def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
             continue
         spans = bool(co.spans_hosts[inst_sel].any())
         comp = "nic" if spans else "nvlink"
+        m = inst_sel[co.inst]
+        dup = next((e for e in emitted if e[0] == frozenset(ranks) and e[1] <= s1 and s0 <= e[2]), None)
+        if dup is not None:  # another collective of the same ranks (a name-split group): one finding
+            parts.append((co.row[m], ROOT, dup[3], np.full(int(m.sum()), best.z)))
+            continue
         eff = best.delta
         skew = float(np.median(co.skew_ns[inst_sel]))
         tr = float(np.median(co.transfer_ns[inst_sel]))
         fid = len(findings)
-        m = inst_sel[co.inst]
+        emitted.append((frozenset(ranks), s0, s1, fid))
         parts.append((co.row[m], ROOT, fid, np.full(int(m.sum()), best.z)))
         t0 = int(co.first_start_ns[inst_sel].min())
         t1 = int(co.end_inst_ns[inst_sel].max())

@@ -131,6 +131,14 @@ def centred(
     dev = val - col_med[None, :]
     if val.shape[0] < 2:
         dev = np.where(np.isfinite(val), 0.0, np.nan)
-    sigma = robust_sigma(dev.ravel(), sigma_floor)
+    # Noise from the run itself: successive-step differences of each rank's deviation (robust to a fault's
+    # onset, which is one jump per rank, and blind to persistent offsets). With three or more ranks the
+    # spread of all cells is a floor too (persistent healthy offsets, e.g. silicon spread); with two ranks
+    # it is not usable: a fault makes the two deviations +d and -d, whose spread is d itself.
+    diffs = np.diff(dev, axis=1).ravel() if dev.shape[1] > 1 else np.zeros(0)
+    sigma = robust_sigma(diffs, sigma_floor) / np.sqrt(2.0) if len(diffs) >= 3 else sigma_floor
+    if val.shape[0] >= 3:
+        sigma = max(sigma, robust_sigma(dev.ravel(), sigma_floor))
+    sigma = max(sigma, sigma_floor)
     scale = np.maximum(sigma, se) if se is not None else np.full(val.shape, sigma)
     return CellSignal(name, val, dev, sigma, dev / scale, cnt, scale)
