@@ -190,7 +190,7 @@ def _points_at_fault(d, names: set[str], ranks: set[int], classes: set[str]) -> 
         return any(n in d.name for n in names)
     if d.kind in ("class", "class_rank"):
         return d.kernel_class in classes
-    if d.kind in ("rank_busy", "rank_idle"):
+    if d.kind in ("rank_busy", "rank_idle", "rank_stopped"):
         return d.rank in ranks
     return False
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from kat_gui.compare.run import CLASS_NAMES, COLLECTIVE, RunData, load_run
-from kat_gui.compare.stats import benjamini_hochberg, two_sample_tests
+from kat_gui.compare.stats import benjamini_hochberg, group_stats, two_sample_tests
 from kat_gui.progress import Progress, scaled
 
 SCHEMA = "kat.compare/1"
@@ -38,7 +38,7 @@ SCHEMA = "kat.compare/1"
 # Row kinds, in the order a reader meets them. Symptom kinds are effects of a cause elsewhere.
 KINDS = ("kernel", "kernel_rank", "class", "class_rank", "rank_busy", "rank_idle", "rank_wait", "step_time")
 SYMPTOM_KINDS = ("rank_wait", "step_time")
-STRUCTURAL_KINDS = ("only_healthy", "only_degraded", "collective_renamed", "ranks_changed")
+STRUCTURAL_KINDS = ("only_healthy", "only_degraded", "collective_renamed", "ranks_changed", "rank_stopped")
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Params:
     per compared step (a one-off kernel is not)."""
 
     alpha: float = 0.01
-    min_effect: float = 0.05
+    min_effect: float = 0.04
     min_abs_ns: float = 200.0
     min_n: int = 8
     min_per_step: float = 0.5
@@ -203,6 +203,54 @@ def _positions(run: RunData, anchor_step: int, step: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ the diff
 
 
+def _rel(new: float, old: float) -> float:
+    if old > 0:
+        return new / old - 1.0
+    return float("inf") if new > 0 else 0.0
+
+
+def _occurrence(rank: np.ndarray, pos: np.ndarray, name: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """k for the k-th instance of its kernel name in its step on its rank: the same op (layer, shape) in
+    both runs of an SPMD program, so (name, k) has one mode where a name alone mixes several shapes."""
+    if not len(rank):
+        return np.zeros(0, np.int64)
+    key = (rank << 44) | ((pos & 0xFFFFF) << 24) | (name & 0xFFFFFF)
+    order = np.lexsort((start, key))
+    ks = key[order]
+    first = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    seg_len = np.diff(np.r_[first, len(ks)])
+    occ = np.empty(len(rank), dtype=np.int64)
+    occ[order] = np.arange(len(ks)) - np.repeat(first, seg_len)
+    return occ
+
+
+RATIO_ONE = 1 << 16  # fixed-point 1.0 of duration ratios (the tests sort integers)
+
+
+def _op_ratios(per_run: list, n_names: int) -> list[np.ndarray]:
+    """Each kernel's duration over the healthy median of the same op (name, occurrence), in RATIO_ONE units;
+    ops the healthy run lacks fall back on the healthy median of the name, then on the degraded one.
+
+    Why: a kernel name often covers several shapes (a GEMM used by QKV and by the MLP); pooled, its median
+    jumps between modes when the mix shifts slightly, which reads as a large change that is not one."""
+    h_nm, _, _, h_dur, h_occ = per_run[0]
+    k_max = int(max([1] + [int(r[4].max()) + 1 for r in per_run if len(r[4])]))
+    from kat_gui.compare.stats import group_medians
+
+    cell_med = group_medians(h_nm * k_max + h_occ, h_dur, n_names * k_max)
+    name_med = group_medians(h_nm, h_dur, n_names)
+    d_nm, _, _, d_dur, _ = per_run[1]
+    d_name_med = group_medians(d_nm, d_dur, n_names)
+    out = []
+    for nm, _, _, dur, occ in per_run:
+        ref = cell_med[nm * k_max + occ]
+        ref = np.where(np.isfinite(ref), ref, name_med[nm])
+        ref = np.where(np.isfinite(ref), ref, d_name_med[nm])
+        ref = np.maximum(ref, 1.0)
+        out.append(np.rint(dur / ref * RATIO_ONE).astype(np.int64))
+    return out
+
+
 def _pair_ranks(h_ranks: np.ndarray, d_ranks: np.ndarray) -> dict[int, int]:
     """Healthy rank -> degraded rank it stands in for (identity, or ``r mod n`` when counts differ)."""
     hs = [int(r) for r in h_ranks]
@@ -253,8 +301,16 @@ def compare_runs(
                 vocab[s] = len(vocab)
                 name_cls.append(int(cls_of[i]))
             lut[i] = vocab[s]
+        nm_g = lut[inv]
+        rk = g["rank"][keep].astype(np.int64)
         per_run.append(
-            (lut[inv], g["cls"][keep].astype(np.int64), g["rank"][keep].astype(np.int64), g["dur_ns"][keep])
+            (
+                nm_g,
+                g["cls"][keep].astype(np.int64),
+                rk,
+                g["dur_ns"][keep],
+                _occurrence(rk, pos[keep], nm_g, g["start_ns"][keep]),
+            )
         )
     names = list(vocab)
     n_names = len(names)
@@ -291,13 +347,17 @@ def compare_runs(
                 table[r] = i
         return table[rank]
 
-    for side, (nm, cl, rk, dur) in enumerate(per_run):
+    ratios = _op_ratios(per_run, n_names)
+    ts = []  # test-space values: kernel durations as ratios to the healthy median of the same op
+    for side, (nm, cl, rk, dur, _occ) in enumerate(per_run):
         slot = rank_slot(side, rk)
         ok = slot >= 0
         sd = np.full(len(nm), side, dtype=np.int8)
+        rt = ratios[side]
         gs += [off_k + nm, off_kr + nm[ok] * n_rk + slot[ok], off_c + cl, off_cr + cl[ok] * n_rk + slot[ok]]
         ss += [sd, sd[ok], sd, sd[ok]]
         vs += [dur, dur[ok], dur, dur[ok]]
+        ts += [rt, rt[ok], rt, rt[ok]]
 
     step_times = []
     for side, (run, a) in enumerate(((healthy, a_h), (degraded, a_d))):
@@ -315,6 +375,7 @@ def compare_runs(
             gs.append(off + slot[ok])
             ss.append(np.full(int(ok.sum()), side, dtype=np.int8))
             vs.append(val[ok])
+            ts.append(val[ok])
         # Step time: latest end minus earliest start over ranks, per aligned step.
         pk = pos[keep]
         st0 = np.full(n_common, np.iinfo(np.int64).max)
@@ -327,13 +388,17 @@ def compare_runs(
         gs.append(np.full(len(stt), off_step, dtype=np.int64))
         ss.append(np.full(len(stt), side, dtype=np.int8))
         vs.append(stt)
+        ts.append(stt)
 
     group = np.concatenate(gs).astype(np.int64)
     side = np.concatenate(ss)
     value = np.concatenate(vs).astype(np.int64)
+    tvalue = np.concatenate(ts).astype(np.int64)
+    del gs, ss, vs, ts
     if progress:
         progress(0.4, "testing")
-    st, mw = two_sample_tests(group, side, value, n_groups, min_n=p.min_n)
+    st = group_stats(group, side, value, n_groups)  # what the reader sees, in ns
+    tst, mw = two_sample_tests(group, side, tvalue, n_groups, min_n=p.min_n)
     tested = (st.n[:, 0] > 0) & (st.n[:, 1] > 0)
     q = np.ones(n_groups)
     q[tested] = benjamini_hochberg(mw.p[tested])
@@ -368,12 +433,12 @@ def compare_runs(
         kind, label, nm, cname, rank = describe(gid)
         h50, d50 = float(st.p50[gid, 0]), float(st.p50[gid, 1])
         hm, dm = float(st.mean[gid, 0]), float(st.mean[gid, 1])
-        rel50 = d50 / h50 - 1.0 if h50 > 0 else (np.inf if d50 > 0 else 0.0)
-        relm = dm / hm - 1.0 if hm > 0 else (np.inf if dm > 0 else 0.0)
+        rel50 = _rel(float(tst.p50[gid, 1]), float(tst.p50[gid, 0]))
+        relm = _rel(float(tst.tmean[gid, 1]), float(tst.tmean[gid, 0]))
         effect = rel50
         if relm * rel50 >= 0 and abs(relm) > abs(rel50):
             effect = relm
-        absd = max(abs(d50 - h50), abs(dm - hm))
+        absd = abs(effect) * hm if np.isfinite(effect) else abs(dm - hm)
         sig = bool(q[gid] < p.alpha and abs(effect) >= p.min_effect and absd >= p.min_abs_ns)
         rows.append(
             Difference(
@@ -404,6 +469,8 @@ def compare_runs(
             )
         )
     structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
+    h_step = float(np.median(step_times[0])) if len(step_times[0]) else 0.0
+    structural += _stopped_ranks(healthy, degraded, h_step)
     differences = _rank_rows(rows, structural)
     ranks = _rank_table(rows, d_ranks)
     if progress:
@@ -455,7 +522,7 @@ def _structural(
     p: Params,
 ) -> list[Difference]:
     counts = [np.bincount(nm, minlength=len(names)) for nm, *_ in per_run]
-    totals = [np.bincount(nm, weights=dur, minlength=len(names)) for nm, _, _, dur in per_run]
+    totals = [np.bincount(nm, weights=dur, minlength=len(names)) for nm, _, _, dur, _ in per_run]
     out: list[Difference] = []
     steps = max(n_common, 1)
     only = {"only_healthy": [], "only_degraded": []}
@@ -520,16 +587,56 @@ def _structural(
     return out
 
 
+def _last_end_by_rank(run: RunData) -> dict[int, int]:
+    g = run.gpu
+    end = g["start_ns"] + g["dur_ns"] + g["wait_ns"]
+    ranks = np.unique(g["rank"])
+    last = np.full(len(ranks), np.iinfo(np.int64).min)
+    np.maximum.at(last, np.searchsorted(ranks, g["rank"]), end)
+    return dict(zip(ranks.tolist(), last.tolist(), strict=True))
+
+
+def _stopped_ranks(healthy: RunData, degraded: RunData, step_ns: float) -> list[Difference]:
+    """Ranks of the degraded run whose GPU work ends long before the other ranks' (a hang or a crash: the
+    others then sit in a collective that never completes, until the profiler stops). "Long" is more than two
+    healthy step times and five times the spread of the healthy run's last ends."""
+    last_d = _last_end_by_rank(degraded)
+    last_h = _last_end_by_rank(healthy)
+    if len(last_d) < 2:
+        return []
+    spread_h = max(last_h.values()) - min(last_h.values()) if last_h else 0
+    limit = max(2.0 * step_ns, 5.0 * spread_h, 1e5)
+    end = max(last_d.values())
+    out = []
+    for r, t in sorted(last_d.items()):
+        if end - t > limit:
+            out.append(
+                Difference(
+                    kind="rank_stopped",
+                    label=f"rank stopped issuing GPU work {(end - t) / 1e6:.1f} ms before the others",
+                    rank=r,
+                    effect=-1.0,
+                    p_value=0.0,
+                    q_value=0.0,
+                    significant=True,
+                    note="hang or crash on this rank: the others then wait in a collective it never joins",
+                )
+            )
+    return out
+
+
 def _rank_rows(rows: list[Difference], structural: list[Difference]) -> list[Difference]:
     def mag(d: Difference) -> float:
         e = abs(d.effect)
         return e if np.isfinite(e) else 1e9
 
+    stopped = [d for d in structural if d.kind == "rank_stopped"]
+    structural = [d for d in structural if d.kind != "rank_stopped"]
     causes = [d for d in rows if d.significant and not d.symptom]
     symptoms = [d for d in rows if d.significant and d.symptom]
     struct_sig = [d for d in structural if d.significant]
     rest = [d for d in rows if not d.significant] + [d for d in structural if not d.significant]
-    out: list[Difference] = []
+    out: list[Difference] = list(stopped)
     for block in (causes, symptoms, struct_sig):
         out += sorted(block, key=lambda d: (-mag(d), -abs(d.delta_total_ns)))
     out += sorted(rest, key=lambda d: (d.q_value, -mag(d)))
