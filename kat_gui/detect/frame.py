@@ -77,9 +77,12 @@ def _step_table(strings: list[str], rank: np.ndarray, name: np.ndarray, start: n
     }
 
 
-def _hosts(store, ranks: np.ndarray, topology: dict | None) -> tuple[dict[int, str], bool]:
+def _hosts(
+    store, ranks: np.ndarray, topology: dict | None, rank_device: dict[int, int]
+) -> tuple[dict[int, str], bool]:
     """Host of each rank: the trace's own host name when the reader kept one, else the topology's host
-    (trusted only when the topology came from a file, not a default guess)."""
+    (trusted only when the topology came from a file, not a default guess), else repeated device indices
+    (:func:`_hosts_from_devices`). Otherwise unknown (clock offsets may still separate hosts later)."""
     out: dict[int, str] = {}
     for m in store.ranks:
         meta = m.get("meta") or {}
@@ -100,11 +103,37 @@ def _hosts(store, ranks: np.ndarray, topology: dict | None) -> tuple[dict[int, s
                 node = gpu_of_rank(g, int(r))
                 h = ancestor(g, node, "host") if node else None
                 out[int(r)] = str(h or "")
-            if all(out.get(int(r)) for r in ranks):
-                return out, not guessed
+            if all(out.get(int(r)) for r in ranks) and not guessed:
+                return out, True
         except Exception:  # a topology we cannot read does not stop detection
             pass
+    by_device = _hosts_from_devices(ranks, rank_device)
+    if by_device:
+        return by_device, True
     return {int(r): out.get(int(r), "") for r in ranks}, False
+
+
+def _hosts_from_devices(ranks: np.ndarray, rank_device: dict[int, int]) -> dict[int, str]:
+    """Hosts from device indices: launchers number ranks host by host, and a device index seen again means
+    a new host (rank 8 on device 0 after ranks 0-7 on devices 0-7). Only trusted when every inferred host
+    holds at least two ranks on distinct devices and there are at least two hosts: processes that each see
+    only their own GPU (device 0 everywhere) give one rank per "host" and say nothing."""
+    if len(ranks) < 4 or len(rank_device) < len(ranks):
+        return {}
+    host = 0
+    seen: set[int] = set()
+    out: dict[int, str] = {}
+    for r in sorted(int(x) for x in ranks):
+        d = rank_device[r]
+        if d in seen:
+            host += 1
+            seen = set()
+        seen.add(d)
+        out[r] = f"host{host}"
+    sizes = np.bincount([int(h.removeprefix("host")) for h in out.values()])
+    if host == 0 or sizes.min() < 2:
+        return {}
+    return out
 
 
 def load_frame(store) -> RunFrame:
@@ -158,7 +187,12 @@ def load_frame(store) -> RunFrame:
         topology = store.get_json("topology")
     except Exception:
         topology = None
-    host_of_rank, hosts_known = _hosts(store, ranks, topology)
+    rank_device: dict[int, int] = {}
+    if len(gpu["rank"]):
+        pair = np.unique((gpu["rank"].astype(np.int64) << 20) | gpu["device"].astype(np.int64))
+        for r, d in zip((pair >> 20).tolist(), (pair & 0xFFFFF).tolist(), strict=True):
+            rank_device.setdefault(int(r), int(d))
+    host_of_rank, hosts_known = _hosts(store, ranks, topology, rank_device)
     return RunFrame(
         name=store.name,
         strings=strings,
