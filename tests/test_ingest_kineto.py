@@ -275,3 +275,101 @@ def test_truncated_gzip(tmp_path: Path, dlrm_dir: Path) -> None:
     path2.write_bytes(gzip.compress(text[: len(text) // 2]))
     with pytest.raises(KatInputError, match="truncated"):
         kineto.read(path2)
+
+
+def _expected_rows(events: list[dict], kept_cats: set[str]) -> list[tuple[int, dict | None]]:
+    """(correlation, args minus per-instance ids or None) of every kept event, in file order."""
+    rows = []
+    for e in events:
+        if e.get("ph") != "X" or e.get("cat") not in kept_cats:
+            continue
+        args = dict(e.get("args", {}))
+        c = args.get("correlation")
+        corr = c if type(c) is int else -1
+        for key in ("correlation", "External id", "Seq", "device", "stream", "Ev Idx"):
+            args.pop(key, None)
+        rows.append((corr, args or None))
+    return rows
+
+
+def _got_rows(trace) -> list[tuple[int, dict | None]]:
+    return [
+        (c, json.loads(trace.args[a]) if a >= 0 else None)
+        for c, a in zip(trace.events["correlation"].tolist(), trace.events["args"].tolist(), strict=True)
+    ]
+
+
+def test_args_and_correlation_per_event_match_json(dlrm_dir: Path) -> None:
+    path = sorted(dlrm_dir.glob("*.json.gz"))[0]
+    src = json.loads(gzip.decompress(path.read_bytes()))
+    want = _expected_rows(src["traceEvents"], set(kineto._CAT_KIND))
+    assert _got_rows(kineto.read(path)) == want
+
+
+def test_args_odd_shapes_stay_exact(tmp_path: Path) -> None:
+    # Shapes the byte scan must not take at face value: nested objects, ids that are not plain integers,
+    # a space before the colon, a key inside a string, and ids the scan strips from otherwise equal args.
+    args_texts = [
+        '{"correlation": 5, "grid": [1, 1, 1]}',
+        '{"correlation": 6, "grid": [1, 1, 1]}',
+        '{"grid": [1, 1, 1], "correlation": 7}',
+        '{"correlation": 8.5, "grid": [2, 1, 1]}',
+        '{"correlation": "9", "grid": [1, 1, 1]}',
+        '{"correlation" : 10, "grid": [1, 1, 1]}',
+        '{"inner": {"correlation": 11}, "External id": 3}',
+        '{"inner": {"correlation": 12}, "External id": 4}',
+        '{"note": "a \\"correlation\\": 13", "correlation": 14}',
+        '{"note": "x", "device":1,"stream":7,"correlation":-15}',
+        '{"correlation": 123456789012345678, "queued": 0}',
+        '{"External id": 1}',
+        "{}",
+    ]
+    events = ",".join(
+        f'{{"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": {i}, "dur": 1, "args": {a}}}'
+        for i, a in enumerate(args_texts)
+    )
+    path = tmp_path / "odd.json"
+    path.write_text('{"traceEvents": [' + events + "]}")
+    src = json.loads(path.read_text())
+    trace = kineto.read(path)
+    assert _got_rows(trace) == _expected_rows(src["traceEvents"], {"kernel"})
+    assert len(set(trace.args)) == len(trace.args)
+
+
+def _one_kernel_doc(**header) -> dict:
+    return {
+        **header,
+        "traceEvents": [
+            {"ph": "M", "name": "process_name", "pid": 42, "tid": 0, "args": {"name": "node-a7:42"}},
+            {"ph": "M", "name": "process_name", "pid": 43, "tid": 0, "args": {"name": "pyper:trainer:0:1"}},
+            {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": 1, "dur": 1},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ({"hostname": "gpu-node-3"}, "gpu-node-3"),
+        ({"distributedInfo": {"rank": 0, "host_name": "gpu-node-4"}}, "gpu-node-4"),
+        ({"metadata": {"system": {"env": {"HOSTNAME": "pod-17"}}}}, "pod-17"),
+        ({}, "node-a7"),  # from the process name "<host>:<pid>" of pid 42
+    ],
+)
+def test_hostname_in_meta(tmp_path: Path, header: dict, host: str) -> None:
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(_one_kernel_doc(**header)))
+    assert kineto.read(path).meta["hostname"] == host
+
+
+def test_no_hostname_when_the_file_has_none(tmp_path: Path, dlrm_dir: Path) -> None:
+    doc = _one_kernel_doc()
+    doc["traceEvents"] = doc["traceEvents"][1:]  # "pyper:trainer:0:1" is not "<host>:<its pid>"
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(doc))
+    assert "hostname" not in kineto.read(path).meta
+
+
+def test_hostname_of_a_real_trace(shared_data: Path) -> None:
+    trace = kineto.read(shared_data / "kineto/tracelens/h100__Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz")
+    assert trace.meta["hostname"] == "ab5ece529443"

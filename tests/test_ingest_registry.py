@@ -72,6 +72,11 @@ def test_expand_errors(tmp_path: Path) -> None:
         ("rank7.pt.trace.json", 7),
         ("worker5_step_12.1694128201549.pt.trace.json.gz", 5),
         ("worker_2.json", 2),
+        ("rep_3.sqlite", 3),
+        ("rep-11.sqlite", 11),
+        ("job_rep_4.nsys-rep", 4),
+        ("report.nsys-rep", None),
+        ("prep_3.json", None),
         ("job.json", None),
         ("ranking.json", None),
     ],
@@ -107,3 +112,33 @@ def test_rank_collision_names_both_files(tmp_path: Path, dlrm_files: list[Path])
         list(read_traces([a, dlrm_files[1]]))  # content rank 1 vs file-name rank 1
     msg = str(info.value)
     assert "rank 1 appears twice" in msg and a.name in msg and dlrm_files[1].name in msg
+
+
+FUNCTRACE_HEADER = "rank,device,stream,pid,tid,kind,name,start_ns,end_ns,correlation"
+
+
+def _two_rank_csv(path: Path, ranks: tuple[int, int]) -> Path:
+    rows = [FUNCTRACE_HEADER]
+    for r in ranks:
+        rows.append(f"{r},{r},7,100,100,kernel,gemm,{1_000 + r},{2_000 + r},{r + 1}")
+        rows.append(f"{r},,,100,100,runtime,cudaLaunchKernel,{900 + r},{950 + r},{r + 1}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_read_many_yields_every_rank_of_a_file(tmp_path: Path) -> None:
+    both = _two_rank_csv(tmp_path / "both.csv", (2, 5))
+    traces = list(read_traces([both]))
+    assert [t.rank for t in traces] == [2, 5]
+    assert [len(t) for t in traces] == [2, 2]
+    assert all(t.meta["rank_source"] == "content" for t in traces)
+    assert [int(t.events["start_ns"].min()) for t in traces] == [902, 905]
+
+
+def test_read_many_collision_across_files(tmp_path: Path) -> None:
+    a = _two_rank_csv(tmp_path / "a.csv", (0, 1))
+    b = _two_rank_csv(tmp_path / "b.csv", (1, 2))
+    with pytest.raises(KatInputError) as info:
+        list(read_traces([a, b]))
+    msg = str(info.value)
+    assert "rank 1 appears twice" in msg and "a.csv" in msg and "b.csv" in msg

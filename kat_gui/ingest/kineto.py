@@ -140,6 +140,9 @@ def read(
             if progress is not None:
                 progress(min(done / total, 1.0), f"reading {path.name}")
         trace = builder.finish(meta, base_ns or 0)
+    host = _hostname(meta)
+    if host is not None:
+        meta["hostname"] = host
     rank = (
         meta.get("distributedInfo", {}).get("rank") if isinstance(meta.get("distributedInfo"), dict) else None
     )
@@ -194,6 +197,33 @@ def _top_meta(path: Path, top: dict[str, msgspec.Raw]) -> dict[str, Any]:
         except msgspec.DecodeError:  # already validated as JSON by the top-level decode
             raise KatInputError(path, f"cannot decode the top-level key {key!r}") from None
     return meta
+
+
+_HOST_KEYS = ("hostname", "host_name", "host")
+_HOST_PID_RE = re.compile(r"^(.+):(\d+)$")
+
+
+def _hostname(meta: dict[str, Any]) -> str | None:
+    """The host the trace was taken on, when the file says: a ``hostname``/``host_name``/``host`` key at the
+    top level or in a nested object of the header (``distributedInfo``, ``metadata.system.env.HOSTNAME``),
+    searched level by level, else a process name ``"<host>:<pid>"`` whose pid is that process's own."""
+    level = [meta]
+    for _ in range(4):
+        below = []
+        for obj in level:
+            for key, value in obj.items():
+                if key in ("process_names", "thread_names"):
+                    continue
+                if key.lower() in _HOST_KEYS and isinstance(value, str) and value.strip():
+                    return value.strip()
+                if isinstance(value, dict):
+                    below.append(value)
+        level = below
+    for pid, name in meta.get("process_names", {}).items():
+        m = _HOST_PID_RE.match(name) if isinstance(name, str) else None
+        if m and m.group(2) == pid:
+            return m.group(1)
+    return None
 
 
 def _pieces(path: Path, trace_events: msgspec.Raw):
@@ -338,7 +368,8 @@ def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.nda
     n = len(raws)
     joined = b"\x00".join(raws)
     size = len(joined)
-    buf = np.frombuffer(joined + bytes(_WIN), dtype=np.uint8)
+    padded = joined + bytes(_WIN)
+    buf = np.frombuffer(padded, dtype=np.uint8)
     body = buf[:size]
     starts = np.zeros(n, dtype=np.int64)
     starts[1:] = np.flatnonzero(body == 0) + 1
@@ -355,7 +386,7 @@ def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.nda
     if len(spaced):
         typed[np.searchsorted(starts, spaced, "right") - 1] = True
     # The 8 bytes before each colon, read as one little-endian integer through an unaligned view.
-    tails = np.ndarray(shape=(size - 7,), dtype="<u8", buffer=joined, strides=(1,))[colons - 8]
+    tails = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))[colons - 8]
     for key, sig in zip(_STRIP_KEYS, _STRIP_SIGS, strict=True):
         pos = _key_positions(buf, tails, colons, key, sig)
         if not len(pos):

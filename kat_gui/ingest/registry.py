@@ -25,7 +25,9 @@ NOT_A_TRACE = (
     "not a trace format KAT reads (expected Kineto JSON, Nsight Systems SQLite export, "
     "or KAT function-trace CSV/JSONL)"
 )
-_RANK_RE = re.compile(r"(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
+# rep_N / rep-N: Nsight Systems reports named per rank (``nsys profile -o rep_%q{RANK}``, FORMATS.md); "rep" must
+# not be the end of a longer word (``prep_3``), and ``.nsys-rep`` carries no digits.
+_RANK_RE = re.compile(r"(?:rank|worker|(?<![a-z])rep)[-_]?(\d+)", re.IGNORECASE)
 
 
 def readers() -> list[ModuleType]:
@@ -125,7 +127,8 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def rank_from_filename(path: str | os.PathLike) -> int | None:
-    """The rank named in a file name (``rank-3``, ``rank_3``, ``rank3``, ``worker3``, ``worker_3``), else None.
+    """The rank named in a file name (``rank-3``, ``rank_3``, ``rank3``, ``worker3``, ``worker_3``, Nsight's
+    ``rep_3`` / ``rep-3``), else None.
 
     When several match (``worker0_rank3``), the last one wins: the most specific part is usually last.
     """
@@ -146,7 +149,8 @@ def read_traces(
     """Read every file, one at a time (yielded so the caller can store it and drop it), with its rank resolved.
 
     Rank: ``options.rank`` (a single file only) > the file's content > the file name > KatInputError.
-    Two files of the same rank raise KatInputError naming both.
+    A reader module with ``read_many(path, options, progress) -> list[RankTrace]`` may return several ranks
+    from one file; each is yielded. Two traces of the same rank raise KatInputError naming both files.
     """
     options = options or IngestOptions()
     files = plan(paths)
@@ -165,17 +169,21 @@ def read_traces(
                 progress((base + frac * size) / total, message)
 
             progress(done / total, f"reading {path.name}")
-        trace = reader_for(fmt).read(path, options, sub)
-        rank, source = _resolve_rank(path, trace, options)
-        if rank in owner:
-            raise KatInputError(path, f"rank {rank} appears twice: in {owner[rank]} and in {path}")
-        owner[rank] = path
-        trace.rank = rank
-        trace.meta["rank_source"] = source
+        mod = reader_for(fmt)
+        read_many = getattr(mod, "read_many", None)
+        # A reader with read_many takes files that hold several ranks (one RankTrace each, rank from content).
+        traces = read_many(path, options, sub) if read_many is not None else [mod.read(path, options, sub)]
         done += size
-        if progress is not None:
-            progress(done / total, f"read {path.name}")
-        yield trace
+        for trace in traces:
+            rank, source = _resolve_rank(path, trace, options)
+            if rank in owner:
+                raise KatInputError(path, f"rank {rank} appears twice: in {owner[rank]} and in {path}")
+            owner[rank] = path
+            trace.rank = rank
+            trace.meta["rank_source"] = source
+            if progress is not None:
+                progress(done / total, f"read {path.name}")
+            yield trace
 
 
 def _size(p: Path) -> int:
