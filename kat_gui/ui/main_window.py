@@ -122,6 +122,29 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(f, "Save &screenshot…", self.screenshot_dialog)
         f.addSeparator()
         self._action(f, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        ed = mb.addMenu("&Edit")
+        self._action(
+            ed,
+            "&Undo note change",
+            lambda: self._on_view(lambda rv: rv.notes.undo()),
+            QtGui.QKeySequence.StandardKey.Undo,
+        )
+        self._action(
+            ed,
+            "&Redo note change",
+            lambda: self._on_view(lambda rv: rv.notes.redo()),
+            QtGui.QKeySequence("Ctrl+Shift+Z"),
+        )
+        ed.addSeparator()
+        self._action(
+            ed,
+            "Note on the view range…",
+            lambda: self._on_view(lambda rv: rv.notes.add_note("time")),
+            "Ctrl+M",
+        )
+        self._action(
+            ed, "Note on the selected kernel…", lambda: self._on_view(lambda rv: rv.notes.add_note("kernel"))
+        )
         v = mb.addMenu("&View")
         for text, key, fn in (
             ("Zoom in", "W", lambda t: t.zoom(0.5)),

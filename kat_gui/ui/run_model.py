@@ -7,12 +7,15 @@ GUI does. Everything per-event stays columnar: lanes hold arrays of track ids, a
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kat_gui.annotations import Annotation, AnnotationModel, load_annotations
+from kat_gui.errors import KatInputError
 from kat_gui.events import COMPONENTS, EventKind, TrackKind
 from kat_gui.ui.kernel_classes import classify_strings
 
@@ -109,7 +112,16 @@ class RunModel:
         from kat_gui.store import TraceStore
 
         self.path = Path(path)
-        self.store = TraceStore.open(self.path)
+        # Opened for adding results when the file is writable, so notes are saved as the user works; a
+        # read-only file (or one this process already holds read-only) opens read-only, notes shown only.
+        self.store = None
+        if os.access(self.path, os.W_OK):
+            try:
+                self.store = TraceStore.open(self.path, "r+")
+            except KatInputError:
+                self.store = None
+        if self.store is None:
+            self.store = TraceStore.open(self.path)
         self.name: str = str(self.store.name)
         self.t0_ns, self.t1_ns = (int(x) for x in self.store.time_span())
         self.tracks = list(self.store.tracks)
@@ -137,6 +149,25 @@ class RunModel:
         self._collectives: dict | None = None
         self._load_detection()
         self.graph = self._load_topology()
+        self.notes: AnnotationModel | None = None
+        self.notes_error = ""
+        try:
+            if getattr(self.store, "mode", "r") == "r+":
+                self.notes = AnnotationModel(self.store)
+            else:
+                self.notes_error = "the store is read-only: notes cannot be saved"
+        except (KatInputError, ValueError) as exc:
+            self.notes_error = str(exc)
+
+    @property
+    def read_only_notes(self) -> list[Annotation]:
+        """Notes to show when ``notes`` is None (a read-only store)."""
+        if self.notes is not None:
+            return self.notes.items()
+        try:
+            return load_annotations(self.store)
+        except (KeyError, OSError, ValueError, TypeError):
+            return []
 
     # ------------------------------------------------------------------ loading
 

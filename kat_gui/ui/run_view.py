@@ -8,6 +8,7 @@ from PySide6 import QtCore, QtWidgets
 from kat_gui.ui.details import DetailsPanel
 from kat_gui.ui.explain_panel import ExplanationPanel
 from kat_gui.ui.findings import FindingsPanel
+from kat_gui.ui.notes_panel import NotesPanel
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
 from kat_gui.ui.timeline import TimelineView
 from kat_gui.ui.topology_view import TopologyView
@@ -54,10 +55,15 @@ class RunView(QtWidgets.QWidget):
         self.details = DetailsPanel(model)
         self.topology = TopologyView(model)
         self.explanation = ExplanationPanel(model)
+        self.notes = NotesPanel(model, self.note_context)
 
         self.bottom = QtWidgets.QTabWidget()
         self.bottom.addTab(self.findings, "Findings && anomalies")
         self.bottom.addTab(self.details, "Details")
+        self.bottom.addTab(self.notes, "Notes")
+        self._notes_tab_title()
+        if model.notes is not None:
+            model.notes.connect(lambda _ev: self._notes_tab_title())
         left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         left.addWidget(self.timeline)
         left.addWidget(self.bottom)
@@ -81,6 +87,46 @@ class RunView(QtWidgets.QWidget):
         self.findings.findingActivated.connect(self.goto_finding)
         self.topology.ranksSelected.connect(self._on_ranks)
         self.explanation.evidenceActivated.connect(self.goto_window)
+        self.notes.noteActivated.connect(self.goto_note)
+
+    def _notes_tab_title(self) -> None:
+        try:
+            n = len(self.model.read_only_notes)
+            self.bottom.setTabText(self.bottom.indexOf(self.notes), f"Notes ({n})" if n else "Notes")
+        except RuntimeError:  # closed view
+            pass
+
+    def note_context(self) -> dict:
+        """What a new note is pinned to: the view range, the selected kernel and its (or the culprit) rank."""
+        t0, t1 = self.timeline.x_range_ns()
+        sel = self.timeline.selected
+        rank = self.model.rank_of_track(sel[0]) if sel is not None else None
+        if rank is None:
+            culprits = self.model.culprit_ranks()
+            rank = culprits[0] if culprits else None
+        return {
+            "start_ns": max(t0, self.model.t0_ns),
+            "end_ns": min(t1, self.model.t1_ns),
+            "selected": sel,
+            "rank": rank,
+        }
+
+    def goto_note(self, ann_id: int) -> None:
+        """Show a note: zoom to its time range (or highlight its rank) and outline it on the timeline."""
+        notes = {a.id: a for a in self.model.read_only_notes}
+        a = notes.get(ann_id)
+        if a is None:
+            return
+        self.timeline.notes_item.selected_id = ann_id
+        self.timeline.notes_item.update()
+        if a.start_ns is not None:
+            end = a.end_ns if a.end_ns is not None else a.start_ns
+            self.timeline.zoom_ns(int(a.start_ns), int(end), margin=0.1)
+        if a.target == "kernel" and a.track is not None and a.index is not None:
+            self.timeline.selected = (int(a.track), int(a.index))
+            self.timeline._place_selection()
+        if a.rank is not None:
+            self.timeline.set_highlight({int(a.rank)} | set(self.model.culprit_ranks()))
 
     def _on_select(self, track: int, index: int) -> None:
         self.details.show_event(track, index)

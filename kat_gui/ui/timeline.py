@@ -553,6 +553,104 @@ class OverviewItem(pg.GraphicsObject):
             )
 
 
+NOTE_COLOR = "#1F6FEB"
+
+
+class NotesItem(pg.GraphicsObject):
+    """The run's notes on the lanes: a translucent blue band over a time/kernel note's range (its rank's
+    lanes only when it names a rank, else every lane) with the note's first line as a label, and rank notes
+    as a label at the left edge of the rank's lane. Labels are plain text (drawText), never rich text."""
+
+    def __init__(self, model: RunModel):
+        super().__init__()
+        self.model = model
+        self.lanes: list[Lane] = []
+        self.notes: list = []
+        self.selected_id: int | None = None
+
+    def set_lanes(self, lanes: list[Lane]) -> None:
+        self.prepareGeometryChange()
+        self.lanes = lanes
+        self.update()
+
+    def set_notes(self, notes: list) -> None:
+        self.notes = list(notes)
+        self.update()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        span = max((self.model.t1_ns - self.model.t0_ns) / 1e9, 1e-9)
+        return QtCore.QRectF(-0.05 * span, 0.0, 1.1 * span, float(max(len(self.lanes), 1)))
+
+    def _rows(self, note) -> list[int]:
+        rank = note.rank
+        if rank is None and note.track is not None:
+            rank = self.model.rank_of_track(note.track)
+        if rank is None:
+            return list(range(len(self.lanes)))
+        return [i for i, lane in enumerate(self.lanes) if lane.rank == rank]
+
+    def paint(self, p: QtGui.QPainter, *args) -> None:
+        if not self.notes or not self.lanes:
+            return
+        vb = self.getViewBox()
+        if vb is None:
+            return
+        (x0, x1), _ = vb.viewRange()
+        px = (x1 - x0) / max(vb.width(), 1.0)
+        tr = p.transform()
+        labels: list[tuple[QtCore.QPointF, str, bool]] = []
+        color = QtGui.QColor(NOTE_COLOR)
+        for note in self.notes:
+            rows = self._rows(note)
+            if not rows:
+                continue
+            sel = note.id == self.selected_id
+            first = note.text.strip().splitlines()[0] if note.text.strip() else "(empty note)"
+            label = f"✎ {first[:60]}"
+            if note.start_ns is not None:
+                a = (note.start_ns - self.model.t0_ns) / 1e9
+                b = ((note.end_ns if note.end_ns is not None else note.start_ns) - self.model.t0_ns) / 1e9
+                if b < x0 or a > x1:
+                    continue
+                w = max(b - a, 2 * px)
+                fill = QtGui.QColor(color)
+                fill.setAlpha(70 if sel else 38)
+                p.setPen(pg.mkPen(color, width=2 if sel else 1))
+                p.setBrush(QtGui.QBrush(fill))
+                for lo, hi in _runs(rows):
+                    p.drawRect(QtCore.QRectF(a, lo + 0.01, w, hi - lo + 0.98))
+                labels.append((tr.map(QtCore.QPointF(max(a, x0), rows[0] + 0.02)), label, sel))
+            elif note.target in ("rank", "component"):
+                labels.append((tr.map(QtCore.QPointF(x0, rows[0] + 0.02)), label, sel))
+        # Labels in device pixels: the data transform would stretch text.
+        p.save()
+        p.resetTransform()
+        font = QtGui.QFont()
+        font.setPointSizeF(8.5)
+        p.setFont(font)
+        fm = QtGui.QFontMetrics(font)
+        for pt, text, sel in labels:
+            text = fm.elidedText(text, QtCore.Qt.TextElideMode.ElideRight, 320)
+            r = QtCore.QRectF(pt.x() + 2, pt.y() + 1, fm.horizontalAdvance(text) + 8, fm.height() + 2)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(QtGui.QColor(NOTE_COLOR if sel else "#E8F0FE"))
+            p.drawRoundedRect(r, 3, 3)
+            p.setPen(QtGui.QColor("#FFFFFF" if sel else NOTE_COLOR))
+            p.drawText(r.adjusted(4, 0, 0, 0), int(QtCore.Qt.AlignmentFlag.AlignVCenter), text)
+        p.restore()
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Consecutive row numbers grouped: [0, 1, 2, 5] -> [(0, 2), (5, 5)]."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and r == out[-1][1] + 1:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return out
+
+
 class TimelineView(QtWidgets.QWidget):
     """Overview strip + lanes + legend. Emits ``eventSelected(track, index)`` on click."""
 
@@ -613,7 +711,9 @@ class TimelineView(QtWidgets.QWidget):
         self.anomaly_item.setZValue(5)
         self.selection_item = SelectionItem()
         self.selection_item.setZValue(6)
-        for it in (self.lanes_item, self.anomaly_item, self.selection_item):
+        self.notes_item = NotesItem(model)
+        self.notes_item.setZValue(7)
+        for it in (self.lanes_item, self.anomaly_item, self.selection_item, self.notes_item):
             pi.addItem(it)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self._legend())
@@ -625,6 +725,19 @@ class TimelineView(QtWidgets.QWidget):
         self.set_highlight(set(model.culprit_ranks()))
         self.rebuild_lanes()
         self.fit_all()
+        self.refresh_notes()
+        if model.notes is not None:
+            model.notes.connect(self._on_notes_changed)
+
+    def refresh_notes(self) -> None:
+        self.notes_item.set_notes(self.model.read_only_notes)
+
+    def _on_notes_changed(self, _ev) -> None:
+        self.refresh_notes()
+
+    def settle(self) -> None:
+        """Finish deferred drawing now (a crisp raster at the current zoom) before a screenshot or export."""
+        self.lanes_item.sharpen_now()
 
     # ---------------------------------------------------------------- lanes
 
@@ -672,6 +785,7 @@ class TimelineView(QtWidgets.QWidget):
         self.lanes = self.model.lanes(self.expanded, self.rank_filter)
         self.lanes_item.set_lanes(self.lanes)
         self.anomaly_item.set_lanes(self.lanes)
+        self.notes_item.set_lanes(self.lanes)
         self.axis.set_lanes(self.lanes)
         self.vb.setLimits(yMin=-0.2, yMax=max(len(self.lanes), 1) + 0.2)
         self.vb.setYRange(0, max(len(self.lanes), 1), padding=0)
