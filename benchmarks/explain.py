@@ -136,6 +136,22 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"runs (100% required); model text kept in {model}/{len(rs)} runs (the rest fell back); median first "
             f"token {_med([x['first_token_s'] for x in rs])}, median total {_med([x['total_s'] for x in rs])}."
         )
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "- `select` is the default style: the grammar makes the model write the headline and then choose and order "
+        "1-3 of the computed fact sentences, so its raw text is grounded by construction (it is still verified). "
+        "`free` asks the same model for an unconstrained summary: the verifier drops most of what the 135M model "
+        "writes (invented percentages, prose about GPUs in general), so those runs fall back to the deterministic "
+        "narrative; it is kept for larger user models (`--model`).",
+        "- Timings were taken while other jobs kept the 2 CPU cores busy (load averages above), so they are "
+        "inflated several-fold: on this machine, with its cores already busy, llama.cpp runs on 1 thread (2 threads "
+        "spin-wait on each other and were ~8x slower). `first token` is the prompt evaluation of ~300 tokens; "
+        "the `free` run reuses the evaluated prompt prefix of the `select` run just before it, which is why its "
+        "first token is faster.",
+        "- Top-1 depends on detection first: a fault detection does not report cannot be ranked.",
+    ]
     lines += ["", "## Per scenario", ""]
     head = ["scenario", "truth", "findings", "top hypothesis", "top-1", "no-anomaly text"]
     for style in styles if use_llm else []:
@@ -191,12 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-llm", action="store_true")
     ap.add_argument("--out", default="bench-out/explain")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--render", metavar="ROWS.json", help="only re-render a previous run's rows.json")
     args = ap.parse_args(argv)
     names = [s for s in args.scenarios.split(",") if s] or list(SCENARIOS)
     seeds = [int(s) for s in args.seeds.split(",")]
     styles = [s for s in args.styles.split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        doc = json.loads(Path(args.render).read_text())
+        md = render(doc["rows"], doc["styles"], doc["use_llm"], doc["env"])
+        if not args.no_write:
+            RESULTS.write_text(md, encoding="utf-8")
+        print(md)
+        return 0
     env = {
         "when": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -221,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     env["load_after"] = os.getloadavg()[0]
-    (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    doc = {"rows": rows, "styles": styles, "use_llm": not args.no_llm, "env": env}
+    (out / "rows.json").write_text(json.dumps(doc, indent=1, default=str))
     md = render(rows, styles, not args.no_llm, env)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,7 @@ def test_grounding_units_must_match_and_repeats_are_dropped():
 
 def test_sentence_splitter_keeps_decimals():
     assert split_sentences("Skew is 1.23 ms. Next: check GPU3.") == ["Skew is 1.23 ms.", "Next: check GPU3."]
+    assert split_sentences("Confidence 0.60. 3 collectives hang.") == ["Confidence 0.60.", "3 collectives hang."]
 
 
 # ---------------------------------------------------------------------- sanitising trace strings

@@ -222,3 +222,12 @@ def test_fmt_helpers():
     assert fmt.expand_ranks("0-2,4-7") == [0, 1, 2, 4, 5, 6, 7]
     assert fmt.pct(0.3812) == "38%" and fmt.pct(0.051) == "5.1%"
     assert fmt.duration(1234567.0) == "1.23 ms" and fmt.duration(850) == "850 ns"
+
+
+def test_link_hypothesis_with_large_arrival_skew_does_not_rule_out_ranks():
+    f = _link_finding("nvlink", RANKS8, 0.9, spans=False)
+    f["evidence"] = dict(f["evidence"], arrival_skew_ns=3632276.5, transfer_ns=43626.0)
+    h = build_hypotheses([f], None, {})[0]
+    text = " | ".join(h.counter_evidence)
+    assert "no single rank is late" not in text
+    assert "caveat: arrival skew is 3.63 ms, longer than the transfer itself (43.6 µs)" in text

@@ -68,7 +68,7 @@ _STOP = set(
     "might will would should also more most less very just such any each every other others".split()
 )
 _WORD = re.compile(r"[a-z][a-z\-]+")
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"(\[*-])|\n+")
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"(\[*-])|\n+")
 
 
 def _norm_num(v: str) -> str:

@@ -325,10 +325,17 @@ def _counter(f: dict, comp: str, kind: str, ranks: list[int], all_ranks: list[in
     if comp == "unknown" and ln is not None:
         out.append(f"launch spacing is {fmt.ratio(ln)} that of the peers, so not clearly the host CPU")
     if comp in ("nvlink", "nic"):
-        if skew is not None:
+        tns = _num(ev, "transfer_ns")
+        if skew is not None and (tns is None or skew <= tns):
             out.append(
                 f"arrival skew stays at {fmt.duration(skew)}: no single rank is late, so not one GPU, its "
                 f"memory or its host"
+            )
+        elif skew is not None and tns is not None:
+            # A large skew means ranks do arrive late: say so rather than rule the ranks out.
+            out.append(
+                f"caveat: arrival skew is {fmt.duration(skew)}, longer than the transfer itself "
+                f"({fmt.duration(tns)}), so a late rank may explain part of it"
             )
         if tr is not None:
             out.append(f"the transfer itself is {fmt.ratio(tr)} its earlier time on every rank of the group")
