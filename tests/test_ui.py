@@ -201,7 +201,10 @@ def test_anomaly_table_row_navigates_timeline(qtbot, window, anomalous_store):
     qtbot.keyClick(tl.plot, QtCore.Qt.Key.Key_N)
     tr, ix = tl.selected
     hits = view.model.anomalies_of(tr, ix)
-    assert len(hits) and int(a["role"][hits[0]]) == ROLE_ROOT
+    # N visits root anomalies when the run has any (a kernel may also be a symptom of another finding),
+    # else every anomaly.
+    want = {ROLE_ROOT} if (a["role"] == ROLE_ROOT).any() else {int(x) for x in a["role"]}
+    assert len(hits) and want & {int(x) for x in a["role"][hits]}
 
 
 def test_topology_click_filters_lanes(qtbot, window, dlrm_store):
