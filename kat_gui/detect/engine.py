@@ -13,7 +13,7 @@ import numpy as np
 from kat_gui.detect import classify as C
 from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times, match_collectives
 from kat_gui.detect.frame import RunFrame
-from kat_gui.detect.history import link_shifts, step_covariates
+from kat_gui.detect.history import joint_windows, link_shifts, step_covariates
 from kat_gui.detect.signals import CellSignal, cell_signal, peer_match
 from kat_gui.detect.stats import runs, segments
 from kat_gui.events import COMPONENTS
@@ -44,7 +44,7 @@ class Params:
 
     z_cell: float = 4.0
     min_slowdown: float = 0.03
-    min_launch_slowdown: float = 0.05
+    min_launch_slowdown: float = 0.03
     min_late_share: float = 0.02
     min_steps: int = 3
     merge_gap: int = 2
@@ -328,6 +328,26 @@ def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings
         flags["launch"] = sig["launch"].flags(p.z_cell, math.log1p(p.min_launch_slowdown))
     if "late" in sig:
         flags["late"] = sig["late"].flags(p.z_cell, p.min_late_share)
+    # A weak but sustained change (a few % over many steps) is below the per-cell bar in every step yet
+    # certain over the window: each rank's deviation series is searched for its best shift window against
+    # its own level outside it (history.joint_windows; noise from successive differences), and the window's
+    # cells count as abnormal when the shift clears z_link and the minimum effect.
+    if a.S >= 2 * p.min_steps + 1:
+        for key in ("compute", "memory", "copy", "launch"):
+            if key not in sig:
+                continue
+            need = math.log1p(p.min_launch_slowdown if key == "launch" else p.min_slowdown)
+            for ri in range(a.R):
+                d = sig[key].dev[ri]
+                steps = np.flatnonzero(np.isfinite(d))
+                steps = steps[steps >= p.warmup_steps]
+                if len(steps) < 2 * p.min_steps + 1:
+                    continue
+                bw = joint_windows(
+                    [(steps, d[steps], np.zeros((len(steps), 0)))], a.S, p.min_steps, p.sigma_floor
+                )
+                if bw is not None and bw[3] >= p.z_link and bw[2] >= need:
+                    flags[key][ri, bw[0] : bw[1] + 1] |= np.isfinite(d[bw[0] : bw[1] + 1])
     any_flag = np.zeros((a.R, a.S), dtype=bool)
     for f in flags.values():
         any_flag |= f
@@ -505,11 +525,15 @@ def _launch_wait_rows(a: _Analysis, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     if gap is None:
         g = a.fr.gpu
         order = np.lexsort((g["start_ns"], a.rank_idx))
-        end_sorted = g["end_ns"][order]
-        prev_end = np.maximum.accumulate(np.r_[np.iinfo(np.int64).min, end_sorted[:-1]])
+        # Running maximum of ends per rank in one pass: each rank's times are lifted into its own band.
+        t0 = int(min(g["start_ns"].min(), g["end_ns"].min()))
+        band = int(max(g["end_ns"].max(), g["start_ns"].max())) - t0 + 1
+        lift = a.rank_idx[order].astype(np.int64) * band
+        end_l = g["end_ns"][order] - t0 + lift
+        prev_end = np.maximum.accumulate(np.r_[0, end_l[:-1]])
         same = np.r_[False, a.rank_idx[order][1:] == a.rank_idx[order][:-1]]
         gap = np.zeros(a.fr.n_gpu)
-        gap[order] = np.where(same, np.maximum(g["start_ns"][order] - prev_end, 0), 0)
+        gap[order] = np.where(same, np.maximum(g["start_ns"][order] - t0 + lift - prev_end, 0), 0)
         rows = np.flatnonzero(a.step_idx >= 0)
         pm = peer_match(rows, a.step_idx[rows], g["name"][rows], a.rank_idx[rows], gap[rows] + 1.0, a.R)
         ref = np.full(a.fr.n_gpu, np.nan)

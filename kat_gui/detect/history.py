@@ -84,6 +84,9 @@ def step_covariates(
     return np.stack(cols, axis=1)
 
 
+MAX_EDGES = 160
+
+
 def _design(x: np.ndarray, n: int) -> np.ndarray:
     """[1, standardised covariates], dropping covariates that are constant or missing (singular X'X)."""
     X = np.column_stack([np.ones(n), x]) if x.size else np.ones((n, 1))
@@ -119,7 +122,12 @@ def joint_windows(
     window's indicator, u'My and X'u are window sums (one cumulative sum over the step axis serves every
     window), and the series are combined by inverse-variance weights:
     delta = sum(u'My / s^2) / sum(u'Mu / s^2), z = sum(u'My / s^2) / sqrt(sum(u'Mu / s^2))."""
-    i, j = np.triu_indices(n_steps)
+    # Window edges on a grid of at most MAX_EDGES steps (all steps for usual runs): the number of windows
+    # grows with the square of the edges.
+    stride = max(1, -(-n_steps // MAX_EDGES))
+    edges = np.unique(np.r_[np.arange(0, n_steps, stride), n_steps])
+    a_, c_ = np.triu_indices(len(edges), k=1)
+    i, j = edges[a_], edges[c_] - 1
     length = j - i + 1
     ok = (length >= min_len) & (length <= n_steps - min_len)
     ok &= ~((i == 0) & (j < warmup_steps))  # slower first steps on every collective are warm-up
