@@ -346,7 +346,14 @@ def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings
                 bw = joint_windows(
                     [(steps, d[steps], np.zeros((len(steps), 0)))], a.S, p.min_steps, p.sigma_floor
                 )
-                if bw is not None and bw[3] >= p.z_link and bw[2] >= need:
+                if bw is None or bw[2] < need:
+                    continue
+                # Or a clear change (z_cell) to a level persistently above the peers over the window (the
+                # peer comparison then carries the evidence, steps averaged).
+                w = d[bw[0] : bw[1] + 1]
+                w = w[np.isfinite(w)]
+                t_peer = float(np.mean(w)) / sig[key].sigma * math.sqrt(len(w)) if len(w) else 0.0
+                if bw[3] >= p.z_link or (bw[3] >= p.z_cell and t_peer >= p.z_link):
                     flags[key][ri, bw[0] : bw[1] + 1] |= np.isfinite(d[bw[0] : bw[1] + 1])
     any_flag = np.zeros((a.R, a.S), dtype=bool)
     for f in flags.values():
