@@ -9,7 +9,7 @@ kernel events/s, and writes a Markdown table to ``benchmarks/results/ingest.md``
 - ``hta-parse``: ``hta.common.trace.parse_trace_file`` on each file in one process (HTA's own per-rank parse,
   default JSON backend, no multiprocessing so that both tools use one core).
 
-Usage: ``python benchmarks/ingest.py [--runs 3] [--synth DIR] [--hta-timeout 600]``
+Usage: ``python benchmarks/ingest.py [--runs 3] [--synth DIR ...] [--hta-timeout 600] [--hta-synth-max-mb 200]``
 """
 
 from __future__ import annotations
@@ -131,10 +131,22 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--synth", type=Path, help="a folder written by benchmarks/synth_kineto.py")
+    ap.add_argument(
+        "--synth",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder written by benchmarks/synth_kineto.py",
+    )
     ap.add_argument("--synth-runs", type=int, default=1)
     ap.add_argument("--hta-timeout", type=float, default=600)
     ap.add_argument("--skip-hta-synth", action="store_true")
+    ap.add_argument(
+        "--hta-synth-max-mb",
+        type=float,
+        default=float("inf"),
+        help="run HTA only on synthetic sets this small",
+    )
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args.worker, args.paths)))
@@ -145,9 +157,10 @@ def main(argv: list[str] | None = None) -> str:
          [str(SHARED / "hta" / "df_index_resolver__df_index_resolver.json.gz")], args.runs),
         ("DLRM, 8 ranks", [str(SHARED / "param_dlrm_8rank")], args.runs),
     ]  # fmt: skip
-    if args.synth:
+    synth_paths = {str(s) for s in args.synth}
+    for synth in args.synth:
         datasets.append(
-            (f"synthetic, {len(list(args.synth.glob('*.json*')))} ranks", [str(args.synth)], args.synth_runs)
+            (f"synthetic, {len(list(synth.glob('*.json*')))} ranks", [str(synth)], args.synth_runs)
         )
     rows = []
     for label, paths, runs in datasets:
@@ -155,8 +168,14 @@ def main(argv: list[str] | None = None) -> str:
         size_mb = sum(Path(p).stat().st_size for p in _files(paths)) / 1e6
         print(f"{label}: {total:,} events, {kernels:,} kernels, {size_mb:.0f} MB on disk", flush=True)
         for tool in ("kat-parse", "kat-ingest", "hta-parse"):
-            if tool == "hta-parse" and args.skip_hta_synth and paths == [str(args.synth)]:
-                rows.append((label, total, kernels, size_mb, tool, {"error": "not run (--skip-hta-synth)"}))
+            if (
+                tool == "hta-parse"
+                and paths[0] in synth_paths
+                and (args.skip_hta_synth or size_mb > args.hta_synth_max_mb)
+            ):
+                rows.append(
+                    (label, total, kernels, size_mb, tool, {"error": "not run (too large for HTA here)"})
+                )
                 continue
             timeout = args.hta_timeout if tool == "hta-parse" else 3600
             r = measure(tool, paths, runs, timeout)

@@ -294,7 +294,9 @@ _WIN = 16
 _WIN_COLS = np.arange(_WIN)
 _POW10 = np.array([10**k for k in range(18)], dtype=np.int64)
 _CORR_KEY = b'"correlation"'
-_STRIP_KEYS = tuple(b'"' + k.encode() + b'"' for k in _INSTANCE_ARGS)
+# device and stream are per-instance args too, but constant along a track: left in the dedup key they cost
+# a few extra keys, while cutting them out would cost a scan per event.
+_STRIP_KEYS = tuple(b'"' + k.encode() + b'"' for k in _INSTANCE_ARGS if k not in ("device", "stream"))
 # Events whose args hold these keys are decoded with _Args (collective columns).
 _TYPED_KEYS = (b'"Collective name"', b'"Seq"')
 
@@ -327,17 +329,18 @@ def _key_positions(
 
 
 def _int_after_keys(
-    buf: np.ndarray, pos: np.ndarray, key_len: int, want_value: bool
+    buf: np.ndarray, wins: np.ndarray, pos: np.ndarray, key_len: int, want_value: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ok, delete_end, value) for each key occurrence at ``pos``: ``"key": <int>`` then ``,`` or ``}``.
 
     ``ok`` is False for anything else (a float, a string, a space before the colon, a quote that is escaped,
     more than 12 digits): those are left to the typed decode. ``delete_end`` is the offset just past the
-    number and its comma; ``buf`` is padded with ``_WIN`` NULs so that every window is in range.
+    number and its comma; ``buf`` is padded with ``_WIN`` NULs so that every window (``wins[i]`` is
+    ``buf[i:i + _WIN]``) is in range.
     """
     m = len(pos)
     rows = np.arange(m)
-    win = buf[(pos + key_len)[:, None] + _WIN_COLS]
+    win = wins[pos + key_len]  # rows of a sliding-window view: no index matrix
     first = 1 + (win[:, 1] == 32)
     neg = win[rows, first] == 45
     first = first + neg
@@ -376,6 +379,7 @@ def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.nda
     braces = np.searchsorted(starts, np.flatnonzero(body == 123), "right") - 1
     flat = (np.bincount(braces, minlength=n) == 1) & (buf[starts] == 123)
     typed = ~flat
+    wins = np.lib.stride_tricks.sliding_window_view(buf, _WIN)
     corr = np.full(n, NO_ID, dtype=np.int64)
     cut_start: list[np.ndarray] = []
     cut_end: list[np.ndarray] = []
@@ -392,7 +396,7 @@ def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.nda
         if not len(pos):
             continue
         ev = np.searchsorted(starts, pos, "right") - 1
-        ok, end, value = _int_after_keys(buf, pos, len(key), key == _CORR_KEY)
+        ok, end, value = _int_after_keys(buf, wins, pos, len(key), key == _CORR_KEY)
         ok &= flat[ev]
         same = ev[1:] == ev[:-1]  # a key twice in one object
         if same.any():
