@@ -60,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
     paths = list(getattr(args, "paths", None) or [])
     if getattr(args, "demo", False):
         win.open_demo()
-    if paths:
+    compare = getattr(args, "compare", None)
+    if compare and paths:
+        # ``kat gui RUN --compare BASELINE``: RUN is the run under examination (degraded, drawn on top),
+        # BASELINE the healthy reference; both open in their own tabs too (after one ingest of each).
+        win.open_comparison([compare], paths, with_tabs=True)
+    elif paths:
         win.open_paths(paths)
-    if getattr(args, "compare", None):
-        win.open_paths([args.compare], label="compare")
+    elif compare:
+        win.open_paths([compare], label="baseline")
     if not (args.screenshot or batch):
         return int(app.exec())
 

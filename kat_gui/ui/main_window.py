@@ -15,6 +15,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from kat_gui import __version__
 from kat_gui.resource_files import resource_path
 from kat_gui.ui import loader
+from kat_gui.ui.compare_view import CompareView
 from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
 from kat_gui.ui.settings import Settings, cache_dir
@@ -118,6 +119,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recent_menu = f.addMenu("Open &recent")
         self._rebuild_recent()
         self._action(f, "Open &demo (healthy vs degraded)", self.open_demo)
+        self._action(f, "&Compare the current run with a healthy run…", self.compare_dialog)
         f.addSeparator()
         self._action(f, "Save &screenshot…", self.screenshot_dialog)
         f.addSeparator()
@@ -181,6 +183,10 @@ class MainWindow(QtWidgets.QMainWindow):
             act.triggered.connect(lambda _c=False, p=p: self.open_paths([p]))
         self.recent_menu.setEnabled(bool(self.settings.recent))
 
+    def current_compare(self) -> CompareView | None:
+        w = self.tabs.currentWidget()
+        return w if isinstance(w, CompareView) else None
+
     def current_view(self) -> RunView | None:
         w = self.tabs.currentWidget()
         return w if isinstance(w, RunView) else None
@@ -194,9 +200,18 @@ class MainWindow(QtWidgets.QMainWindow):
         rv = self.current_view()
         if rv is not None:
             fn(rv.timeline)
+        cv = self.current_compare()
+        if cv is not None:
+            fn(cv.top)
 
     def _update_status(self) -> None:
         rv = self.current_view()
+        cv = self.current_compare()
+        if cv is not None:
+            self.run_label.setText(
+                f"comparing {cv.degraded.name} (degraded) with {cv.healthy.name} (healthy)"
+            )
+            return
         self.run_label.setText(rv.model.summary_line() if rv else "no run open")
 
     # ------------------------------------------------------------------ jobs
@@ -320,6 +335,7 @@ class MainWindow(QtWidgets.QMainWindow):
             healthy, degraded = pair
             v = self.open_store(Path(degraded), "demo: degraded run")
             self.open_store(Path(healthy), "demo: healthy twin")
+            self.open_comparison_stores(Path(healthy), Path(degraded), "demo: degraded vs healthy")
             if v is not None:
                 self.tabs.setCurrentWidget(v)
 
@@ -328,11 +344,75 @@ class MainWindow(QtWidgets.QMainWindow):
         job.signals.failed.connect(self.report_error)
         return self.start_job(job)
 
+    # ------------------------------------------------------------------ comparison
+
+    def compare_dialog(self) -> None:
+        rv = self.current_view()
+        if rv is None:
+            self.statusBar().showMessage(
+                "open the run to examine first, then compare it with a healthy run", 5000
+            )
+            return
+        files, _ = QtWidgets.QFileDialog.getOpenFileNames(
+            self, "Open the healthy run to compare with", str(rv.model.path.parent), TRACE_FILTER
+        )
+        if files:
+            self.open_comparison(files, [str(rv.model.path)])
+
+    def open_comparison(self, healthy: list, degraded: list, with_tabs: bool = False) -> Job:
+        """Ingest/analyse both runs on a worker (each a list of paths making one run), then open a
+        comparison tab: ``degraded`` on top, ``healthy`` below, with the diff."""
+        cache = cache_dir()
+        hp, dp = [str(p) for p in healthy], [str(p) for p in degraded]
+
+        def work(job: Job):
+            from kat_gui.progress import scaled
+
+            h = loader.prepare(hp, cache, scaled(job.progress, 0.0, 0.5))
+            d = loader.prepare(dp, cache, scaled(job.progress, 0.5, 1.0))
+            return h[0], d[0]
+
+        job = Job("opening the runs to compare", work)
+
+        def done(pair) -> None:
+            if with_tabs:
+                self.open_store(Path(pair[1]), "degraded")
+                self.open_store(Path(pair[0]), "baseline")
+            self.open_comparison_stores(Path(pair[0]), Path(pair[1]))
+
+        job.signals.done.connect(done)
+        job.signals.failed.connect(self.report_error)
+        return self.start_job(job)
+
+    def open_comparison_stores(
+        self, healthy: Path, degraded: Path, label: str | None = None
+    ) -> CompareView | None:
+        try:
+            h = RunModel(healthy)
+            d = RunModel(degraded)
+        except Exception as exc:
+            self.report_error(str(exc))
+            return None
+        view = CompareView(h, d)
+        idx = self.tabs.addTab(view, label or f"compare: {d.name} vs {h.name}")
+        self.tabs.setTabToolTip(idx, f"degraded {degraded}\nhealthy {healthy}")
+        self.stack.setCurrentWidget(self.tabs)
+        view.jobStarted.connect(self._track_explanation)
+        view.start()
+        if label is None:
+            self.tabs.setCurrentIndex(idx)
+        return view
+
     def close_tab(self, i: int) -> None:
         w = self.tabs.widget(i)
         self.tabs.removeTab(i)
         if isinstance(w, RunView):
             w.close_run()
+            w.deleteLater()
+        if isinstance(w, CompareView):
+            w.close_view()
+            w.healthy.close()
+            w.degraded.close()
             w.deleteLater()
         if self.tabs.count() == 0:
             self.stack.setCurrentWidget(self.welcome)
@@ -394,6 +474,9 @@ class MainWindow(QtWidgets.QMainWindow):
             w = self.tabs.widget(i)
             if isinstance(w, RunView):
                 w.model.close()
+            if isinstance(w, CompareView):
+                w.healthy.close()
+                w.degraded.close()
         super().closeEvent(ev)
 
 

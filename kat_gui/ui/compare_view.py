@@ -1,0 +1,338 @@
+"""Run-vs-run comparison: the degraded run above its healthy twin, zoom and pan synchronized on aligned steps
+(each run's time measured from its anchor step), and the ranked diff table of :mod:`kat_gui.compare` beside
+them. Clicking a diff row moves both timelines to that kernel (its most slowed-down instance in the degraded
+run and the same kernel at the aligned place of the healthy run), and from then on the two views stay lined
+up on that pair. The diff runs on a worker thread; until it is ready, both runs are aligned at their starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from kat_gui.ui.run_model import RunModel, esc, fmt_ns
+from kat_gui.ui.timeline import TimelineView
+from kat_gui.ui.workers import Job, pool
+
+SLOWER = "#C62828"
+FASTER = "#1565C0"
+GREY = "#8A8A8A"
+DIFF_HEADERS = ("kind", "what", "rank", "healthy p50", "degraded p50", "Δ p50", "effect", "q")
+
+
+def compute_comparison(healthy: str, degraded: str, progress=None) -> dict[str, Any]:
+    """Load both runs and diff them (a worker's job): ``{"comparison", "healthy", "degraded"}`` with the
+    loaded :class:`kat_gui.compare.run.RunData` kept so rows can be located in each run."""
+    from kat_gui.compare.engine import compare_runs
+    from kat_gui.compare.run import load_run
+    from kat_gui.progress import scaled
+
+    h = load_run(healthy, scaled(progress, 0.0, 0.4))
+    d = load_run(degraded, scaled(progress, 0.4, 0.8))
+    c = compare_runs(h, d, None, None, scaled(progress, 0.8, 1.0))
+    return {"comparison": c, "healthy": h, "degraded": d}
+
+
+def delta_color(d) -> str:
+    """Red when the degraded run is slower, blue when faster, grey when the change is not significant."""
+    if not d.significant:
+        return GREY
+    return SLOWER if d.effect > 0 or d.delta_p50_ns > 0 else FASTER
+
+
+def _short(text: str, n: int = 90) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _anchor_ns(run, step: int) -> int | None:
+    sr = run.step_rank
+    sel = sr["step"] == step
+    return int(sr["start_ns"][sel].min()) if sel.any() else None
+
+
+def locate(
+    run, d, anchor_step: int, prefer_max: bool, near_ns: int | None = None, flagged: np.ndarray | None = None
+) -> dict | None:
+    """The instance of diff row ``d`` to show in ``run`` (RunData): the longest one (``prefer_max``) or the
+    one starting nearest ``near_ns``. Kernel rows match by name, class rows by class, both on ``d.rank``
+    when set; rank rows and step rows give the step's span instead. Returns track/index/start_ns/end_ns
+    (track -1 for a span). ``flagged``: sorted ``track << 40 | index`` keys of the detector's anomalies,
+    preferred over the merely longest instance (the longest can be a warm-up outlier)."""
+    g = run.gpu
+    steps = g["step"]
+    in_steps = steps >= anchor_step
+    sel = None
+    if d.kind in ("kernel", "kernel_rank", "only_healthy", "only_degraded") and d.name:
+        try:
+            nid = run.names.index(d.name)
+        except ValueError:
+            return None
+        sel = (g["name"] == nid) & in_steps
+    elif d.kind in ("class", "class_rank") and d.kernel_class:
+        from kat_gui.compare.run import CLASS_NAMES
+
+        if d.kernel_class not in CLASS_NAMES:
+            return None
+        sel = (g["cls"] == CLASS_NAMES.index(d.kernel_class)) & in_steps
+    if sel is not None:
+        if d.rank is not None and (sel & (g["rank"] == d.rank)).any():
+            sel &= g["rank"] == d.rank
+        idx = np.flatnonzero(sel)
+        if not len(idx):
+            return None
+        if flagged is not None and len(flagged) and near_ns is None:
+            keys = (g["track"][idx].astype(np.int64) << 40) | g["index"][idx].astype(np.int64)
+            pos = np.clip(np.searchsorted(flagged, keys), 0, len(flagged) - 1)
+            hit = flagged[pos] == keys
+            if hit.any():
+                idx = idx[hit]
+        if near_ns is not None:
+            i = int(idx[np.argmin(np.abs(g["start_ns"][idx] - near_ns))])
+        else:
+            i = int(idx[np.argmax(g["dur_ns"][idx])]) if prefer_max else int(idx[0])
+        return {
+            "track": int(g["track"][i]),
+            "index": int(g["index"][i]),
+            "start_ns": int(g["start_ns"][i]),
+            "end_ns": int(g["start_ns"][i] + g["dur_ns"][i]),
+        }
+    # Rank and step rows: the step where the degraded rank (or the run) is slowest.
+    sr = run.step_rank
+    m = sr["step"] >= anchor_step
+    if d.rank is not None and (m & (sr["rank"] == d.rank)).any():
+        m &= sr["rank"] == d.rank
+    idx = np.flatnonzero(m)
+    if not len(idx):
+        return None
+    if near_ns is not None:
+        i = int(idx[np.argmin(np.abs(sr["start_ns"][idx] - near_ns))])
+    else:
+        span = sr["end_ns"][idx] - sr["start_ns"][idx]
+        i = int(idx[np.argmax(span)]) if prefer_max else int(idx[0])
+    return {"track": -1, "index": -1, "start_ns": int(sr["start_ns"][i]), "end_ns": int(sr["end_ns"][i])}
+
+
+class CompareView(QtWidgets.QWidget):
+    """``degraded`` above ``healthy`` (RunModels, owned by the caller), diff table on the right."""
+
+    comparisonReady = QtCore.Signal()
+    jobStarted = QtCore.Signal(object)
+
+    def __init__(self, healthy: RunModel, degraded: RunModel, parent=None):
+        super().__init__(parent)
+        self.healthy = healthy
+        self.degraded = degraded
+        self.result: dict[str, Any] | None = None
+        self.job: Job | None = None
+        # Seconds to add to a degraded-view x to get the healthy-view x showing the aligned moment.
+        self.offset_s = 0.0
+        self._syncing = False
+
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.banner = QtWidgets.QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background:#EEF3FA; padding:6px; font-size:13px; border-radius:3px")
+        lay.addWidget(self.banner)
+
+        self.top = TimelineView(degraded)
+        self.bottom = TimelineView(healthy)
+        self.bottom.set_highlight(set())
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        for title, tl, color in (
+            (f"degraded: {degraded.name}", self.top, "#B71C1C"),
+            (f"healthy: {healthy.name}", self.bottom, "#2E7D32"),
+        ):
+            box = QtWidgets.QWidget()
+            v = QtWidgets.QVBoxLayout(box)
+            v.setContentsMargins(0, 0, 0, 0)
+            v.setSpacing(0)
+            lab = QtWidgets.QLabel(f"<b style='color:{color}'>{esc(title)}</b>")
+            v.addWidget(lab)
+            v.addWidget(tl, 1)
+            left.addWidget(box)
+
+        right = QtWidgets.QWidget()
+        rv = QtWidgets.QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        self.table_title = QtWidgets.QLabel("<b>Differences</b> — computing…")
+        rv.addWidget(self.table_title)
+        self.only_sig = QtWidgets.QCheckBox("significant only")
+        self.only_sig.toggled.connect(lambda _c: self._fill_table())
+        rv.addWidget(self.only_sig)
+        self.table = QtWidgets.QTableWidget(0, len(DIFF_HEADERS))
+        self.table.setHorizontalHeaderLabels(DIFF_HEADERS)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.setWordWrap(False)
+        self.table.setMinimumWidth(280)
+        self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
+        self.table.cellClicked.connect(lambda r, _c: self.goto_row(r))
+        rv.addWidget(self.table, 1)
+        legend = QtWidgets.QLabel(
+            f"<span style='color:{SLOWER}'>■ slower</span> · <span style='color:{FASTER}'>■ faster</span> · "
+            f"<span style='color:{GREY}'>■ not significant</span> · click a row: both runs jump to it"
+        )
+        rv.addWidget(legend)
+
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([1000, 600])
+        lay.addWidget(split, 1)
+
+        self.top.rangeChanged.connect(lambda a, b: self._sync(self.top, a, b))
+        self.bottom.rangeChanged.connect(lambda a, b: self._sync(self.bottom, a, b))
+        self.rows: list = []
+        self._set_banner()
+        self.top.fit_all()
+
+    # ------------------------------------------------------------------ sync
+
+    def _sync(self, src: TimelineView, x0: float, x1: float) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            if src is self.top:
+                self.bottom.set_x_range(x0 + self.offset_s, x1 + self.offset_s)
+            else:
+                self.top.set_x_range(x0 - self.offset_s, x1 - self.offset_s)
+        finally:
+            self._syncing = False
+
+    def align(self, degraded_ns: int, healthy_ns: int) -> None:
+        """Line up moment ``degraded_ns`` of the degraded run with ``healthy_ns`` of the healthy one."""
+        self.offset_s = ((healthy_ns - self.healthy.t0_ns) - (degraded_ns - self.degraded.t0_ns)) / 1e9
+        x0, x1 = self.top.x_range()
+        self._sync(self.top, x0, x1)
+
+    # ------------------------------------------------------------------ diff
+
+    def start(self) -> Job:
+        hp, dp = str(self.healthy.path), str(self.degraded.path)
+
+        def work(job: Job):
+            return compute_comparison(hp, dp, job.progress)
+
+        job = Job("comparing runs", work)
+        job.signals.done.connect(self.set_result)
+        job.signals.failed.connect(
+            lambda msg, _d: self.table_title.setText(f"<b>Differences</b> — {esc(msg)}")
+        )
+        self.job = job
+        self.jobStarted.emit(job)
+        pool().start(job)
+        return job
+
+    def set_result(self, result: dict[str, Any]) -> None:
+        self.result = result
+        c = result["comparison"]
+        al = c.alignment
+        a_h = _anchor_ns(result["healthy"], int(al.get("anchor_healthy_step", 0)))
+        a_d = _anchor_ns(result["degraded"], int(al.get("anchor_degraded_step", 0)))
+        if a_h is not None and a_d is not None:
+            self.align(a_d, a_h)
+        self._set_banner()
+        self._fill_table()
+        self.comparisonReady.emit()
+
+    def _set_banner(self) -> None:
+        if self.result is None:
+            self.banner.setText(
+                f"<b>Comparing</b> {esc(self.degraded.name)} (degraded, top) with {esc(self.healthy.name)} "
+                "(healthy, below) — aligned at their starts until the step alignment is computed…"
+            )
+            return
+        c = self.result["comparison"]
+        al = c.alignment
+        sig = c.significant()
+        top = sig[0] if sig else None
+        what = (
+            f"largest significant change: <b style='color:{SLOWER}'>{esc(_short(top.label))}</b> ({top.effect:+.0%})"
+            if top is not None
+            else "no significant difference"
+        )
+        self.banner.setText(
+            f"<b>Comparing</b> {esc(self.degraded.name)} (degraded, top) with {esc(self.healthy.name)} "
+            f"(healthy, below) · aligned on step {al.get('anchor_degraded_step')} ↔ "
+            f"{al.get('anchor_healthy_step')}, {al.get('steps_compared')} steps compared · "
+            f"{len(sig)} significant difference(s); {what}"
+        )
+
+    def _fill_table(self) -> None:
+        if self.result is None:
+            return
+        c = self.result["comparison"]
+        rows = c.significant() if self.only_sig.isChecked() else list(c.differences)
+        self.rows = rows
+        self.table_title.setText(
+            f"<b>Differences</b> — {len(c.significant())} significant of {len(c.differences)} "
+            "(ranked: causes, then symptoms)"
+        )
+        self.table.setRowCount(len(rows))
+        for r, d in enumerate(rows):
+            color = QtGui.QColor(delta_color(d))
+            cells = (
+                d.kind,
+                d.label,
+                "" if d.rank is None else str(d.rank),
+                fmt_ns(d.p50_healthy_ns) if d.n_healthy else "—",
+                fmt_ns(d.p50_degraded_ns) if d.n_degraded else "—",
+                f"{'+' if d.delta_p50_ns > 0 else ''}{fmt_ns(d.delta_p50_ns)}",
+                f"{d.effect:+.1%}" if np.isfinite(d.effect) else "new",
+                f"{d.q_value:.2g}",
+            )
+            for col, text in enumerate(cells):
+                it = QtWidgets.QTableWidgetItem(text)
+                if col >= 5 or col == 1:
+                    it.setForeground(color)
+                if col == 1:
+                    it.setToolTip(f"<b>{esc(d.label)}</b><br>{esc(d.note)}")
+                self.table.setItem(r, col, it)
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(1, min(self.table.columnWidth(1), 260))
+
+    def goto_row(self, row: int) -> bool:
+        """Both timelines to diff row ``row``; False when the row names nothing that can be shown."""
+        if self.result is None or not 0 <= row < len(self.rows):
+            return False
+        d = self.rows[row]
+        c = self.result["comparison"]
+        al = c.alignment
+        a_hs = int(al.get("anchor_healthy_step", 0))
+        a_ds = int(al.get("anchor_degraded_step", 0))
+        an = self.degraded.anomalies
+        flagged = np.sort((an["track"].astype(np.int64) << 40) | an["index"].astype(np.int64))
+        hit_d = locate(self.result["degraded"], d, a_ds, prefer_max=True, flagged=flagged)
+        if hit_d is None:
+            return False
+        near = None
+        a_h = _anchor_ns(self.result["healthy"], a_hs)
+        a_d = _anchor_ns(self.result["degraded"], a_ds)
+        if a_h is not None and a_d is not None:
+            near = hit_d["start_ns"] - a_d + a_h
+        hit_h = locate(self.result["healthy"], d, a_hs, prefer_max=False, near_ns=near)
+        s, e = hit_d["start_ns"], hit_d["end_ns"]
+        self.top.zoom_ns(s, e, margin=3.0 if hit_d["track"] >= 0 else 0.1)
+        if hit_d["track"] >= 0:
+            self.top.select(hit_d["track"], hit_d["index"])
+        if hit_h is not None:
+            self.align(s, hit_h["start_ns"])
+            if hit_h["track"] >= 0:
+                self.bottom.select(hit_h["track"], hit_h["index"])
+        return True
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close_view(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
