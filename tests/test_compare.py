@@ -31,10 +31,14 @@ def write_functrace_run(
     collective: str = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL",
     extra_kernel: str | None = None,
     host: str = "",
+    hang_rank: int | None = None,
+    hang_step: int = 0,
 ) -> list[Path]:
     """One CSV per rank: per step a ProfilerStep annotation, three kernels and an all-reduce whose members end
     together (the late rank's lateness becomes the others' wait). ``slow_rank`` runs its GEMM ``slow_factor``
-    times longer from ``slow_from_step``. ``extra_kernel`` adds a kernel of that name to every step."""
+    times longer from ``slow_from_step``. ``extra_kernel`` adds a kernel of that name to every step.
+    ``hang_rank`` stops at ``hang_step``: the others enter that step's all-reduce and wait 40 ms, then the
+    trace ends (the profiler stopped)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = 1_732_530_000_000_000_000
@@ -60,7 +64,12 @@ def write_functrace_run(
             plans.append((evs, tt))
             ends.append(tt)
         coll_end = max(ends) + int(8_000 * rng.lognormal(0, 0.03))
+        hang = hang_rank is not None and s == hang_step
+        if hang:
+            coll_end = max(ends) + 40_000_000
         for r in range(ranks):
+            if hang and r == hang_rank:
+                continue
             evs, arrive = plans[r]
             out = rows[r]
             out.append(
@@ -72,6 +81,8 @@ def write_functrace_run(
                 f"{r},{r},7,{100 + r},,kernel,{collective},{arrive},{coll_end},allreduce,0,{s},,{host}"
             )
         t = coll_end + 20_000
+        if hang:
+            break
     paths = []
     for r in range(ranks):
         p = folder / f"rank{r}.csv"
@@ -105,6 +116,16 @@ def test_mann_whitney_matches_brute_force_and_bh():
     st = group_stats(group, side, value, 2)
     assert st.n[0].tolist() == [40, 55]
     assert st.p50[0, 1] == np.sort(b)[27]
+    rng = np.random.default_rng(1)
+    g, sd, v = rng.integers(0, 50, 100_000), rng.integers(0, 2, 100_000), rng.integers(0, 10**6, 100_000)
+    st = group_stats(g, sd, v, 52)  # groups 50, 51 empty
+    for gi in (0, 7, 49):
+        for si in (0, 1):
+            x = np.sort(v[(g == gi) & (sd == si)])
+            n, cut = len(x), len(x) // 10
+            assert st.p50[gi, si] == x[(n - 1) // 2] and st.p99[gi, si] == x[int((n - 1) * 0.99)]
+            assert st.tmean[gi, si] == pytest.approx(x[cut : n - cut].mean())
+    assert st.n[50:].sum() == 0 and np.isnan(st.p50[50:]).all()
     q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5]))
     assert q.tolist() == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
 
@@ -235,3 +256,13 @@ def test_late_rank_waits_are_symptoms(tmp_path):
     assert {x.rank for x in waits if x.effect > 0} == {0, 2, 3}
     assert all(x.symptom for x in waits)
     assert all(x.effect < 0 for x in waits if x.rank == 1), "the late rank itself waits less"
+
+
+def test_hung_rank_ranks_first(tmp_path):
+    h = functrace_store(tmp_path, "h", seed=0)
+    d = functrace_store(tmp_path, "d", seed=1, hang_rank=3, hang_step=20)
+    c = compare_stores(h, d)
+    top = c.differences[0]
+    assert top.kind == "rank_stopped" and top.rank == 3 and top.significant
+    assert [x.rank for x in c.differences if x.kind == "rank_stopped"] == [3]
+    assert not [x for x in compare_stores(h, h).differences if x.kind == "rank_stopped"]

@@ -68,35 +68,46 @@ def group_stats(group: np.ndarray, side: np.ndarray, value: np.ndarray, n_groups
 
 
 def _stats_from_sorted(key: np.ndarray, n_groups: int) -> GroupStats:
+    m = len(key)
     g = key >> (VALUE_BITS + 1)
-    sd = key & 1
+    is1 = (key & 1).astype(bool)
     v = ((key >> 1) & ((1 << VALUE_BITS) - 1)).astype(np.float64)
-    cell = g * 2 + sd
+    cell = g * 2 + is1
     n_cells = n_groups * 2
     n = np.bincount(cell, minlength=n_cells)
     total = np.bincount(cell, weights=v, minlength=n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / n
-    # Within a group the two sides interleave; a stable partition by side keeps each side's values sorted.
-    order = np.argsort(cell, kind="stable")
-    v_sorted = v[order]
-    first = np.concatenate(([0], np.cumsum(n)[:-1]))
-    p50 = np.full(n_cells, np.nan)
-    p99 = np.full(n_cells, np.nan)
-    has = n > 0
-    p50[has] = v_sorted[first[has] + (n[has] - 1) // 2]
-    p99[has] = v_sorted[first[has] + np.floor((n[has] - 1) * 0.99).astype(np.int64)]
-    cs = np.concatenate(([0.0], np.cumsum(v_sorted)))
+    # Rank of each sample within its (group, side): the sides interleave inside a group but each side's
+    # values are already in order, so counting that side's earlier samples in the group is its rank.
+    c1 = np.cumsum(is1) - is1
+    c0 = np.arange(m) - c1
+    g_first = np.minimum(
+        np.concatenate(([0], np.cumsum(np.bincount(g, minlength=n_groups))[:-1])), max(m - 1, 0)
+    )
+    if m:
+        r = np.where(is1, c1 - c1[g_first][g], c0 - c0[g_first][g])
+    else:
+        r = np.zeros(0, np.int64)
+
+    def quantile(q: float) -> np.ndarray:
+        out = np.full(n_cells, np.nan)
+        target = np.floor((np.maximum(n, 1) - 1) * q).astype(np.int64)
+        hit = r == target[cell]
+        out[cell[hit]] = v[hit]
+        return out
+
     cut = n // 10
-    lo, hi = first + cut, first + n - cut
+    inside = (r >= cut[cell]) & (r < (n - cut)[cell])
+    trimmed = np.bincount(cell, weights=v * inside, minlength=n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tmean = np.where(has, (cs[hi] - cs[lo]) / (hi - lo), np.nan)
+        tmean = np.where(n > 0, trimmed / (n - 2 * cut), np.nan)
     return GroupStats(
         n=n.reshape(n_groups, 2),
         total=total.reshape(n_groups, 2),
         mean=mean.reshape(n_groups, 2),
-        p50=p50.reshape(n_groups, 2),
-        p99=p99.reshape(n_groups, 2),
+        p50=quantile(0.5).reshape(n_groups, 2),
+        p99=quantile(0.99).reshape(n_groups, 2),
         tmean=tmean.reshape(n_groups, 2),
     )
 
