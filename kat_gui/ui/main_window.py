@@ -122,6 +122,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(f, "&Compare the current run with a healthy run…", self.compare_dialog)
         f.addSeparator()
         self._action(f, "Save &screenshot…", self.screenshot_dialog)
+        self._action(f, "&Export view as PNG…", lambda: self.export_dialog("png"), "Ctrl+E")
+        self._action(f, "Export view as S&VG…", lambda: self.export_dialog("svg"))
+        self._action(f, "Export &report…", self.report_dialog)
         f.addSeparator()
         self._action(f, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
         ed = mb.addMenu("&Edit")
@@ -433,6 +436,11 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ misc
 
     def save_screenshot(self, path: str | Path) -> bool:
+        w = self.tabs.currentWidget()
+        for tl in (getattr(w, "timeline", None), getattr(w, "top", None), getattr(w, "bottom", None)):
+            if tl is not None:
+                tl.settle()
+        QtWidgets.QApplication.processEvents()
         pm = self.grab()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return bool(pm.save(str(path)))
@@ -441,6 +449,72 @@ class MainWindow(QtWidgets.QMainWindow):
         fn, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", "kat.png", "PNG (*.png)")
         if fn:
             self.save_screenshot(fn)
+
+    def export_target(self):
+        """The tab an export shows: a run or a comparison (None on the welcome page)."""
+        w = self.tabs.currentWidget() if self.stack.currentWidget() is self.tabs else None
+        return w if isinstance(w, RunView | CompareView) else None
+
+    def export_dialog(self, fmt: str) -> None:
+        view = self.export_target()
+        if view is None:
+            return
+        filt = "SVG (*.svg)" if fmt == "svg" else "PNG (*.png)"
+        fn, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export the view", f"kat-view.{fmt}", filt)
+        if fn:
+            self.export_view(fn)
+
+    def export_view(self, path: str | Path) -> Path | None:
+        from kat_gui.ui.export import export_view
+
+        view = self.export_target()
+        if view is None:
+            return None
+        try:
+            return export_view(view, path)
+        except Exception as exc:
+            self.report_error(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            return None
+
+    def report_dialog(self) -> None:
+        if self.export_target() is None:
+            return
+        d = QtWidgets.QFileDialog.getExistingDirectory(self, "Folder for the report (created if needed)")
+        if d:
+            self.export_report(d)
+
+    def export_report(self, out_dir: str | Path) -> Job | None:
+        """Picture of the current view, then ``write_report`` on a worker (the comparison's healthy run as
+        ``compare_with`` when the tab is a comparison). The job's result is the report's HTML path."""
+        view = self.export_target()
+        if view is None:
+            return None
+        out = Path(out_dir)
+        if isinstance(view, CompareView):
+            store, baseline = view.degraded.path, view.healthy.path
+        else:
+            store, baseline = view.model.path, None
+        import tempfile
+
+        shot_dir = Path(tempfile.mkdtemp(prefix="kat-shot-"))
+        shot = self.export_view(shot_dir / "view.png")
+
+        def work(job: Job):
+            from kat_gui.report import write_report
+
+            return write_report(
+                store,
+                out,
+                compare_with=baseline,
+                scrub=True,
+                screenshots=[shot] if shot else None,
+                progress=job.progress,
+            )
+
+        job = Job("writing the report", work)
+        job.signals.done.connect(lambda p: self.statusBar().showMessage(f"report written: {p}", 10000))
+        job.signals.failed.connect(self.report_error)
+        return self.start_job(job)
 
     def show_keys(self) -> None:
         QtWidgets.QMessageBox.information(
