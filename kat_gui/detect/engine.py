@@ -601,17 +601,6 @@ def _link_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
         # when process groups are not recorded): all of them in the window are slowed.
         same = [int(g_) for g_, rs in group_ranks.items() if rs == frozenset(ranks)]
         inst_sel = np.isin(co.group, same) & (a.coll_step_idx >= s0) & (a.coll_step_idx <= s1)
-        # Explaining away: a member GPU already found slow in the same steps lengthens its own collective
-        # kernels (custom all-reduce runs on the SMs and HBM); only a much stronger shift is a link fault.
-        t0_w, t1_w = int(a.step_values[s0]), int(a.step_values[s1])
-        if best.z < 2 * p.z_link and any(
-            f["component"] in ("gpu", "hbm")
-            and set(f["ranks"]) & set(ranks)
-            and f["evidence"].get("steps", [0, -1])[0] <= t1_w
-            and t0_w <= f["evidence"].get("steps", [0, -1])[1]
-            for f in findings
-        ):
-            continue
         spans = bool(co.spans_hosts[inst_sel].any())
         comp = "nic" if spans else "nvlink"
         m = inst_sel[co.inst]
@@ -708,6 +697,19 @@ def _hang_findings(a: _Analysis, p: Params, findings: list, parts: list) -> None
             "reason": "hang: one rank silent, peers blocked",
         }
     )
+    # Timing cannot tell a fatal memory error from the GPU itself falling over (Xid 79, a driver or SM
+    # fault): the GPU is offered as the second candidate for the same event, ranked below.
+    alt = dict(findings[-1])
+    alt.update(
+        component="gpu",
+        component_id=_component_id(fr, "gpu", [rank]),
+        confidence=0.55,
+        nodes=_nodes(fr, "gpu", [rank]),
+        summary=f"rank {rank} stops issuing GPU work while its peers hang in a collective; the GPU itself "
+        f"(fallen off the bus, Xid 79, or a driver fault) is the other usual cause",
+        reason="hang: alternative cause of the same event",
+    )
+    findings.append(alt)
 
 
 # ---------------------------------------------------------------------- topology
