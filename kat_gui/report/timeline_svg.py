@@ -100,10 +100,10 @@ def timeline_svg(
             f'<rect x="{LABEL_PX}" y="{y + 2}" width="{plot_px}" height="{LANE_PX - 4}" fill="#f2f2f2"/>'
         )
         wins = store.window(by_rank[rank], t0, t1 + 1, int(ns_per_px))
+        # Busy when any stream of the GPU is busy (compute and NCCL streams overlap by design).
         frac = np.zeros(plot_px)
         for w in wins.values():
-            frac += _columns(w.start_ns, w.end_ns, t0, ns_per_px, plot_px)
-        frac = np.clip(frac / max(len(wins), 1), 0, 1)
+            frac = np.maximum(frac, _columns(w.start_ns, w.end_ns, t0, ns_per_px, plot_px))
         level = np.ceil(frac * 4).astype(np.int64)  # 0 (idle) .. 4 (busy): few rects, readable shades
         shades = ("", "#c6dbef", "#9ecae1", "#4292c6", "#08519c")
         brk = np.flatnonzero(np.r_[True, level[1:] != level[:-1]])
