@@ -88,10 +88,19 @@ def run_case(name: str, seed: int, out: Path, styles: list[str], use_llm: bool) 
             "shown_rate": shown.rate,
             "first_token_s": exp.timings.get("first_token_s"),
             "total_s": exp.timings.get("total_s"),
+            "first_token_cpu_s": exp.timings.get("first_token_cpu_s"),
+            "generate_cpu_s": exp.timings.get("generate_cpu_s"),
+            "load_s": exp.timings.get("load_s"),
             "text": exp.text,
             "raw_text": exp.raw_text,
         }
     return row
+
+
+def _cpu(x: dict) -> str:
+    if x.get("first_token_cpu_s") is None:
+        return ""
+    return f" ({x['first_token_cpu_s']:.2f} / {x['generate_cpu_s']:.2f})"
 
 
 def _med(xs: list[float]) -> str:
@@ -134,7 +143,10 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"- `{style}` style: raw model sentences passing grounding BEFORE verification {raw_v}/{raw_s} "
             f"({100 * raw_v / max(raw_s, 1):.0f}%); shown text grounded AFTER verification in {shown_ok}/{len(rs)} "
             f"runs (100% required); model text kept in {model}/{len(rs)} runs (the rest fell back); median first "
-            f"token {_med([x['first_token_s'] for x in rs])}, median total {_med([x['total_s'] for x in rs])}."
+            f"token {_med([x['first_token_s'] for x in rs])}, median total {_med([x['total_s'] for x in rs])} "
+            f"(wall clock on the busy machine); CPU time of the generation (1 thread, so close to the wall time on an "
+            f"idle core): first token {_med([x.get('first_token_cpu_s') for x in rs])}, whole generation "
+            f"{_med([x.get('generate_cpu_s') for x in rs])}."
         )
     lines += [
         "",
@@ -145,8 +157,8 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "`free` asks the same model for an unconstrained summary: the verifier drops most of what the 135M model "
         "writes (invented percentages, prose about GPUs in general), so those runs fall back to the deterministic "
         "narrative; it is kept for larger user models (`--model`).",
-        "- Timings were taken while other jobs kept the 2 CPU cores busy (load averages above), so they are "
-        "inflated several-fold: on this machine, with its cores already busy, llama.cpp runs on 1 thread (2 threads "
+        "- Wall-clock timings were taken while other jobs kept the 2 CPU cores busy (load averages above), so they "
+        "are inflated several-fold: on this machine, with its cores already busy, llama.cpp runs on 1 thread (2 threads "
         "spin-wait on each other and were ~8x slower). `first token` is the prompt evaluation of ~300 tokens; "
         "the `free` run reuses the evaluated prompt prefix of the `select` run just before it, which is why its "
         "first token is faster.",
@@ -155,7 +167,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
     lines += ["", "## Per scenario", ""]
     head = ["scenario", "truth", "findings", "top hypothesis", "top-1", "no-anomaly text"]
     for style in styles if use_llm else []:
-        head += [f"{style}: source", f"{style}: raw grounded", f"{style}: 1st token / total"]
+        head += [f"{style}: source", f"{style}: raw grounded", f"{style}: 1st token / total (CPU)"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in rows:
@@ -173,7 +185,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             cells += [
                 x["source"],
                 f"{x['raw_verified']}/{x['raw_sentences']}",
-                f"{ft} / {x['total_s']:.2f} s",
+                f"{ft} / {x['total_s']:.2f} s" + _cpu(x),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     if use_llm and rows:

@@ -71,6 +71,21 @@ def _emit_verified_sentences(on_token: Callable[[str], None], facts: list[str]) 
     return feed
 
 
+def _emit_chosen_facts(on_token: Callable[[str], None], facts: list[Fact]) -> Callable[[str], None]:
+    """Wrap ``on_token`` for the select style: each fact number the model writes streams that fact's sentence."""
+    buf: list[str] = []
+    shown: list[Fact] = []
+
+    def feed(piece: str) -> None:
+        buf.append(piece)
+        for f in prompt.chosen_facts("".join(buf), facts):
+            if f not in shown:
+                on_token(("" if not shown else " ") + f.text)
+                shown.append(f)
+
+    return feed
+
+
 def _join(sentences: list[str]) -> str:
     return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in sentences)
 
@@ -140,6 +155,8 @@ def explain_findings(
     sink = on_token
     if on_token is not None and style == "free":
         sink = _emit_verified_sentences(on_token, fact_texts)
+    elif on_token is not None:
+        sink = _emit_chosen_facts(on_token, facts)
     msgs = prompt.messages(facts, style)
     grammar = prompt.select_grammar(facts) if style == "select" else None
     try:
@@ -154,9 +171,14 @@ def explain_findings(
     except Exception as exc:  # a runtime failure of the model must not cost the user the diagnosis
         return fallback(f"the model failed while writing: {exc}", name)
     timings["first_token_s"] = gen.first_token_s
+    timings["first_token_cpu_s"] = gen.first_token_cpu_s
+    timings["generate_cpu_s"] = gen.total_cpu_s
+    timings["threads"] = model.n_threads
     if gen.stop == "cancelled":
         raise Cancelled()
-    rep = verify(gen.text, fact_texts)
+    # select style: the model answered with fact numbers; its text is those fact sentences, in its order.
+    written = _join([f.text for f in prompt.chosen_facts(gen.text, facts)]) if style == "select" else gen.text
+    rep = verify(written, fact_texts)
     if gen.stop == "timeout":
         return fallback(f"the model timed out after {timeout_s:.0f} s", name, rep, gen.text)
     if rep.verified < min(MIN_SENTENCES, len(facts)) or not _states_diagnosis(rep.kept, facts, hyps):

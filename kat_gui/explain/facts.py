@@ -106,7 +106,13 @@ def build_facts(hyps: list[Hypothesis], meta: dict | None = None) -> list[Fact]:
         facts.append(
             Fact(_sentence(f"Runner-up: {noun2} on {_who(h2)}, confidence {h2.confidence:.2f}"), "second")
         )
-    return [f for f in facts if f.text]
+    seen: set[str] = set()
+    out = []
+    for f in facts:  # one fault seen in two windows can repeat a sentence word for word
+        if f.text and f.text not in seen:
+            seen.add(f.text)
+            out.append(f)
+    return out
 
 
 def healthy_facts(meta: dict) -> list[Fact]:

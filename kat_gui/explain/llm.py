@@ -45,6 +45,9 @@ class Generation:
     first_token_s: float | None
     total_s: float
     stop: str  # done | length | cancelled | timeout
+    # CPU seconds of this process: with one thread, what the wall times would be on an otherwise idle core.
+    first_token_cpu_s: float | None = None
+    total_cpu_s: float | None = None
 
 
 class LocalModel:
@@ -117,7 +120,9 @@ class LocalModel:
 
             kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
         t0 = time.perf_counter()
+        c0 = time.process_time()
         first: float | None = None
+        first_cpu: float | None = None
         parts: list[str] = []
         stop = "done"
         n = 0
@@ -132,6 +137,7 @@ class LocalModel:
                         n += 1
                         if first is None:
                             first = time.perf_counter() - t0
+                            first_cpu = time.process_time() - c0
                         parts.append(piece)
                         if on_token is not None:
                             on_token(piece)
@@ -147,4 +153,6 @@ class LocalModel:
                 close = getattr(stream, "close", None)
                 if close is not None:
                     close()
-        return Generation("".join(parts), n, first, time.perf_counter() - t0, stop)
+        return Generation(
+            "".join(parts), n, first, time.perf_counter() - t0, stop, first_cpu, time.process_time() - c0
+        )

@@ -1,24 +1,24 @@
-"""Prompts and output constraints for the local model. The prompt holds only the computed facts (and the one
-retrieved playbook check among them); trace strings reach it only through ``grounding.sanitize_trace_text``.
+"""Prompts and output constraints for the local model. The prompt holds only the computed facts (trace strings
+reach them only through ``grounding.sanitize_trace_text``).
 
 Two styles, both measured in ``benchmarks/results/explain.md``:
-- ``select`` (default): a GBNF grammar lets the model write only the headline fact followed by 1-3 of the other
-  fact sentences, in the order it chooses. A 135M model cannot add invented numbers this way.
+- ``select`` (default): the model reads the numbered facts and, under a GBNF grammar, answers with the numbers of
+  the facts to tell, fact 1 (the diagnosis) first, then 1-3 distinct others in the order it chooses; the text is
+  those fact sentences. It generates ~7 tokens instead of ~90, and a 135M model cannot add an invented number.
 - ``free``: an ordinary 2-4 sentence summary; the grounding verifier drops what the facts do not support. Suits
   a larger user-supplied model better; with the bundled 135M model most of its sentences are dropped.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 from kat_gui.explain.facts import Fact
 
 STYLES = ("select", "free")
+MAX_PROMPT_FACTS = 9  # single-digit fact numbers keep the select grammar to one token per choice
 SYSTEM = (
-    "You write a short diagnosis summary for a performance engineer from numbered facts computed by a trace "
-    "analyser. Use only these facts; copy numbers exactly; never add a number, rank or GPU."
+    "You summarise a diagnosis for an engineer. Use only the numbered facts; never add a number, rank or GPU."
 )
 
 
@@ -28,35 +28,36 @@ def _clean_fact(text: str) -> str:
     return " ".join(t.split())
 
 
+def prompt_facts(facts: list[Fact]) -> list[Fact]:
+    """The facts the model sees, numbered from 1 (check commands are listed with the hypotheses instead)."""
+    return [f for f in facts if f.role != "check"][:MAX_PROMPT_FACTS]
+
+
 def messages(facts: list[Fact], style: str = "select") -> list[dict]:
-    shown = [f for f in facts if f.role != "check"]  # commands are listed with the hypotheses, not summarised
+    shown = prompt_facts(facts)
     listing = "\n".join(f"{i + 1}. {_clean_fact(f.text)}" for i, f in enumerate(shown))
     if style == "free":
         ask = "Summarize these facts in 2 to 4 short sentences."
     else:
-        ask = "Write the summary: fact 1 first, then the facts that best explain it, most important first."
+        ask = "Which facts explain fact 1 best? Answer with fact numbers, 1 first, most important next."
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Facts:\n{listing}\n\n{ask}"}]
 
 
-def _lit(s: str) -> str:
-    return json.dumps(_clean_fact(s), ensure_ascii=False)
-
-
 def select_grammar(facts: list[Fact], max_extra: int = 3) -> str:
-    """GBNF: the first fact, then 1..max_extra distinct other facts in any order.
+    """GBNF over fact numbers: "1", then 1..max_extra distinct other numbers, space-separated.
 
-    One rule per set of facts already written (at most C(n,1) + ... + C(n,max_extra-1) rules), so the model
-    cannot repeat a sentence; n is about 8 here."""
-    first, rest = facts[0], [f for f in facts[1:] if f.role != "check"]
-    if not rest:
-        return f"root ::= {_lit(first.text)}\n"
-    k = max(1, min(max_extra, len(rest)))
-    lines = [f"root ::= {_lit(first.text)} t"]
-    lines += [f"f{i} ::= {_lit(f.text)}" for i, f in enumerate(rest)]
+    One rule per set of numbers already written (C(n-1,1) + ... + C(n-1,max_extra-1) rules, n <= 9), so the
+    model cannot repeat a fact."""
+    n = len(prompt_facts(facts))
+    others = list(range(2, n + 1))
+    if not others:
+        return 'root ::= "1"\n'
+    k = max(1, min(max_extra, len(others)))
 
     def name(used: tuple[int, ...]) -> str:
         return "t" + "".join(f"x{i}" for i in used)
 
+    lines = ['root ::= "1" t']
     todo: list[tuple[int, ...]] = [()]
     seen: set[tuple[int, ...]] = set()
     while todo:
@@ -65,24 +66,29 @@ def select_grammar(facts: list[Fact], max_extra: int = 3) -> str:
             continue
         seen.add(used)
         alts = []
-        for i in range(len(rest)):
+        for i in others:
             if i in used:
                 continue
             nxt = tuple(sorted((*used, i)))
+            alts.append(f'" {i}" {name(nxt)}' if len(nxt) < k else f'" {i}"')
             if len(nxt) < k:
-                alts.append(f'" " f{i} {name(nxt)}')
                 todo.append(nxt)
-            else:
-                alts.append(f'" " f{i}')
         body = " | ".join(alts)
         lines.append(f"{name(used)} ::= " + (body if not used else f"( {body} )?"))
     return "\n".join(lines) + "\n"
 
 
+def chosen_facts(output: str, facts: list[Fact]) -> list[Fact]:
+    """The facts a select-style answer names, in its order (unknown or repeated numbers ignored)."""
+    shown = prompt_facts(facts)
+    out: list[Fact] = []
+    for tok in re.findall(r"\d+", output):
+        i = int(tok) - 1
+        if 0 <= i < len(shown) and shown[i] not in out:
+            out.append(shown[i])
+    return out
+
+
 def max_tokens_for(facts: list[Fact], style: str) -> int:
-    """Bound generation: the longest 4-fact answer in select style, ~4 short sentences in free style."""
-    if style == "free":
-        return 160
-    lens = sorted((len(f.text) for f in facts[1:]), reverse=True)
-    chars = len(facts[0].text) + sum(lens[:3]) + 8
-    return max(32, chars // 2)  # a token is >= 2 characters of this English
+    """Bound generation: "1 a b c" in select style (a few tokens), ~4 short sentences in free style."""
+    return 160 if style == "free" else 12
