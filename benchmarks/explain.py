@@ -152,8 +152,9 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "",
         "## Notes",
         "",
-        "- `select` is the default style: the grammar makes the model write the headline and then choose and order "
-        "1-3 of the computed fact sentences, so its raw text is grounded by construction (it is still verified). "
+        "- `select` is the default style: under a grammar the model answers with fact numbers (the headline first, "
+        "then 1-3 others in the order it chooses) and the text is those computed fact sentences, so it is grounded "
+        "by construction (it is still verified). The 135M model mostly picks the facts in their computed order. "
         "`free` asks the same model for an unconstrained summary: the verifier drops most of what the 135M model "
         "writes (invented percentages, prose about GPUs in general), so those runs fall back to the deterministic "
         "narrative; it is kept for larger user models (`--model`).",
