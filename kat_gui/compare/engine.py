@@ -47,7 +47,11 @@ class Params:
     counts; ``min_abs_ns``: smallest median shift that counts; ``min_n``: fewest samples per side to test;
     ``min_per_step``: a kernel found in one run only is a structural change when it runs at least this often
     per compared step (a one-off kernel is not); ``max_samples``: per row and side, quantiles and tests use
-    a random subset of at most about this many samples (counts and totals stay exact)."""
+    a random subset of at most about this many samples (counts and totals stay exact); ``min_step_share``:
+    per-rank busy/idle/wait rows must move by at least this share of the healthy median step time (which
+    rank waits a few µs more is decided by the GPUs' speed lottery, not by a fault); ``min_wait_share``: the
+    same for collective waits, which that lottery moves by up to 2-3 % of a step (the slowest GPU sets
+    everyone's wait)."""
 
     alpha: float = 0.01
     min_effect: float = 0.04
@@ -55,6 +59,8 @@ class Params:
     min_n: int = 8
     min_per_step: float = 0.5
     max_samples: int = 20_000
+    min_step_share: float = 0.01
+    min_wait_share: float = 0.03
 
 
 @dataclass
@@ -452,6 +458,7 @@ def compare_runs(
             return "rank_wait", "collective wait per step", "", "", d_ranks[gid - off_wait]
         return "step_time", "step time", "", "", None
 
+    h_step = float(np.median(step_times[0])) if len(step_times[0]) else 0.0
     rows: list[Difference] = []
     for gid in np.flatnonzero(tested).tolist():
         kind, label, nm, cname, rank = describe(gid)
@@ -463,7 +470,13 @@ def compare_runs(
         if relm * rel50 >= 0 and abs(relm) > abs(rel50):
             effect = relm
         absd = abs(effect) * hm if np.isfinite(effect) else abs(dm - hm)
-        sig = bool(q[gid] < p.alpha and abs(effect) >= p.min_effect and absd >= p.min_abs_ns)
+        if kind in ("rank_busy", "rank_idle", "rank_wait"):
+            absd = max(abs(d50 - h50), abs(dm - hm))
+        floor = p.min_abs_ns
+        if kind in ("rank_busy", "rank_idle", "rank_wait"):
+            share = p.min_wait_share if kind == "rank_wait" else p.min_step_share
+            floor = max(floor, share * h_step)
+        sig = bool(q[gid] < p.alpha and abs(effect) >= p.min_effect and absd >= floor)
         rows.append(
             Difference(
                 kind=kind,
@@ -493,7 +506,6 @@ def compare_runs(
             )
         )
     structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
-    h_step = float(np.median(step_times[0])) if len(step_times[0]) else 0.0
     structural += _stopped_ranks(healthy, degraded, h_step)
     differences = _rank_rows(rows, structural)
     ranks = _rank_table(rows, d_ranks)
