@@ -58,13 +58,26 @@ def step_covariates(
     ``copy_*`` the host->device copies with a byte count."""
     cols = []
     if len(log_dur):
-        n_names = int(name.max()) + 1
-        med, _ = group_median(name.astype(np.int64), log_dur, n_names)
-        rel = log_dur - med[name]
+        # Per (step, name): the mean log duration (bincounts, no sort); each name's level is its median
+        # over steps; a step's common mode is the median over names of its deviation from their levels.
+        _, name_c = np.unique(name, return_inverse=True)
+        n_names = int(name_c.max()) + 1
         ok = step_idx >= 0
         for c in np.unique(cls):  # compute- and memory-bound work scale differently with batch and context
             sel = ok & (cls == c)
-            cm, _ = group_median(step_idx[sel].astype(np.int64), rel[sel], n_steps)
+            key = step_idx[sel].astype(np.int64) * n_names + name_c[sel]
+            cnt = np.bincount(key, minlength=n_steps * n_names).reshape(n_steps, n_names)
+            tot = np.bincount(key, weights=log_dur[sel], minlength=n_steps * n_names).reshape(
+                n_steps, n_names
+            )
+            with np.errstate(all="ignore"):
+                mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    level = np.nanmedian(mean, axis=0)
+                    cm = np.nanmedian(mean - level[None, :], axis=1)
             if np.isfinite(cm).sum() >= 3:
                 cols.append(cm)
     if len(copy_bytes) and (copy_bytes > 0).any():

@@ -42,6 +42,9 @@ def peer_match(
     if not n:
         z = np.zeros(0)
         return PeerMatch(rows, z, z, np.zeros(0, np.int64))
+    fast = _peer_match_positional(rows, step_idx, name, rank_idx, value, n_ranks)
+    if fast is not None:
+        return fast
     n_names = int(name.max()) + 1
     k1 = (step_idx.astype(np.int64) * n_names + name) * n_ranks + rank_idx
     o1 = np.argsort(k1, kind="stable")
@@ -65,6 +68,64 @@ def peer_match(
     return PeerMatch(rows, ref, np.log(v / ref), members)
 
 
+def _peer_match_positional(
+    rows: np.ndarray,
+    step_idx: np.ndarray,
+    name: np.ndarray,
+    rank_idx: np.ndarray,
+    value: np.ndarray,
+    n_ranks: int,
+) -> PeerMatch | None:
+    """Fast path of :func:`peer_match` without sorting: when each rank's rows are contiguous and in step
+    order (one stream per rank, the usual case), the k-th row of a (rank, step) is matched with the k-th
+    row of the same step on the other ranks in a dense [match, rank] matrix, and only members with the
+    group's majority name count (the same kernel: a rank with an extra kernel shifts its positions, and its
+    mismatched rows are left unmatched). Returns None when the layout does not hold or fewer than 90 % of
+    the rows match (the exact (step, name, ordinal) matching is used then)."""
+    n = len(rows)
+    if n_ranks < 2 or n_ranks > 4096:
+        return None
+    cell = rank_idx.astype(np.int64) * (int(step_idx.max()) + 1) + step_idx
+    if n > 1 and (np.diff(cell) < 0).any():
+        return None
+    first = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    length = np.diff(np.r_[first, n])
+    pos = np.arange(n, dtype=np.int64) - np.repeat(first, length)
+    n_steps = int(step_idx.max()) + 1
+    max_pos = int(pos.max()) + 1
+    if (
+        n_steps * max_pos * n_ranks > 8 * n + 1_000_000
+    ):  # ragged steps: the dense matrix would be mostly empty
+        return None
+    mid = step_idx.astype(np.int64) * max_pos + pos
+    n_mid = n_steps * max_pos
+    # Majority name per match id: the name of the median rank's row is enough when most ranks agree; take
+    # the most frequent one over ranks through a [match, rank] name matrix.
+    names = np.full((n_mid, n_ranks), -1, dtype=np.int64)
+    names[mid, rank_idx] = name
+    srt = np.sort(names, axis=1)
+    # mode of each row: the value at the middle of the sorted valid entries is the majority when one exists
+    cnt = (names >= 0).sum(axis=1)
+    k = n_ranks - cnt + (cnt - 1) // 2
+    major = srt[np.arange(n_mid), np.clip(k, 0, n_ranks - 1)]
+    ok = name == major[mid]
+    if np.count_nonzero(ok) < 0.9 * n:
+        return None
+    vals = np.full((n_mid, n_ranks), np.nan)
+    v = np.maximum(value.astype(np.float64), 1.0)
+    vals[mid[ok], rank_idx[ok]] = v[ok]
+    members = np.isfinite(vals).sum(axis=1)
+    vs = np.sort(vals, axis=1)  # NaN last
+    lo = vs[np.arange(n_mid), np.maximum((members - 1) // 2, 0)]
+    hi = vs[np.arange(n_mid), np.maximum(members // 2, 0)]
+    med = 0.5 * (lo + hi)
+    tot = np.nansum(vals, axis=1)
+    m_row = members[mid]
+    ref = np.where(m_row >= 3, med[mid], np.where(m_row == 2, tot[mid] - v, np.nan))
+    ref = np.where(ok, ref, np.nan)
+    return PeerMatch(rows, ref, np.log(v / ref), np.where(ok, m_row, 0))
+
+
 @dataclass
 class CellSignal:
     """A [rank, step] matrix, its peer-centred deviation, the robust noise scale and the z-scores."""
@@ -83,6 +144,9 @@ class CellSignal:
         return (d / self.scale >= z_min) & (d >= effect_min)
 
 
+LARGE_CELL_ROWS = 200_000  # above this many rows, cell medians become winsorised means (no sort)
+
+
 def cell_signal(
     name: str,
     rank_idx: np.ndarray,
@@ -98,7 +162,23 @@ def cell_signal(
     cell = rank_idx[ok].astype(np.int64) * n_steps + step_idx[ok]
     n_cells = n_ranks * n_steps
     se = np.zeros(n_cells)
-    if reduce == "median":
+    if reduce == "median" and ok.sum() > LARGE_CELL_ROWS:
+        # Many rows: a winsorised mean per cell (bincounts, no sort) stands in for the median. Rows are
+        # clipped at 4 robust deviations of all rows (from a subsample), so a few outliers cannot move a
+        # cell, while a fault, which shifts most rows of a cell, passes unclipped.
+        vo = value[ok]
+        sub = vo[:: max(1, len(vo) // 50_000)]
+        centre = float(np.median(sub))
+        spread = max(4.0 * robust_sigma(sub, sigma_floor), 0.05)
+        vc = np.clip(vo, centre - spread, centre + spread)
+        cnt = np.bincount(cell, minlength=n_cells)
+        with np.errstate(all="ignore"):
+            val = np.bincount(cell, weights=vc, minlength=n_cells) / cnt
+            sq = np.bincount(cell, weights=vc * vc, minlength=n_cells) / cnt
+            sd = np.sqrt(np.maximum(sq - val * val, 0.0))
+            se = np.nan_to_num(sd / np.sqrt(np.maximum(cnt, 1)), nan=0.0)
+        val = np.where(cnt > 0, val, np.nan)
+    elif reduce == "median":
         val, cnt = group_median(cell, value[ok], n_cells)
         # Standard error of each cell's median from its own rows' spread: a cell built from few or noisy
         # rows must deviate more before it counts. The spread is the mean absolute deviation from the cell
