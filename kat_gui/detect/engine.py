@@ -154,7 +154,11 @@ class _Analysis:
         has = self.launch_ns >= 0
         rows = np.flatnonzero(has & (self.step_idx >= 0))
         if len(rows) and self.R >= 2:
-            order = np.lexsort((self.launch_ns[rows], self.rank_idx[rows]))
+            ri_, lt_ = self.rank_idx[rows], self.launch_ns[rows]
+            in_order = (
+                not (np.diff(ri_) < 0).any() and not ((np.diff(lt_) < 0) & (np.diff(ri_) == 0)).any()
+            )  # one stream per rank: rows are already in launch order, no sort
+            order = np.arange(len(rows)) if in_order else np.lexsort((lt_, ri_))
             r_o = rows[order]
             t = self.launch_ns[r_o]
             same = np.r_[False, self.rank_idx[r_o][1:] == self.rank_idx[r_o][:-1]]
@@ -162,9 +166,11 @@ class _Analysis:
             keep = np.isfinite(interval)
             r_k = r_o[keep]
             iv = interval[keep]
-            r_k_sorted = np.sort(r_k)  # back to (track, start) order for the stable ordinal in peer_match
-            pos = np.argsort(r_k, kind="stable")
-            iv_sorted = iv[pos]
+            if in_order:
+                r_k_sorted, iv_sorted = r_k, iv
+            else:
+                r_k_sorted = np.sort(r_k)  # back to (track, start) order for the ordinal in peer_match
+                iv_sorted = iv[np.argsort(r_k, kind="stable")]
             pm = peer_match(
                 r_k_sorted,
                 self.step_idx[r_k_sorted],
