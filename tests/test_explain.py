@@ -291,3 +291,24 @@ def test_select_grammar_forces_the_headline_and_forbids_repeats():
             assert not any(f'" {i}"' in body for i in used), name
     assert [f.role for f in prompt.chosen_facts("1 3 3 2 99", facts)] == ["headline", "evidence", "evidence"]
     assert all(f.role != "check" for f in prompt.prompt_facts(facts))
+
+
+def test_grounding_binds_numbers_to_what_they_measure_and_drops_unfinished_text():
+    facts = [
+        "Compute-bound kernels on rank 3 are 81% slower than the same kernels on its peers.",
+        "Memory-bound kernels on rank 3 are 12% slower than on its peers.",
+    ]
+    # Right number, wrong comparison (a 135M-model favourite): dropped.
+    rep = verify("The kernels on rank 3 are 81% slower than memory-bound kernels.", facts)
+    assert rep.verified == 0 and "81% is not said of" in rep.dropped[0]["reason"]
+    # A paraphrase that keeps what the number measures: kept.
+    assert verify("Its compute-bound kernels are 81% slower than on its peers.", facts).verified == 1
+    # Cut off by the token limit: dropped; a near-verbatim repeat: dropped.
+    rep = verify(
+        "Memory-bound kernels on rank 3 are 12% slower than on its peers. Memory-bound kernels on rank 3 "
+        "are 12% slower than its peers. Compute-bound kernels on rank 3 are 81% slower than the",
+        facts,
+    )
+    assert rep.verified == 1
+    assert [d["reason"] for d in rep.dropped][0] == "repeats an earlier sentence"
+    assert rep.dropped[1]["reason"] in ("unfinished sentence",) or "words" in rep.dropped[1]["reason"]

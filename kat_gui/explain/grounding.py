@@ -113,6 +113,35 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(t) if w not in _STOP and len(w) > 2}
 
 
+_TOKEN = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?(?:\s*(?:%|×|x(?![a-z])|ms\b|µs\b|μs\b|us\b|ns\b|s\b))?|[A-Za-z][A-Za-z\-]+"
+)
+
+
+def number_contexts(text: str, near: int, far: int) -> list[tuple[tuple[str, str], list[str], list[str]]]:
+    """For each number with a unit (or a decimal point): the content words just before and after it (``near``
+    of them for a sentence, ``far`` for a fact). Binds a number to what it measures."""
+    toks = []
+    for m in _TOKEN.finditer(_GPU.sub(" ", text)):
+        t = m.group(0)
+        if t[0].isdigit():
+            n = _NUM.match(t)
+            toks.append(("num", (_norm_num(n.group(1)), _UNIT.get(n.group(2) or "", "")), t))
+        elif t.lower() not in _STOP and len(t) > 2:
+            toks.append(("word", t.lower(), t))
+    out = []
+    for i, (kind, val, raw) in enumerate(toks):
+        if kind != "num" or (val[1] == "" and "." not in raw):
+            continue
+        before = [v for k, v, _ in toks[:i] if k == "word"]
+        after = [v for k, v, _ in toks[i + 1 :] if k == "word"]
+        out.append((val, before[-near:] if near else before, after[:near] if near else after))
+    for j, (val, b, a) in enumerate(out):
+        if far:
+            out[j] = (val, b[-far:], a[:far])
+    return out
+
+
 def split_sentences(text: str) -> list[str]:
     parts = [p.strip(" \t-*•") for p in _SENT.split(text.strip())]
     return [p for p in parts if p and any(ch.isalnum() for ch in p)]
@@ -130,6 +159,7 @@ class _FactIndex:
     comps: list[set]
     asserted: set[str]
     words: list[set]
+    contexts: list[list] = field(default_factory=list)
 
     @classmethod
     def build(cls, facts: list[str]) -> _FactIndex:
@@ -141,6 +171,7 @@ class _FactIndex:
             comps=[components(f) for f in facts],
             asserted=set().union(*[components(f, negated=False) for f in facts]) if facts else set(),
             words=[content_words(f) for f in facts],
+            contexts=[number_contexts(f, 0, 6) for f in facts],
         )
 
 
@@ -184,6 +215,20 @@ def check_sentence(sentence: str, idx: _FactIndex, min_support: float = 0.6) -> 
         return False, f"component {c} is not in the facts", n_claims
     for c in sorted(components(sentence, negated=False) - idx.asserted):
         return False, f"asserts {c}, which the facts rule out", n_claims
+    # Each measured number must say what it says in a fact: the two content words on either side of it must be
+    # among the six around the same number in some fact ("38% slower than its peers", not "... than GEMMs").
+    for val, before, after in number_contexts(sentence, 2, 0):
+        ok = any(
+            fv == val and set(before) <= set(fb) and set(after) <= set(fa)
+            for ctxs in idx.contexts
+            for fv, fb, fa in ctxs
+        )
+        if not ok:
+            return (
+                False,
+                f"{val[0]}{val[1]} is not said of {' '.join(before + ['…'] + after)} in the facts",
+                n_claims,
+            )
     # Support: the sentence's claims and most of its words must come from one or two facts.
     s_words = content_words(sentence)
     best = (-1.0, "")
@@ -218,13 +263,19 @@ def verify(text: str, facts: list[str], min_support: float = 0.6) -> GroundingRe
     idx = _FactIndex.build(facts)
     rep = GroundingReport()
     seen: set[str] = set()
+    kept_words: list[set[str]] = []
     for sent in split_sentences(text):
         rep.sentences += 1
         key = " ".join(sent.lower().split())
         ok, why, n = check_sentence(sent, idx, min_support)
         rep.claims_checked += n
-        if ok and key in seen:
+        words = content_words(sent)
+        if ok and not sent.rstrip().endswith((".", "!", "?", "`")):
+            ok, why = False, "unfinished sentence"
+        if ok and (key in seen or any(words and len(words & w) >= 0.8 * len(words) for w in kept_words)):
             ok, why = False, "repeats an earlier sentence"
+        if ok:
+            kept_words.append(words)
         if ok:
             rep.verified += 1
             rep.kept.append(sent)
