@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kat_gui import pipeline  # noqa: E402
-from kat_gui.compare import compare_stores  # noqa: E402
+from kat_gui.compare import Params, compare_stores  # noqa: E402
 from kat_gui.detect.classify import CLASS_NAMES, classify_name  # noqa: E402
 from kat_gui.events import EventKind, TrackKind, empty_columns  # noqa: E402
 from kat_gui.ingest.base import RankTrace, TrackInfo  # noqa: E402
@@ -291,11 +291,16 @@ def _describe(d) -> str:
 # ------------------------------------------------------------------------------------------- report
 
 
+P = Params()
+
+
 def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -> None:
     lines = ["# Comparison benchmark (`python benchmarks/compare.py`)", ""]
     lines += [
-        "Machine: 2 shared CPU cores, no GPU. Method and thresholds: docs/compare.md "
-        "(Mann-Whitney U, Benjamini-Hochberg FDR 0.01, effect >= 5 %, median shift >= 200 ns).",
+        "Machine: 2 CPU cores shared with other jobs (hence CPU time next to wall time), no GPU. Method and "
+        f"thresholds: docs/compare.md (Mann-Whitney U, Benjamini-Hochberg FDR {P.alpha:g}, effect >= "
+        f"{P.min_effect * 100:g} %, >= {P.min_abs_ns:g} ns; per-rank rows >= {P.min_step_share * 100:g} % of "
+        f"a step, waits >= {P.min_wait_share * 100:g} %).",
         "",
     ]
     if speed:
@@ -339,9 +344,10 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
         churn_clean = sum(r["churn"] == 0 for r in h)
         lines += [
             "",
-            "Healthy runs, seed against seed + 1. *flat*: batch churn off, the runs differ only by noise; "
-            "*churn*: the suite's own batch churn, so the two runs carry different workloads (batch sizes "
-            "drift apart over the run).",
+            "Healthy runs, seed against seed + 1. *flat*: batch churn off; decode-only runs then differ only "
+            "by noise, while mixed and prefill runs still draw their prompt lengths and prefill steps from "
+            "the seed (different workloads). *churn*: the suite's own batch churn, so the two runs carry "
+            "different batch sizes that drift apart over the run: real workload differences, reported.",
             "",
             f"No significant row: flat **{flat_clean} of {len(h)}**, churn {churn_clean} of {len(h)}.",
             "",

@@ -42,7 +42,8 @@ class RunData:
 
     ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``CLASS_NAMES``), ``rank``, ``step``
     (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0 otherwise),
-    ``start_ns``, ``track``, ``index``. ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
+    ``start_ns`` (on the lowest rank's host clock: detection's per-host offsets removed), ``track``,
+    ``index`` (``track``/``index`` locate the event in the store). ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
     ``end_ns`` (GPU span of the step on that rank), ``busy_ns`` (sum of own durations), ``wait_ns``.
     """
 
@@ -126,10 +127,26 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
             method = "collective_order"
         dur = (g["end_ns"] - g["start_ns"]).astype(np.int64)
         wait = np.zeros(fr.n_gpu, dtype=np.int64)
+        start_ns = g["start_ns"]
+        end_ns = g["end_ns"]
+        offsets: dict[int, int] = {}
         if is_coll.any():
             co = match_collectives(fr, steps)
             w = np.clip(co.wait_ns, 0, None)
             wait[co.row] = np.minimum(w, dur[co.row])
+            # Hosts' clocks differ (detection estimates the offsets from collective ends); step spans across
+            # ranks and last-activity times must be on one clock.
+            shift = g["start_ns"][co.row] - co.start_ns
+            for r in np.unique(co.rank).tolist():
+                off = int(np.median(shift[co.rank == r]))
+                if off:
+                    offsets[int(r)] = off
+            if offsets:
+                lut = np.zeros(int(g["rank"].max()) + 1, dtype=np.int64)
+                for r, off in offsets.items():
+                    lut[r] = off
+                start_ns = start_ns - lut[g["rank"]]
+                end_ns = end_ns - lut[g["rank"]]
         own_dur = dur - wait
         gpu = {
             "name": g["name"].astype(np.int32),
@@ -138,15 +155,15 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
             "step": step.astype(np.int64),
             "dur_ns": own_dur,
             "wait_ns": wait,
-            "start_ns": g["start_ns"],
+            "start_ns": start_ns,
             "track": g["track"],
             "index": g["index"],
         }
-        step_rank = _step_rank_table(gpu, g["end_ns"])
+        step_rank = _step_rank_table(gpu, end_ns)
         n_gpus = len(
             np.unique((g["rank"].astype(np.int64) << 32) | (g["device"].astype(np.int64) & 0xFFFFFFFF))
         )
-        meta = {"step_count": steps.count, "marker": steps.marker}
+        meta = {"step_count": steps.count, "marker": steps.marker, "clock_offsets_ns": offsets}
         return RunData(
             name=store.name,
             path=str(store.path),
