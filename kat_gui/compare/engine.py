@@ -397,8 +397,9 @@ def compare_runs(
         pk = pos[keep]
         st0 = np.full(n_common, np.iinfo(np.int64).max)
         st1 = np.full(n_common, np.iinfo(np.int64).min)
-        np.minimum.at(st0, pk, sr["start_ns"][keep])
-        np.maximum.at(st1, pk, sr["end_ns"][keep])
+        off = run.offset_of(rk)  # spans across hosts need one clock
+        np.minimum.at(st0, pk, sr["start_ns"][keep] - off)
+        np.maximum.at(st1, pk, sr["end_ns"][keep] - off)
         present = st1 > st0
         stt = (st1 - st0)[present]
         step_times.append(stt)
@@ -625,7 +626,7 @@ def _structural(
 
 def _last_end_by_rank(run: RunData) -> dict[int, int]:
     g = run.gpu
-    end = g["start_ns"] + g["dur_ns"] + g["wait_ns"]
+    end = g["start_ns"] + g["dur_ns"] + g["wait_ns"] - run.offset_of(g["rank"])
     ranks = np.unique(g["rank"])
     last = np.full(len(ranks), np.iinfo(np.int64).min)
     np.maximum.at(last, np.searchsorted(ranks, g["rank"]), end)

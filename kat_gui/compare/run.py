@@ -42,8 +42,9 @@ class RunData:
 
     ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``CLASS_NAMES``), ``rank``, ``step``
     (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0 otherwise),
-    ``start_ns`` (on the lowest rank's host clock: detection's per-host offsets removed), ``track``,
-    ``index`` (``track``/``index`` locate the event in the store). ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
+    ``start_ns`` (the store's clock, as the timeline shows it), ``track``, ``index`` (the event in the store).
+    ``meta["clock_offsets_ns"]``: rank -> offset of its host clock (subtract it to compare times across
+    hosts; from detection's collective alignment). ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
     ``end_ns`` (GPU span of the step on that rank), ``busy_ns`` (sum of own durations), ``wait_ns``.
     """
 
@@ -62,6 +63,16 @@ class RunData:
     def steps(self) -> np.ndarray:
         """Step numbers present (sorted)."""
         return np.unique(self.step_rank["step"])
+
+    def offset_of(self, rank: np.ndarray) -> np.ndarray:
+        """Clock offset (ns) of each rank's host; subtract it to put times of different hosts on one clock."""
+        offs = self.meta.get("clock_offsets_ns") or {}
+        if not offs or not len(rank):
+            return np.zeros(len(rank), dtype=np.int64)
+        lut = np.zeros(int(max(int(np.max(rank)), max(offs))) + 1, dtype=np.int64)
+        for r, off in offs.items():
+            lut[int(r)] = off
+        return lut[rank]
 
     def step_at(self, t_ns: int) -> int:
         """The step whose GPU span (earliest start over ranks) is the last one starting at or before ``t_ns``."""
@@ -129,7 +140,7 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
         wait = np.zeros(fr.n_gpu, dtype=np.int64)
         start_ns = g["start_ns"]
         end_ns = g["end_ns"]
-        offsets: dict[int, int] = {}
+        offsets: dict[int, int] = {}  # rank -> ns to subtract to reach the lowest rank's clock
         if is_coll.any():
             co = match_collectives(fr, steps)
             w = np.clip(co.wait_ns, 0, None)
@@ -141,12 +152,6 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
                 off = int(np.median(shift[co.rank == r]))
                 if off:
                     offsets[int(r)] = off
-            if offsets:
-                lut = np.zeros(int(g["rank"].max()) + 1, dtype=np.int64)
-                for r, off in offsets.items():
-                    lut[r] = off
-                start_ns = start_ns - lut[g["rank"]]
-                end_ns = end_ns - lut[g["rank"]]
         own_dur = dur - wait
         gpu = {
             "name": g["name"].astype(np.int32),
