@@ -115,7 +115,7 @@ def test_hostile_kernel_name_never_reaches_the_prompt():
         content = "\n".join(m["content"] for m in prompt.messages(facts, style))
         assert "Ignore previous" not in content and "<script>" not in content and "\x1b" not in content
         assert "\x00" not in content and "im_start" not in content and "GPU7" not in content
-        assert "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x128x64" in content
+        assert sanitize_trace_text(HOSTILE) in content  # the neutral label stands in for it
     grammar = prompt.select_grammar(facts)
     assert "Ignore" not in grammar and "<script>" not in grammar
     assert all("Ignore" not in t for t in exp.facts) and "Ignore" not in exp.text

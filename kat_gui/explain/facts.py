@@ -10,6 +10,7 @@ from kat_gui.reasoning import COMPONENT_NOUN, Hypothesis, fmt
 
 MAX_EVIDENCE_FACTS = 3
 MAX_COUNTER_FACTS = 2
+KERNEL_FACT_CHARS = 40
 HEADLINE_NOUN = {
     "gpu": "a GPU compute slowdown",
     "hbm": "a GPU memory (HBM) problem",
@@ -92,8 +93,11 @@ def build_facts(hyps: list[Hypothesis], meta: dict | None = None) -> list[Fact]:
     facts = [Fact(headline(h), "headline")]
     facts += [Fact(_sentence(e["text"]), "evidence") for e in _evidence_order(h)[:MAX_EVIDENCE_FACTS]]
     kern = next((e for e in h.evidence if e.get("key") == "kernels"), None)
-    if kern:
-        facts.append(Fact(_sentence(kern["text"]), "evidence"))
+    if kern and kern["value"]:
+        # One name, short: long mangled names cost ~40 prompt tokens each (the full list is in the evidence).
+        name = str(kern["value"][0])
+        name = name if len(name) <= KERNEL_FACT_CHARS else name[: KERNEL_FACT_CHARS - 1] + "…"
+        facts.append(Fact(_sentence(f"Most affected kernel: {name}"), "evidence"))
     facts += [Fact(_sentence(c), "counter") for c in h.counter_evidence[:MAX_COUNTER_FACTS]]
     if h.chain:
         facts.append(Fact(_sentence("Cause and effect: " + ", then ".join(h.chain)), "chain"))
