@@ -42,3 +42,15 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# Offline bundle for air-gapped workstations (docs/packaging.md). Needs the registry once, to build.
+.PHONY: bundle bundle-check bundle-test
+
+bundle: install
+	packaging/build_bundle.sh
+
+bundle-check: bundle
+	packaging/check_bundle.sh
+
+bundle-test: install
+	$(PY) -m pytest -q tests/test_packaging.py tests/test_offline.py

@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "packaging"
-SCRIPTS = [PKG / "install.sh", PKG / "build_bundle.sh"]
+SCRIPTS = [PKG / "install.sh", PKG / "build_bundle.sh", PKG / "check_bundle.sh"]
 
 
 # ------------------------------------------------------------------------------------------- static checks
