@@ -340,6 +340,10 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
                 f"{r['first_hit'] or '-'} | {r['significant']} | {r['top'].replace('|', '/')} |"
             )
         h = quality["healthy"]
+        import suite
+
+        mode = {c["name"]: c["spec_args"].get("mode", "decode") for c in suite.cases()}
+        decode = [r for r in h if mode.get(r["case"], "decode") == "decode"]
         flat_clean = sum(r["flat"] == 0 for r in h)
         churn_clean = sum(r["churn"] == 0 for r in h)
         lines += [
@@ -349,13 +353,17 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
             "the seed (different workloads). *churn*: the suite's own batch churn, so the two runs carry "
             "different batch sizes that drift apart over the run: real workload differences, reported.",
             "",
-            f"No significant row: flat **{flat_clean} of {len(h)}**, churn {churn_clean} of {len(h)}.",
+            f"No significant row: flat **{sum(r['flat'] == 0 for r in decode)} of {len(decode)} decode-only "
+            f"cases** ({flat_clean} of {len(h)} with mixed/prefill), churn {churn_clean} of {len(h)}.",
             "",
-            "| case | significant (flat) | significant (churn) | first significant row (churn) |",
-            "|---|---|---|---|",
+            "| case | mode | significant (flat) | significant (churn) | first significant row (churn) |",
+            "|---|---|---|---|---|",
         ]
         for r in h:
-            lines.append(f"| {r['case']} | {r['flat']} | {r['churn']} | {r['churn_top'].replace('|', '/')} |")
+            lines.append(
+                f"| {r['case']} | {mode.get(r['case'], '?')} | {r['flat']} | {r['churn']} | "
+                f"{r['churn_top'].replace('|', '/')} |"
+            )
         lines.append("")
     out.write_text("\n".join(lines), encoding="utf-8")
 
