@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("store", metavar="RUN.kat.h5")
     s.add_argument("--compare", metavar="OTHER.kat.h5")
     s.add_argument("-o", "--output", required=True, metavar="DIR")
+    s.add_argument("--no-scrub", action="store_true", help="keep host and user names in the report")
     s.set_defaults(func=_delegate("kat_gui.report.command", "run", "report"))
 
     s = sub.add_parser("simulate", help="write a simulated multi-GPU inference trace with ground truth")
