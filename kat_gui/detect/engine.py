@@ -15,7 +15,7 @@ from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times,
 from kat_gui.detect.frame import RunFrame
 from kat_gui.detect.history import joint_windows, link_shifts, step_covariates
 from kat_gui.detect.signals import CellSignal, cell_signal, peer_match
-from kat_gui.detect.stats import runs, segments
+from kat_gui.detect.stats import runs, segments, small_unique
 from kat_gui.events import COMPONENTS
 from kat_gui.progress import Progress
 
@@ -98,7 +98,7 @@ class _Analysis:
         g = fr.gpu
         self.launch_ns = launch_times(fr)
         self.steps: Steps = assign_steps(fr, self.launch_ns)
-        self.step_values = np.unique(self.steps.step[self.steps.step >= 0])
+        self.step_values = small_unique(self.steps.step[self.steps.step >= 0])
         self.S = max(len(self.step_values), 1)
         if not len(self.step_values):
             self.step_values = np.zeros(1, np.int64)
@@ -142,7 +142,7 @@ class _Analysis:
         dur = (g["end_ns"] - g["start_ns"]).astype(np.float64)
         self.peer: dict[str, object] = {}
         for label, classes in (("compute", (C.COMPUTE,)), ("memory", (C.MEMORY,)), ("copy", (C.COPY_HOST,))):
-            rows = np.flatnonzero(np.isin(g["cls"], classes) & (self.step_idx >= 0))
+            rows = np.flatnonzero((g["cls"] == classes[0]) & (self.step_idx >= 0))
             pm = peer_match(
                 rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.R
             )
@@ -296,7 +296,7 @@ def detect_frame(
         "params": asdict(p),
         "steps": {
             "method": a.steps.method,
-            "count": int(len(np.unique(a.steps.step[a.steps.step >= 0]))),
+            "count": int(len(a.step_values)) if (a.steps.step >= 0).any() else 0,
             "marker": a.steps.marker,
         },
         "collectives": {

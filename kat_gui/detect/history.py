@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kat_gui.detect.stats import MAD_TO_SIGMA, group_median
+from kat_gui.detect.stats import MAD_TO_SIGMA, group_median, small_inverse, small_unique
 
 
 @dataclass
@@ -60,10 +60,10 @@ def step_covariates(
     if len(log_dur):
         # Per (step, name): the mean log duration (bincounts, no sort); each name's level is its median
         # over steps; a step's common mode is the median over names of its deviation from their levels.
-        _, name_c = np.unique(name, return_inverse=True)
+        _, name_c = small_inverse(name.astype(np.int64))
         n_names = int(name_c.max()) + 1
         ok = step_idx >= 0
-        for c in np.unique(cls):  # compute- and memory-bound work scale differently with batch and context
+        for c in small_unique(cls):  # compute- and memory-bound work scale differently with batch and context
             sel = ok & (cls == c)
             key = step_idx[sel].astype(np.int64) * n_names + name_c[sel]
             cnt = np.bincount(key, minlength=n_steps * n_names).reshape(n_steps, n_names)

@@ -85,13 +85,15 @@ def _peer_match_positional(
     n = len(rows)
     if n_ranks < 2 or n_ranks > 4096:
         return None
-    cell = rank_idx.astype(np.int64) * (int(step_idx.max()) + 1) + step_idx
-    if n > 1 and (np.diff(cell) < 0).any():
-        return None
-    first = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
-    length = np.diff(np.r_[first, n])
-    pos = np.arange(n, dtype=np.int64) - np.repeat(first, length)
     n_steps = int(step_idx.max()) + 1
+    if n_steps * n_ranks >= 2**31:
+        return None
+    cell = rank_idx.astype(np.int32) * np.int32(n_steps) + step_idx.astype(np.int32)
+    brk = cell[1:] != cell[:-1]
+    if n > 1 and (cell[1:][brk] < cell[:-1][brk]).any():
+        return None
+    first = np.flatnonzero(np.r_[True, brk])
+    pos = np.arange(n, dtype=np.int32) - np.repeat(first.astype(np.int32), np.diff(np.r_[first, n]))
     max_pos = int(pos.max()) + 1
     if (
         n_steps * max_pos * n_ranks > 8 * n + 1_000_000
@@ -99,27 +101,26 @@ def _peer_match_positional(
         return None
     mid = step_idx.astype(np.int64) * max_pos + pos
     n_mid = n_steps * max_pos
-    # Majority name per match id: the name of the median rank's row is enough when most ranks agree; take
-    # the most frequent one over ranks through a [match, rank] name matrix.
-    names = np.full((n_mid, n_ranks), -1, dtype=np.int64)
+    # Majority name per match: with the valid names of a row sorted, the middle one is the majority name
+    # whenever more than half of the ranks agree.
+    names = np.full((n_mid, n_ranks), -1, dtype=np.int32)
     names[mid, rank_idx] = name
     srt = np.sort(names, axis=1)
-    # mode of each row: the value at the middle of the sorted valid entries is the majority when one exists
-    cnt = (names >= 0).sum(axis=1)
+    cnt = np.count_nonzero(srt >= 0, axis=1)
     k = n_ranks - cnt + (cnt - 1) // 2
-    major = srt[np.arange(n_mid), np.clip(k, 0, n_ranks - 1)]
+    major = np.take_along_axis(srt, np.clip(k, 0, n_ranks - 1)[:, None], axis=1)[:, 0]
     ok = name == major[mid]
     if np.count_nonzero(ok) < 0.9 * n:
         return None
     vals = np.full((n_mid, n_ranks), np.nan)
     v = np.maximum(value.astype(np.float64), 1.0)
     vals[mid[ok], rank_idx[ok]] = v[ok]
-    members = np.isfinite(vals).sum(axis=1)
     vs = np.sort(vals, axis=1)  # NaN last
-    lo = vs[np.arange(n_mid), np.maximum((members - 1) // 2, 0)]
-    hi = vs[np.arange(n_mid), np.maximum(members // 2, 0)]
+    members = np.count_nonzero(~np.isnan(vs), axis=1)
+    lo = np.take_along_axis(vs, np.maximum((members - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(vs, np.maximum(members // 2, 0)[:, None], axis=1)[:, 0]
     med = 0.5 * (lo + hi)
-    tot = np.nansum(vals, axis=1)
+    tot = np.nansum(vs, axis=1)
     m_row = members[mid]
     ref = np.where(m_row >= 3, med[mid], np.where(m_row == 2, tot[mid] - v, np.nan))
     ref = np.where(ok, ref, np.nan)

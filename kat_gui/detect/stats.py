@@ -63,3 +63,26 @@ def runs(flags: np.ndarray, merge_gap: int) -> list[tuple[int, int, int]]:
     starts = np.r_[0, breaks + 1]
     ends = np.r_[breaks, len(idx) - 1]
     return [(int(idx[a]), int(idx[b]), int(b - a + 1)) for a, b in zip(starts, ends, strict=True)]
+
+
+def small_unique(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array whose range is small compared with its length (step
+    numbers, string ids, class codes): one bincount instead of a sort or a hash."""
+    if not len(x):
+        return np.zeros(0, dtype=x.dtype)
+    lo, hi = int(x.min()), int(x.max())
+    if hi - lo > 4 * len(x) + 1_000_000:
+        return np.unique(x)
+    return (np.flatnonzero(np.bincount(x - lo, minlength=hi - lo + 1)) + lo).astype(x.dtype)
+
+
+def small_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index of each element's value) for small-range integers, like
+    ``np.unique(x, return_inverse=True)`` without sorting."""
+    u = small_unique(x)
+    if not len(x):
+        return u, np.zeros(0, np.int64)
+    lo = int(u[0])
+    lut = np.zeros(int(u[-1]) - lo + 1, dtype=np.int64)
+    lut[u - lo] = np.arange(len(u))
+    return u, lut[x - lo]
