@@ -55,7 +55,8 @@ def demo_pair(tmp_path_factory) -> tuple[Path, Path]:
         pytest.skip("the simulator is not available for the demo run")
     from kat_gui.demo import ensure_demo
 
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
+    # The same folder as tests/test_ui_notes_compare.py: the demo is built once per session.
+    return ensure_demo(tmp_path_factory.getbasetemp() / "kat-demo-shared")
 
 
 def test_demo_degraded_run_names_the_throttled_gpu_and_is_cached(demo_pair):
