@@ -349,8 +349,11 @@ def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings
                 steps = steps[steps >= p.warmup_steps]
                 if len(steps) < 2 * p.min_steps + 1:
                     continue
+                # Short windows are the per-cell runs' business; this search is for weak effects that only
+                # add up over many steps, so its windows are at least 3 x min_steps long (a transient of a
+                # few noisy steps cannot pass as "sustained").
                 bw = joint_windows(
-                    [(steps, d[steps], np.zeros((len(steps), 0)))], a.S, p.min_steps, p.sigma_floor
+                    [(steps, d[steps], np.zeros((len(steps), 0)))], a.S, 3 * p.min_steps, p.sigma_floor
                 )
                 if bw is None or bw[2] < need:
                     continue
