@@ -91,3 +91,18 @@ def test_positional_peer_match_agrees_with_exact_matching():
     back[order] = np.arange(len(order))
     np.testing.assert_allclose(fast.log_ratio, exact.log_ratio[back])
     assert np.isfinite(fast.log_ratio).all()
+
+
+def test_two_rank_fault_stands_out_against_run_noise():
+    """With two ranks the deviations of a fault are +d and -d; the noise scale must come from the steps'
+    own variation, not from the spread of cells (which is d itself)."""
+    from kat_gui.detect.signals import centred
+
+    rng = np.random.default_rng(2)
+    n_steps = 40
+    d = rng.normal(0, 0.01, (2, n_steps))
+    d[0, 20:] += 0.08  # rank 0 8 % slower than its peer from step 20
+    d[1] = -d[0]  # each rank's log ratio to the other
+    sig = centred("compute", d, np.ones_like(d, dtype=np.int64), 0.005)
+    assert np.median(sig.z[0, 20:]) > 4
+    assert np.abs(sig.z[:, :20]).max() < 4
