@@ -19,7 +19,7 @@ from kat_gui.detect.stats import runs, segments, small_unique
 from kat_gui.events import COMPONENTS
 from kat_gui.progress import Progress
 
-DETECTOR_VERSION = "kat-sync/1"
+DETECTOR_VERSION = "kat-sync/2"
 
 
 @dataclass(frozen=True)
