@@ -78,15 +78,21 @@ def run(args: argparse.Namespace) -> int:
         if win.busy():
             return
         timer.stop()
-        app.processEvents()
-        if args.screenshot and not win.save_screenshot(args.screenshot):
-            print(f"kat gui: {args.screenshot}: cannot write the screenshot", file=sys.stderr)
+        try:
+            app.processEvents()
+            if args.screenshot and not win.save_screenshot(args.screenshot):
+                print(f"kat gui: {args.screenshot}: cannot write the screenshot", file=sys.stderr)
+                result["code"] = 2
+            if win.errors:
+                result["code"] = 2
+        except Exception as exc:  # never leave a --quit run waiting in the event loop
+            print(f"kat gui: {exc}", file=sys.stderr)
             result["code"] = 2
-        if win.errors:
-            result["code"] = 2
-        if batch:
-            win.close()
-            app.exit(result["code"])
+            raise
+        finally:
+            if batch:
+                win.close()
+                app.exit(result["code"])
 
     timer = QtCore.QTimer()
     timer.setInterval(200)

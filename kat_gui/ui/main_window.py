@@ -19,6 +19,7 @@ from kat_gui.ui.compare_view import CompareView
 from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
 from kat_gui.ui.settings import Settings, cache_dir
+from kat_gui.ui.timeline import TimelineView
 from kat_gui.ui.workers import Job, pool
 
 TRACE_FILTER = (
@@ -438,7 +439,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_screenshot(self, path: str | Path) -> bool:
         w = self.tabs.currentWidget()
         for tl in (getattr(w, "timeline", None), getattr(w, "top", None), getattr(w, "bottom", None)):
-            if tl is not None:
+            if isinstance(tl, TimelineView):
                 tl.settle()
         QtWidgets.QApplication.processEvents()
         pm = self.grab()
