@@ -81,3 +81,26 @@ def test_anomaly_table_columns(dlrm_store):
     an = res.anomalies
     assert an["track"].dtype == np.int32 and an["role"].dtype == np.uint8 and an["score"].dtype == np.float32
     assert len({len(v) for v in an.values()}) == 1
+
+
+def test_dlrm_top_finding_is_rank7_straggler_not_a_weak_single_step_signal(dlrm_store):
+    """Rank 7 is last at 5 of 8 collectives (7.6 ms at the first) and its host launches them late; rank 5's
+    5 % launch-pacing difference in the trace's single step is too weak to be a finding on its own."""
+    res = detect_store(dlrm_store)
+    assert res.findings, "the straggler must be reported"
+    top = res.findings[0]
+    assert top["ranks"] == [7]
+    ev = top["evidence"]
+    assert ev["last_at"] == 5 and ev["collectives"] == 8
+    assert ev["largest_skews_ns"][0] > 7_000_000
+    # Peers wait about 5 ms each for it: a third of the 14.7 ms step.
+    assert 0.2 < ev["wait_share_of_step"] < 0.5
+    # Its kernels are not slower; the collective launches themselves come late: host side.
+    assert abs(ev["compute_bound_slowdown"]) < 0.03 and abs(ev["memory_bound_slowdown"]) < 0.03
+    assert ev["launch_delay_share"] >= 0.5 and top["component"] == "cpu"
+    assert "straggler" in top["summary"]
+    assert not any(f["ranks"] == [5] for f in res.findings)
+    # Rank 1's 7.6 ms wait at the first collective is a symptom of this finding.
+    an = res.anomalies
+    r1_long = (an["rank"] == 1) & (an["end_ns"] - an["start_ns"] > 7_000_000)
+    assert r1_long.any() and (an["role"][r1_long] == 2).all() and (an["finding"][r1_long] == top["id"]).all()

@@ -231,3 +231,49 @@ def test_link_hypothesis_with_large_arrival_skew_does_not_rule_out_ranks():
     text = " | ".join(h.counter_evidence)
     assert "no single rank is late" not in text
     assert "caveat: arrival skew is 3.63 ms, longer than the transfer itself (43.6 µs)" in text
+
+
+def test_small_differences_read_as_counter_evidence_and_one_step_is_singular():
+    f = _rank_finding("cpu", 5, 0.6, launch_interval_ratio=1.3, steps=[10, 10], abnormal_steps=1)
+    f["kernels"] = ["at::native::vectorized_elementwise_kernel"] * 3 + ["ncclKernel_AllReduce"]
+    h = build_hypotheses([f], default_topology(RANKS8), {"ranks": RANKS8})[0]
+    by_key = {e["key"]: e["text"] for e in h.evidence}
+    # 0.4% is not evidence that the kernels are slower: it is worded as the counter-evidence it is.
+    assert by_key["compute_bound_slowdown"] == (
+        "compute-bound kernels on rank 5 are not slower than the same kernels on its peers (0.4%)"
+    )
+    assert "not slower" in by_key["memory_bound_slowdown"]
+    assert (
+        by_key["launch_interval_ratio"] == "kernel launches on rank 5 are 1.30x as far apart as on its peers"
+    )
+    assert by_key["steps"] == "the fault spans step 10 (1 abnormal step)"
+    assert by_key["kernels"] == (
+        "most affected kernels: at::native::vectorized_elementwise_kernel; ncclKernel_AllReduce"
+    )
+    assert any("are not slower than on the peers, so not GPU compute or HBM" in c for c in h.counter_evidence)
+    g = _rank_finding("gpu", 3, 0.9, compute_bound_slowdown=0.38)
+    texts = {e["key"]: e["text"] for e in build_hypotheses([g], None, {"ranks": RANKS8})[0].evidence}
+    assert "are 38% slower than" in texts["compute_bound_slowdown"]
+    assert texts["steps"] == "the fault spans steps 14-39 (24 abnormal steps)"
+
+
+def test_straggler_evidence_and_chain():
+    f = _rank_finding(
+        "cpu",
+        7,
+        0.73,
+        launch_interval_ratio=1.0,
+        last_at=5,
+        collectives=8,
+        peer_wait_ns=5_079_571.0,
+        wait_share_of_step=0.3455,
+        launch_delay_share=1.0,
+    )
+    h = build_hypotheses([f], default_topology(RANKS8), {"ranks": RANKS8})[0]
+    by_key = {e["key"]: e["text"] for e in h.evidence}
+    assert by_key["last_at"] == "rank 7 arrives last at 5 of 8 collectives"
+    assert by_key["peer_wait_ns"] == "its peers wait 5.08 ms each for rank 7 (35% of the step time)"
+    assert "launch delay is 100% of its lateness" in by_key["launch_delay_share"]
+    assert "not further apart" in by_key["launch_interval_ratio"]
+    assert h.chain[0] == "the host of rank 7 issues its collectives late"
+    assert "ranks 0-6 wait 5.08 ms each (35% of the step time)" in h.chain

@@ -40,6 +40,13 @@ class Params:
     - ``hbm_ratio``: memory-bound kernels must slow this many times more than compute-bound ones to call
       HBM rather than SM compute (clock throttling slows both, GEMMs more).
     - ``warmup_steps``: history-based findings confined to the first steps are warm-up, not faults.
+    - ``short_run_factor``: runs with fewer than ``min_steps`` steps have no history; a cell there must be
+      this many times the minimum effect (and ``z_link``) to count.
+    - ``straggler_majority`` / ``straggler_p`` / ``straggler_wait_share``: a rank that arrives last (skew
+      above the transfer time) at more than this share of its collective instances, at a count this
+      unlikely for a rank drawn at random (binomial, 1 / group size), and whose lateness costs its peers at
+      least this share of the run's step time (each peer's wait, averaged over peers) is a straggler.
+      Healthy decode skew moves from rank to rank; a straggler is the same rank, costly, most of the time.
     """
 
     z_cell: float = 4.0
@@ -52,6 +59,10 @@ class Params:
     hbm_ratio: float = 1.5
     warmup_steps: int = 3
     z_link: float = 7.0
+    short_run_factor: float = 3.0
+    straggler_majority: float = 0.5
+    straggler_p: float = 0.005
+    straggler_wait_share: float = 0.15
 
 
 @dataclass
@@ -278,6 +289,7 @@ def detect_frame(
     findings: list[dict] = []
     anomaly_parts: list[tuple[np.ndarray, int, int, np.ndarray]] = []  # (gpu rows, role, finding idx, score)
     _rank_findings(a, sig, p, findings, anomaly_parts)
+    _straggler_findings(a, sig, p, findings, anomaly_parts)
     _link_findings(a, p, findings, anomaly_parts)
     _hang_findings(a, p, findings, anomaly_parts)
     _topology_findings(fr, findings)
@@ -334,6 +346,13 @@ def _rank_findings(a: _Analysis, sig: dict[str, CellSignal], p: Params, findings
         flags["launch"] = sig["launch"].flags(p.z_cell, math.log1p(p.min_launch_slowdown))
     if "late" in sig:
         flags["late"] = sig["late"].flags(p.z_cell, p.min_late_share)
+    if a.S < p.min_steps:
+        # Too few steps to see persistence: the run has no history and its noise scale rests on a handful of
+        # cells, so a weak single-step deviation (a few % of launch pacing) is not a finding on its own.
+        # Cells must then clear z_link and short_run_factor x the minimum effect.
+        for key, f in flags.items():
+            eff = {"launch": math.log1p(p.min_launch_slowdown), "late": p.min_late_share}.get(key, log_min)
+            flags[key] = f & sig[key].flags(p.z_link, p.short_run_factor * eff)
     # A weak but sustained change (a few % over many steps) is below the per-cell bar in every step yet
     # certain over the window: each rank's deviation series is searched for its best shift window against
     # its own level outside it (history.joint_windows; noise from successive differences), and the window's
@@ -570,6 +589,160 @@ def _window_ns(a: _Analysis, s0: int, s1: int, ri: int | None) -> tuple[int, int
     if not m.any():
         return 0, 0
     return int(g["start_ns"][m].min()), int(g["end_ns"][m].max())
+
+
+# ---------------------------------------------------------------------- stragglers (late arrival)
+
+
+def _binom_tail(k: int, n: int, q: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, q)."""
+    return float(sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k, n + 1)))
+
+
+def _straggler_findings(
+    a: _Analysis, sig: dict[str, CellSignal], p: Params, findings: list, parts: list
+) -> None:
+    """A rank that arrives last at most collectives and makes its peers wait a large share of the run.
+
+    Late arrival alone is noisy (healthy decode skew), so this needs magnitude *and* consistency
+    (``Params.straggler_*``) and a lateness far outside the other ranks' (their spread is the noise).
+    Ranks with a rank finding are skipped: that finding already explains why they arrive late. Component:
+    ``cpu`` when the host issued the late collectives late (launch delay >= half the lateness: the GPU
+    waited for the host), else ``unknown``. Whole-run statistics: a straggler confined to a short window
+    of a long run is diluted (see docs/detection.md, Known limits).
+    """
+    co = a.coll
+    if a.R < 2 or co.n < p.min_steps:
+        return
+    named = {r for f in findings for r in f["ranks"]}
+    meaningful = co.skew_ns > co.transfer_ns
+    # Lateness against the instance's median start: robust per rank over its instances.
+    late_by_rank = {int(r): np.median(co.late_ns[co.rank == r]) for r in a.fr.ranks if (co.rank == r).any()}
+    total_ns = float(np.sum(a.step_len_ns))
+    for ri, r in enumerate(int(x) for x in a.fr.ranks):
+        if r in named or r not in late_by_rank:
+            continue
+        mine = co.rank == r
+        n_mem = int(mine.sum())
+        last = meaningful & (co.last_rank == r)
+        n_last = int(last.sum())
+        if n_last < p.min_steps or n_last <= p.straggler_majority * n_mem:
+            continue
+        q = 1.0 / max(float(np.median(co.size[co.inst[mine]])), 2.0)
+        p_val = _binom_tail(n_last, n_mem, q)
+        if p_val > p.straggler_p:
+            continue
+        peers_at = last[co.inst] & ~mine
+        # Each peer's wait, averaged over the peers of each instance, summed over the instances.
+        waited = np.zeros(co.n)
+        cnt = np.zeros(co.n)
+        np.add.at(waited, co.inst[peers_at], co.wait_ns[peers_at].astype(np.float64))
+        np.add.at(cnt, co.inst[peers_at], 1.0)
+        caused_ns = float(np.sum(waited[last] / np.maximum(cnt[last], 1.0)))
+        share = caused_ns / max(total_ns, 1.0)
+        if share < p.straggler_wait_share:
+            continue
+        others = np.array([v for k, v in late_by_rank.items() if k != r], dtype=np.float64)
+        spread = 1.4826 * float(np.median(np.abs(others - np.median(others)))) if len(others) else 0.0
+        transfer = float(np.median(co.transfer_ns[last]))
+        z = (late_by_rank[r] - float(np.median(others))) / max(spread, transfer, 1_000.0)
+        if z < p.z_cell:
+            continue
+        # Did the host issue the late collectives late? Launch delay against the instance's median launch.
+        rows_me = co.row[mine & last[co.inst]]
+        late_me = co.late_ns[mine & last[co.inst]].astype(np.float64)
+        launch_delay = np.full(len(rows_me), np.nan)
+        if (a.launch_ns >= 0).any():
+            lt = a.launch_ns[co.row].astype(np.float64)
+            lt[a.launch_ns[co.row] < 0] = np.nan
+            for j, i in enumerate(co.inst[mine & last[co.inst]]):
+                others_l = lt[(co.inst == i) & ~mine]
+                own = lt[(co.inst == i) & mine]
+                if np.isfinite(others_l).any() and np.isfinite(own).all():
+                    launch_delay[j] = float(own[0] - np.nanmedian(others_l))
+        ok = np.isfinite(launch_delay) & (late_me > 0)
+        host_frac = float(np.median(launch_delay[ok] / late_me[ok])) if ok.any() else 0.0
+        comp = "cpu" if host_frac >= 0.5 else "unknown"
+        ev = {}
+        for k in ("compute", "memory", "copy", "launch"):
+            d = sig[k].dev[ri] if k in sig else np.zeros(0)
+            d = d[np.isfinite(d)]
+            ev[k] = round(math.expm1(float(np.median(d))), 4) if len(d) else 0.0
+        fid = len(findings)
+        s_last = a.coll_step_idx[last]
+        s0 = int(s_last[s_last >= 0].min()) if (s_last >= 0).any() else 0
+        s1 = int(s_last[s_last >= 0].max()) if (s_last >= 0).any() else a.S - 1
+        if comp == "cpu":
+            on_rank = (a.rank_idx == ri) & (a.step_idx >= s0) & (a.step_idx <= s1)
+            w_rows, w_score = _launch_wait_rows(a, on_rank)
+            w_rows = np.union1d(w_rows, rows_me)
+            parts.append((w_rows, ROOT, fid, np.ones(len(w_rows))))
+        else:
+            parts.append(
+                (rows_me, ROOT, fid, late_me / np.maximum(co.skew_ns[co.inst[mine & last[co.inst]]], 1))
+            )
+        sym = peers_at & (co.wait_ns > 0)
+        parts.append(
+            (co.row[sym], SYMPTOM, fid, co.wait_ns[sym] / np.maximum(co.end_ns[sym] - co.start_ns[sym], 1))
+        )
+        coll_ns = (co.end_ns - co.start_ns)[peers_at].astype(np.float64)
+        wait_share = float(co.wait_ns[peers_at].sum() / max(coll_ns.sum(), 1.0))
+        frac_last = n_last / n_mem
+        conf = 0.5 + 0.2 * min(share / 0.4, 1.0) + 0.2 * min((frac_last - 0.5) / 0.4, 1.0)
+        conf = round(min(conf, 0.9) * (1.0 if comp == "cpu" else 0.8), 3)
+        skews = np.sort(co.skew_ns[last])[::-1]
+        steps = [int(a.step_values[s0]), int(a.step_values[s1])]
+        kern_txt = (
+            f"its kernels are not slower than its peers' (compute-bound {ev['compute'] * 100:+.0f}%, "
+            f"memory-bound {ev['memory'] * 100:+.0f}%)"
+        )
+        if comp == "cpu":
+            cause = (
+                f"the host issued those collectives late ({host_frac * 100:.0f}% of its lateness is launch "
+                f"delay), so the cause is before the GPU, on the host side (input/data loading, Python, "
+                f"launch path)"
+            )
+            why = "straggler: last at most collectives; the host launched them late"
+        else:
+            cause = (
+                "its launches were not late either: the cause is not visible in the trace (software skew?)"
+            )
+            why = "straggler: last at most collectives, no slower kernels or launches"
+        findings.append(
+            {
+                "component": comp,
+                "component_id": _component_id(a.fr, comp, [r]),
+                "ranks": [r],
+                "confidence": conf,
+                "start_ns": int(co.first_start_ns[last].min()),
+                "end_ns": int(co.end_inst_ns[last].max()),
+                "summary": f"rank {r} is the straggler: last at {n_last} of {n_mem} collectives; its peers "
+                f"waited {caused_ns / 1e6:.1f} ms each ({share * 100:.0f}% of the step time) for it; "
+                f"{kern_txt}; {cause}",
+                "kind": "timing",
+                "nodes": _nodes(a.fr, comp, [r]),
+                "evidence": {
+                    "slowdown_vs_peers": 0.0,
+                    "compute_bound_slowdown": ev["compute"],
+                    "memory_bound_slowdown": ev["memory"],
+                    "host_copy_slowdown": ev["copy"],
+                    "launch_interval_ratio": round(1 + ev["launch"], 4),
+                    "last_at": n_last,
+                    "collectives": n_mem,
+                    "last_at_p_value": round(p_val, 6),
+                    "peer_wait_ns": caused_ns,
+                    "wait_share_of_step": round(share, 4),
+                    "wait_share": round(wait_share, 4),
+                    "arrival_skew_ns": float(np.median(skews)),
+                    "largest_skews_ns": [float(x) for x in skews[:3]],
+                    "launch_delay_share": round(host_frac, 3),
+                    "z": round(float(z), 2),
+                    "steps": steps,
+                    "abnormal_steps": int(len(np.unique(s_last[s_last >= 0]))),
+                },
+                "reason": why,
+            }
+        )
 
 
 # ---------------------------------------------------------------------- link-level faults (history)

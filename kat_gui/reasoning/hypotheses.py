@@ -179,6 +179,31 @@ def _slower(v: float) -> str:
     return f"{fmt.pct(v)} {'slower' if v >= 0 else 'faster'}"
 
 
+NOT_SLOWER = 0.03  # below this relative slowdown a rank's work is "not slower" (detection's minimum effect)
+
+
+def _vs_peers(what: str, v: float, than: str) -> str:
+    """'<what> are 38% slower than <than>', or counter-evidence worded as such when the difference is below the
+    minimum effect: '<what> are not slower than <than> (0.4%)'."""
+    if v >= NOT_SLOWER:
+        return f"{what} are {_slower(v)} than {than}"
+    return f"{what} are not slower than {than} ({_small(v)})"
+
+
+def _small(v: float) -> str:
+    """A difference below the minimum effect: its magnitude, worded as faster only when clearly so."""
+    return fmt.pct(v) if v > -NOT_SLOWER else _slower(v)
+
+
+def _steps_text(steps: list | tuple, n_abnormal: object) -> str:
+    """'steps 14-39 (24 abnormal steps)', or 'step 10 (1 abnormal step)' for a one-step window."""
+    s = f"step {steps[0]}" if steps[0] == steps[1] else f"steps {steps[0]}-{steps[1]}"
+    if isinstance(n_abnormal, (int, float)) and not isinstance(n_abnormal, bool):
+        n = int(n_abnormal)
+        s += f" ({n} abnormal step{'' if n == 1 else 's'})"
+    return s
+
+
 def _evidence(f: dict, comp: str) -> list[dict]:
     """One evidence item per known evidence number of the finding; the value is copied as is."""
     ev = dict(f.get("evidence") or {})
@@ -193,11 +218,7 @@ def _evidence(f: dict, comp: str) -> list[dict]:
 
     steps = ev.get("steps")
     if isinstance(steps, (list, tuple)) and len(steps) == 2:
-        add(
-            "steps",
-            f"the fault spans steps {steps[0]}-{steps[1]}"
-            + (f" ({ev['abnormal_steps']} abnormal steps)" if "abnormal_steps" in ev else ""),
-        )
+        add("steps", "the fault spans " + _steps_text(steps, ev.get("abnormal_steps")))
     main_key = {
         "gpu": "compute_bound_slowdown",
         "hbm": "memory_bound_slowdown",
@@ -209,6 +230,9 @@ def _evidence(f: dict, comp: str) -> list[dict]:
         "memory_bound_slowdown",
         "host_copy_slowdown",
         "launch_interval_ratio",
+        "last_at",
+        "peer_wait_ns",
+        "launch_delay_share",
         "late_share_of_step",
         "wait_share",
         "arrival_skew_ns",
@@ -226,13 +250,33 @@ def _evidence(f: dict, comp: str) -> list[dict]:
         done.add(key)
         v = ev[key]
         if key == "compute_bound_slowdown":
-            add(key, f"compute-bound kernels on {on} are {_slower(v)} than the same kernels on {others}")
+            add(key, _vs_peers(f"compute-bound kernels on {on}", v, f"the same kernels on {others}"))
         elif key == "memory_bound_slowdown":
-            add(key, f"memory-bound kernels on {on} are {_slower(v)} than on {others}")
+            add(key, _vs_peers(f"memory-bound kernels on {on}", v, f"on {others}"))
         elif key == "host_copy_slowdown":
-            add(key, f"host<->device copies on {on} are {_slower(v)} than on {others}")
+            add(key, _vs_peers(f"host<->device copies on {on}", v, f"on {others}"))
         elif key == "launch_interval_ratio":
-            add(key, f"kernel launches on {on} are {fmt.ratio(v)} as far apart as on {others}")
+            if v - 1.0 >= NOT_SLOWER:
+                add(key, f"kernel launches on {on} are {fmt.ratio(v)} as far apart as on {others}")
+            else:
+                add(key, f"kernel launches on {on} are not further apart than on {others} ({fmt.ratio(v)})")
+        elif key == "last_at" and _num(ev, "collectives") is not None:
+            add(key, f"{on} arrives last at {v} of {int(ev['collectives'])} collectives")
+        elif key == "peer_wait_ns":
+            share = _num(ev, "wait_share_of_step")
+            add(
+                key,
+                f"{others} wait {fmt.duration(v)} each for {on}"
+                + (f" ({fmt.pct(share)} of the step time)" if share is not None else ""),
+            )
+        elif key == "launch_delay_share":
+            if v >= 0.5:
+                add(
+                    key,
+                    f"the host issued those collectives late: launch delay is {fmt.pct(v)} of its lateness",
+                )
+            else:
+                add(key, f"its collectives were launched on time (launch delay {fmt.pct(v)} of its lateness)")
         elif key == "late_share_of_step" and v > 0:
             add(key, f"{on} arrives late at collectives by {fmt.pct(v)} of a step")
         elif key == "wait_share" and v > 0 and r is not None:
@@ -262,7 +306,8 @@ def _evidence(f: dict, comp: str) -> list[dict]:
         out.append(
             _item(f, "anomaly_count", f["anomaly_count"], f"{f['anomaly_count']} anomalous kernel instances")
         )
-    kernels = [k for k in f.get("kernels", []) if k]
+    # Names arrive shortened (templates cut): distinct kernels can shorten to the same text.
+    kernels = list(dict.fromkeys(k for k in f.get("kernels", []) if k))
     if kernels:
         out.append(_item(f, "kernels", list(kernels), "most affected kernels: " + "; ".join(kernels)))
     return out
@@ -315,13 +360,22 @@ def _counter(f: dict, comp: str, kind: str, ranks: list[int], all_ranks: list[in
             f"so not the host CPU"
         )
     if comp in ("cpu", "unknown", "pcie"):
-        if c is not None and m is not None:
+        if c is not None and m is not None and max(c, m) < NOT_SLOWER:
+            out.append(
+                f"compute-bound kernels ({_small(c)}) and memory-bound kernels ({_small(m)}) are not slower "
+                f"than on the peers, so not GPU compute or HBM"
+            )
+        elif c is not None and m is not None:
             out.append(
                 f"compute-bound kernels are {_slower(c)} and memory-bound kernels {_slower(m)} than on the "
                 f"peers, so not GPU compute or HBM"
             )
     if comp == "cpu" and cp is not None:
-        out.append(f"host<->device copies are {_slower(cp)} than on the peers, so not PCIe")
+        out.append(
+            f"host<->device copies are not slower than on the peers ({_small(cp)}), so not PCIe"
+            if cp < NOT_SLOWER
+            else f"host<->device copies are {_slower(cp)} than on the peers, so not PCIe"
+        )
     if comp == "unknown" and ln is not None:
         out.append(f"launch spacing is {fmt.ratio(ln)} that of the peers, so not clearly the host CPU")
     if comp in ("nvlink", "nic"):
@@ -378,6 +432,10 @@ def _chain(f: dict, comp: str, kind: str, cid: str, ranks: list[int], all_ranks:
     }.get(comp)
     if cause and _num(ev, cause[0]) is not None:
         chain.append(f"{cid} {cause[1]} (+{fmt.pct(ev[cause[0]])})")
+    elif _num(ev, "launch_delay_share") is not None and ev["launch_delay_share"] >= 0.5:
+        chain.append(f"the host of rank {r} issues its collectives late")
+    elif _num(ev, "last_at") is not None:
+        chain.append(f"rank {r} falls behind before its GPU (cause not visible in the trace)")
     elif comp == "cpu" and _num(ev, "launch_interval_ratio") is not None:
         chain.append(
             f"host CPU of rank {r} launches kernels {fmt.ratio(ev['launch_interval_ratio'])} as far apart"
@@ -385,10 +443,15 @@ def _chain(f: dict, comp: str, kind: str, cid: str, ranks: list[int], all_ranks:
     else:
         chain.append(f"rank {r} falls behind" if r is not None else f"{cid} falls behind")
     late_t = f"rank {r} arrives last at collectives" if r is not None else "late arrival at collectives"
-    if skew is not None and skew > 0:
+    if _num(ev, "last_at") is not None and _num(ev, "collectives") is not None:
+        late_t = f"rank {r} arrives last at {ev['last_at']} of {int(ev['collectives'])} collectives"
+    elif skew is not None and skew > 0:
         late_t += f" (median skew {fmt.duration(skew)})"
     chain.append(late_t)
-    if ws is not None and ws > 0:
+    pw, pws = _num(ev, "peer_wait_ns"), _num(ev, "wait_share_of_step")
+    if pw is not None and pws is not None:
+        chain.append(f"{peers_t} wait {fmt.duration(pw)} each ({fmt.pct(pws)} of the step time)")
+    elif ws is not None and ws > 0:
         chain.append(f"{peers_t} wait ({fmt.pct(ws)} of their collective time)")
     else:
         chain.append(f"{peers_t} wait")
