@@ -38,7 +38,8 @@ else
 fi
 export HOME="$CHK/home" XDG_DATA_HOME="$CHK/home/share" KAT_CACHE_DIR="$CHK/cache" QT_QPA_PLATFORM=offscreen
 export PIP_INDEX_URL=http://127.0.0.1:9/simple http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
-off() { "${OFF[@]}" "$@"; }
+# A hung command (a window that never quits) fails the check instead of blocking it.
+off() { timeout "${KAT_CHECK_TIMEOUT:-300}" "${OFF[@]}" "$@"; }
 if [ ${#OFF[@]} -gt 0 ]; then
     off python3 -c 'import socket; socket.create_connection(("1.1.1.1", 53), timeout=2)' 2>/dev/null &&
         die "the network is still reachable inside the namespace"
