@@ -48,6 +48,10 @@ def headline(h: Hypothesis) -> str:
     noun = HEADLINE_NOUN.get(h.component, COMPONENT_NOUN.get(h.component, h.component))
     if h.kind == "hang":
         return _sentence(f"Most likely cause: a hang of {_who(h)}, usually a fatal GPU memory error, {conf}")
+    if h.component == "unknown" and any(e.get("key") == "last_at" for e in h.evidence):
+        return _sentence(
+            f"{_who(h).capitalize()} is the straggler: the cause is not visible in the trace, {conf}"
+        )
     if h.component == "unknown":
         return _sentence(
             f"{_who(h).capitalize()} arrives late without slower kernels or launches, "
@@ -65,6 +69,9 @@ def _evidence_order(h: Hypothesis) -> list[dict]:
         "launch_interval_ratio": 0,
         "transfer_ratio": 0,
         "silent_ns": 0,
+        "launch_delay_share": 0,
+        "last_at": 1,
+        "peer_wait_ns": 2,
         "hung_collectives": 1,
         "wait_share": 2,
         "arrival_skew_ns": 3,
@@ -78,6 +85,9 @@ def _evidence_order(h: Hypothesis) -> list[dict]:
         "pcie": "host_copy_slowdown",
         "cpu": "launch_interval_ratio",
     }.get(h.component)
+    if any(e.get("key") == "last_at" for e in h.evidence):
+        # A straggler: its own launch pacing is not the story, its late collective launches are.
+        main = "launch_delay_share" if h.component == "cpu" else "__none__"
     items = [e for e in h.evidence if e.get("key") in pri]
     # Secondary slowdowns (e.g. memory-bound on a GPU-compute finding) belong to the counter-evidence.
     items = [e for e in items if pri[e["key"]] != 0 or main is None or e["key"] == main]
