@@ -146,7 +146,9 @@ def test_comparison_view_syncs_and_jumps_to_diff_rows(qtbot, window, demo_pair):
         for i in range(window.tabs.count())
         if isinstance(window.tabs.widget(i), CompareView)
     )
-    qtbot.waitUntil(lambda: cv.result is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: cv.job is not None and cv.job.state not in ("pending", "running"), timeout=60_000)
+    QtWidgets.QApplication.processEvents()
+    assert cv.result is not None, (cv.job.state, cv.error)
     window.tabs.setCurrentWidget(cv)
     assert window.tabs.count() == 3  # degraded, baseline, comparison
     c = cv.result["comparison"]

@@ -125,6 +125,7 @@ class CompareView(QtWidgets.QWidget):
         self.healthy = healthy
         self.degraded = degraded
         self.result: dict[str, Any] | None = None
+        self.error = ""  # why the diff failed, when it did
         self.job: Job | None = None
         # Seconds to add to a degraded-view x to get the healthy-view x showing the aligned moment.
         self.offset_s = 0.0
@@ -232,6 +233,10 @@ class CompareView(QtWidgets.QWidget):
         self.jobStarted.emit(job)
         pool().start(job)
         return job
+
+    def _failed(self, message: str, detail: str) -> None:
+        self.error = f"{message}\n{detail}".strip()
+        self.table_title.setText(f"<b>Differences</b> — {esc(message)}")
 
     def set_result(self, result: dict[str, Any]) -> None:
         self.result = result
