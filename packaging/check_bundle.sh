@@ -60,7 +60,7 @@ run_checks() {  # $1 = kat executable, $2 = label
     [ -s "$CHK/demo-$tag.png" ] || die "[$tag] no screenshot"
     say "[$tag] simulate, ingest, explain with the bundled model"
     off "$kat" simulate "$CHK/sim-$tag" --scenario gpu_throttle_tp4 --seed 3 >/dev/null
-    off "$kat" ingest "$CHK/sim-$tag" -o "$CHK/sim-$tag.kat.h5" >/dev/null
+    off "$kat" ingest "$CHK/sim-$tag"/rank-*.pt.trace.json -o "$CHK/sim-$tag.kat.h5" >/dev/null
     off "$kat" explain "$CHK/sim-$tag.kat.h5" | tee "$CHK/explain-$tag.txt"
     grep -qi "gpu" "$CHK/explain-$tag.txt" || die "[$tag] the explanation does not name the GPU fault"
 }
