@@ -42,7 +42,7 @@ def delta_color(d) -> str:
     return SLOWER if d.effect > 0 or d.delta_p50_ns > 0 else FASTER
 
 
-def _short(text: str, n: int = 90) -> str:
+def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -135,6 +135,11 @@ class CompareView(QtWidgets.QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         self.banner = QtWidgets.QLabel()
         self.banner.setWordWrap(True)
+        # Long kernel names must not widen the whole window (a tab's minimum width is the window's).
+        self.banner.setMinimumWidth(100)
+        self.banner.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         self.banner.setStyleSheet("background:#EEF3FA; padding:6px; font-size:13px; border-radius:3px")
         lay.addWidget(self.banner)
 
@@ -159,6 +164,7 @@ class CompareView(QtWidgets.QWidget):
         rv = QtWidgets.QVBoxLayout(right)
         rv.setContentsMargins(0, 0, 0, 0)
         self.table_title = QtWidgets.QLabel("<b>Differences</b> — computing…")
+        self.table_title.setWordWrap(True)
         rv.addWidget(self.table_title)
         self.only_sig = QtWidgets.QCheckBox("significant only")
         self.only_sig.toggled.connect(lambda _c: self._fill_table())
@@ -171,7 +177,7 @@ class CompareView(QtWidgets.QWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(False)
         self.table.setWordWrap(False)
-        self.table.setMinimumWidth(280)
+        self.table.setMinimumWidth(200)
         self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         self.table.cellClicked.connect(lambda r, _c: self.goto_row(r))

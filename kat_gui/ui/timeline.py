@@ -773,12 +773,14 @@ class TimelineView(QtWidgets.QWidget):
             lab.setStyleSheet("color:#333")
             h.addWidget(lab)
             h.addSpacing(10)
-        h.addStretch(1)
         keys = QtWidgets.QLabel(
             "wheel/W/S zoom · drag/A/D pan · F fit · Z zoom to selection · N/P next/prev anomaly"
         )
         keys.setStyleSheet("color:#777")
-        h.addWidget(keys)
+        # The key hints give way (clipped) before the legend forces the window wider.
+        keys.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        keys.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        h.addWidget(keys, 1)
         return w
 
     def rebuild_lanes(self) -> None:
