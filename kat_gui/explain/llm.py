@@ -6,6 +6,7 @@ ChatML). Loaded models are cached per (path, threads, context) so repeated expla
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -18,6 +19,19 @@ from kat_gui.errors import KatInputError
 DEFAULT_CTX = 1024
 _CACHE: dict[tuple, object] = {}
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_cached_models() -> None:
+    """Free resident models before interpreter teardown: llama-cpp's own __del__ fails once modules are gone."""
+    while _CACHE:
+        _key, llama = _CACHE.popitem()
+        close = getattr(llama, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
 
 
 def default_threads() -> int:
