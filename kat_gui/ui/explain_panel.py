@@ -121,7 +121,7 @@ class ExplanationPanel(QtWidgets.QWidget):
             line = (
                 "written by the local language model from the detector's facts (grounding-checked)"
                 if source == "model"
-                else "deterministic summary (no language model used)"
+                else "deterministic summary: " + (getattr(res, "reason", "") or "no language model used")
             )
         tag = "local model" if source == "model" else "fallback"
         self.source_label.setText(f"<b>Explanation</b> [{tag}] — <span style='color:#555'>{esc(line)}</span>")
