@@ -43,6 +43,7 @@ COLL = 4
 BASE_DUR_NS = np.array([42_000, 30_000, 4_000, 6_000, 25_000, 18_000, 5_000], np.int64)
 GAP_NS = 2_000
 SLOW_RANK = 3
+CACHE_LAYOUT = "lodsmall"  # stores with /lod_small (every track's small LOD levels back to back)
 
 
 def synth_rank(rank: int, n_kernels: int, t0_ns: int, rng: np.random.Generator) -> RankTrace:
@@ -257,7 +258,8 @@ def main() -> int:
     a = ap.parse_args()
     cache = ROOT / "benchmarks" / ".cache"
     cache.mkdir(exist_ok=True)
-    store = cache / f"render-{a.ranks}x{a.kernels}.kat.h5"
+    # The name changes with the store layout, so that a cached store of an older layout is not reused.
+    store = cache / f"render-{a.ranks}x{a.kernels}-{CACHE_LAYOUT}.kat.h5"
     if not store.exists():
         t = time.perf_counter()
         make_store(store, a.ranks, a.kernels)

@@ -347,6 +347,99 @@ def test_summary_level_tracks_resolution(tmp_path):
         assert not w2.summary and len(w2) == n
 
 
+class _CountingReads:
+    """Wraps a column dataset: counts the reads (``ds[...]``) a query makes."""
+
+    def __init__(self, ds, counter: list[int]):
+        self._ds, self._counter = ds, counter
+
+    def __getitem__(self, key):
+        self._counter[0] += 1
+        return self._ds[key]
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+
+def _summary_store(tmp_path) -> Path:
+    """Four ranks x three tracks, tiny LOD stop, and a small-level cap that leaves the finer levels out of
+    /lod_small, so queries use both the copied levels and /lod."""
+    path = tmp_path / "small.kat.h5"
+    with (
+        tiny_layout(chunk_rows=64, lod_min=20),
+        mock.patch.object(ts_mod, "LOD_SMALL_ROWS", 60),
+        TraceStore.create(path, "small") as w,
+    ):
+        for r in range(4):
+            w.add(make_rank(r, seed=40 + r, n_gpu=1500, n_host=300))
+    return path
+
+
+def _windows(st: TraceStore, queries) -> list[dict]:
+    out = []
+    for a, b, res in queries:
+        for tid, w in st.window(range(len(st.tracks)), a, b, res).items():
+            out.append(
+                {
+                    "track": tid,
+                    "summary": w.summary,
+                    "level": w.level,
+                    **{c: getattr(w, c).tolist() for c in ("start_ns", "end_ns", "name", "kind", "count")},
+                    **{c: getattr(w, c).tolist() for c in ("index", "busy_ns")},
+                }
+            )
+    return out
+
+
+def test_small_levels_answer_coarse_views_in_one_read_per_column(tmp_path):
+    path = _summary_store(tmp_path)
+    with TraceStore.open(path) as st:
+        t0, t1 = st.time_span()
+        span = t1 - t0
+        levels = [st.lod_levels(t.id) for t in st.tracks]
+        assert any(c > 60 for lv in levels for _l, _w, c in lv)  # some levels only in /lod
+        assert all(any(c <= 60 for _l, _w, c in lv) for lv in levels if lv)
+        reads = [0]
+        st._lod = {c: _CountingReads(ds, reads) for c, ds in st._lod.items()}
+        st._lod_small_ds = {c: _CountingReads(ds, reads) for c, ds in st._lod_small_ds.items()}
+        # Full view at 200 px: every track's answer comes from its coarsest (copied) level.
+        full = st.window(range(len(st.tracks)), t0 - span, t1 + span, 3 * span // 200)
+        assert all(w.summary for w in full.values())
+        assert reads[0] == len(ts_mod.SUMMARY_COLUMNS)  # one read per column for all 12 tracks
+        st.window(range(len(st.tracks)), t0, t0 + span // 3, span // 3000)
+        st.window(range(len(st.tracks)), t0 - span, t1 + span, 3 * span // 1000)
+        assert reads[0] == len(ts_mod.SUMMARY_COLUMNS)  # and nothing more for other coarse views
+        with pytest.raises(ValueError):
+            full[0].start_ns[0] = 0  # views of the shared table are read-only
+
+
+def test_small_levels_give_the_same_windows_as_lod_and_old_stores(tmp_path):
+    """/lod_small is a copy: windows are identical with it, with it too big to read whole (per-level
+    reads), and on a store written before it existed (no /lod_small, no levels/small_offset)."""
+    path = _summary_store(tmp_path)
+    rng = np.random.default_rng(5)
+    with TraceStore.open(path) as st:
+        t0, t1 = st.time_span()
+    span = t1 - t0
+    queries = [(t0 - span, t1 + span, 3 * span // 1000), (t0, t1 + 1, span // 100)]
+    for _ in range(30):
+        a = int(rng.integers(t0 - span // 10, t1))
+        b = a + int(rng.integers(1, span))
+        queries.append((a, b, int(rng.choice([1, 1_000, 16_000, 100_000, max(1, (b - a) // 50)]))))
+    with TraceStore.open(path) as st:
+        with_small = _windows(st, queries)
+        assert st._lod_small  # read whole
+    with mock.patch.object(ts_mod, "LOD_SMALL_READ_BYTES", 0), TraceStore.open(path) as st:
+        assert _windows(st, queries) == with_small
+        assert st._lod_small is False
+    assert any(w["summary"] for w in with_small) and any(not w["summary"] for w in with_small)
+    with h5py.File(path, "r+") as f:
+        del f["lod_small"]
+        del f["lod/levels/small_offset"]
+    with TraceStore.open(path) as st:
+        assert _windows(st, queries) == with_small
+
+
 def test_duplicate_and_missing_rank(tmp_path):
     path = tmp_path / "dup.kat.h5"
     with pytest.raises(KatInputError) as ei:
