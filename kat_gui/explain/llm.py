@@ -52,6 +52,35 @@ def default_threads() -> int:
     return n
 
 
+def _runtime_id() -> str:
+    try:
+        import llama_cpp
+
+        return f"llama-cpp-python {llama_cpp.__version__}"
+    except Exception:  # pragma: no cover
+        return "llama-cpp-python"
+
+
+def _restore(llama, tokens: list[int], state: bytes, np) -> None:
+    """Load a saved context state holding ``tokens``. Only the KV cache matters: the next prompt is longer than
+    the prefix, so its suffix evaluation produces fresh logits (the saved scores are left zero)."""
+    from llama_cpp.llama import LlamaState
+
+    ids = np.zeros(llama.input_ids.shape, dtype=np.intc)
+    ids[: len(tokens)] = tokens
+    llama.reset()
+    llama.load_state(
+        LlamaState(
+            input_ids=ids,
+            scores=np.zeros((1, llama.n_vocab()), dtype=np.single),
+            n_tokens=len(tokens),
+            llama_state=state,
+            llama_state_size=len(state),
+            seed=llama._seed,
+        )
+    )
+
+
 @dataclass
 class Generation:
     text: str
@@ -67,11 +96,12 @@ class Generation:
 class LocalModel:
     """A loaded GGUF chat model. ``load`` raises KatInputError naming the file when it is missing or unloadable."""
 
-    def __init__(self, llama, path: Path, n_threads: int, load_s: float):
+    def __init__(self, llama, path: Path, n_threads: int, load_s: float, n_ctx: int = DEFAULT_CTX):
         self.llama = llama
         self.path = path
         self.n_threads = n_threads
         self.load_s = load_s
+        self.n_ctx = n_ctx
 
     @property
     def name(self) -> str:
@@ -114,7 +144,75 @@ class LocalModel:
                     raise KatInputError(p, f"cannot load the model: {exc}") from exc
                 _CACHE.clear()  # one model resident at a time: they are 100 MB to GBs
                 _CACHE[key] = llama
-        return cls(llama, p, n_threads, time.perf_counter() - t0)
+        return cls(llama, p, n_threads, time.perf_counter() - t0, n_ctx)
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int] | None:
+        """The tokens ``create_chat_completion`` evaluates for ``messages`` (same template, same tokenizer
+        call), or None when the model has no embedded chat template."""
+        template = (self.llama.metadata or {}).get("tokenizer.chat_template")
+        if not template or self.llama.chat_format != "chat_template.default":
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        model = self.llama._model
+        eos_id, bos_id = self.llama.token_eos(), self.llama.token_bos()
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
+        res = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])(
+            messages=messages
+        )
+        return self.llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True)
+
+    def prefix_tokens(self, probe_a: list[dict], probe_b: list[dict]) -> list[int] | None:
+        """The run-independent token prefix: the common prefix of two prompts that differ only in their facts,
+        less its last token (a token at the boundary could merge differently with another run's first fact)."""
+        a, b = self.prompt_tokens(probe_a), self.prompt_tokens(probe_b)
+        if not a or not b:
+            return None
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return a[: n - 1] if n > 1 else None
+
+    def warm_prefix(self, tokens: list[int], use_disk: bool = True) -> tuple[str, float]:
+        """Make the context hold exactly ``tokens`` evaluated, so the next prompt that starts with them evaluates
+        only the rest. Returns (how: ``resident`` | ``disk`` | ``evaluated``, seconds).
+
+        ``disk`` loads a state saved by an earlier process for this model file (sha256), context size, runtime
+        version and prefix; an unusable file is ignored and the prefix evaluated (then saved)."""
+        import numpy as np
+
+        t0 = time.perf_counter()
+        llama = self.llama
+        with _LOCK:
+            n = len(tokens)
+            if llama.n_tokens >= n and list(llama.input_ids[:n]) == list(tokens):
+                return "resident", time.perf_counter() - t0
+            from kat_gui.explain import prefix_cache
+
+            directory = prefix_cache.cache_dir()
+            runtime = _runtime_id()
+            sha = None
+            if use_disk:
+                try:
+                    sha = prefix_cache.model_sha256(self.path, directory)
+                except OSError:
+                    sha = None
+            state = prefix_cache.load(directory, sha, self.n_ctx, runtime, tokens) if sha else None
+            if state is not None:
+                try:
+                    _restore(llama, tokens, state, np)
+                    return "disk", time.perf_counter() - t0
+                except Exception:
+                    pass  # a state llama.cpp refuses: evaluate instead
+            llama.reset()
+            llama.eval(tokens)
+            if sha:
+                saved = llama.save_state()
+                prefix_cache.save(directory, sha, self.n_ctx, runtime, tokens, bytes(saved.llama_state))
+            return "evaluated", time.perf_counter() - t0
 
     def generate(
         self,

@@ -17,9 +17,18 @@ from kat_gui.explain.facts import Fact
 
 STYLES = ("select", "free")
 MAX_PROMPT_FACTS = 9  # single-digit fact numbers keep the select grammar to one token per choice
+PROMPT_FACT_WORDS = 8  # select style: the model sees each fact cut to this many words (it only picks numbers)
+# Everything that does not depend on the run comes first (system turn, then the user turn's "Facts:" header), so
+# the evaluated prefix is identical across runs and can be reused (``LocalModel.warm_prefix``); the facts come last.
 SYSTEM = (
     "You summarise a diagnosis for an engineer. Use only the numbered facts; never add a number, rank or GPU."
 )
+ASK = {
+    "select": "The user lists numbered facts; fact 1 is the diagnosis. Answer with the numbers of the facts that "
+    "explain fact 1 best, 1 first, most important next.",
+    "free": "The user lists numbered facts. Summarize them in 2 to 4 short sentences.",
+}
+FACTS_HEADER = "Facts:\n"
 
 
 def _clean_fact(text: str) -> str:
@@ -28,19 +37,40 @@ def _clean_fact(text: str) -> str:
     return " ".join(t.split())
 
 
+def compact_fact(text: str, max_words: int = PROMPT_FACT_WORDS) -> str:
+    """The short form the select-style prompt shows: no parentheticals, at most ``max_words`` words.
+
+    Prompt evaluation is the whole latency on a CPU (~200 tokens/s on 2 cores), and the model only chooses fact
+    numbers: what the user sees is always the full fact sentence."""
+    t = re.sub(r"\s*\([^()]*\)", "", _clean_fact(text))
+    words = t.split()
+    cut = " ".join(words[:max_words])
+    return cut.rstrip(".,;:") + ("." if len(words) <= max_words else "")
+
+
 def prompt_facts(facts: list[Fact]) -> list[Fact]:
     """The facts the model sees, numbered from 1 (check commands are listed with the hypotheses instead)."""
     return [f for f in facts if f.role != "check"][:MAX_PROMPT_FACTS]
 
 
+def _messages_for(lines: list[str], style: str) -> list[dict]:
+    listing = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(lines))
+    return [
+        {"role": "system", "content": f"{SYSTEM} {ASK[style]}"},
+        {"role": "user", "content": FACTS_HEADER + listing},
+    ]
+
+
 def messages(facts: list[Fact], style: str = "select") -> list[dict]:
+    """Chat messages: the fixed instructions first, the run's numbered facts last (compact in select style)."""
     shown = prompt_facts(facts)
-    listing = "\n".join(f"{i + 1}. {_clean_fact(f.text)}" for i, f in enumerate(shown))
-    if style == "free":
-        ask = "Summarize these facts in 2 to 4 short sentences."
-    else:
-        ask = "Which facts explain fact 1 best? Answer with fact numbers, 1 first, most important next."
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Facts:\n{listing}\n\n{ask}"}]
+    show = compact_fact if style == "select" else _clean_fact
+    return _messages_for([show(f.text) for f in shown], style)
+
+
+def prefix_probes(style: str = "select") -> tuple[list[dict], list[dict]]:
+    """Two prompts that differ only in their facts: their common token prefix is the run-independent part."""
+    return _messages_for(["Most likely cause: a."], style), _messages_for(["No anomaly found."], style)
 
 
 def select_grammar(facts: list[Fact], max_extra: int = 3) -> str:
