@@ -414,8 +414,9 @@ def test_small_levels_answer_coarse_views_in_one_read_per_column(tmp_path):
 
 
 def test_small_levels_give_the_same_windows_as_lod_and_old_stores(tmp_path):
-    """/lod_small is a copy: windows are identical with it, with it too big to read whole (per-level
-    reads), and on a store written before it existed (no /lod_small, no levels/small_offset)."""
+    """/lod_small is a copy: windows are identical with it, with it (and /long) too big to read whole
+    (per-level / per-track reads), and on a store written before it existed (no /lod_small, no
+    levels/small_offset)."""
     path = _summary_store(tmp_path)
     rng = np.random.default_rng(5)
     with TraceStore.open(path) as st:
@@ -429,9 +430,14 @@ def test_small_levels_give_the_same_windows_as_lod_and_old_stores(tmp_path):
     with TraceStore.open(path) as st:
         with_small = _windows(st, queries)
         assert st._lod_small  # read whole
-    with mock.patch.object(ts_mod, "LOD_SMALL_READ_BYTES", 0), TraceStore.open(path) as st:
+        assert st._long_all  # /long read whole too
+    with (
+        mock.patch.object(ts_mod, "LOD_SMALL_READ_BYTES", 0),
+        mock.patch.object(ts_mod, "LONG_READ_BYTES", 0),
+        TraceStore.open(path) as st,
+    ):
         assert _windows(st, queries) == with_small
-        assert st._lod_small is False
+        assert st._lod_small is False and st._long_all is False
     assert any(w["summary"] for w in with_small) and any(not w["summary"] for w in with_small)
     with h5py.File(path, "r+") as f:
         del f["lod_small"]

@@ -46,6 +46,9 @@ SUMMARY_COLUMNS = ("start_ns", "end_ns", "name", "kind", "count", "busy_ns")
 # the whole run (which would make every query on that thread read the thread from its start).
 LONG_MIN = 64
 LONG_DIVISOR = 256
+# /long (~1/256 of the events, 29 bytes a row) is read whole, one read per column, at the first raw query when
+# it is at most this size: a first raw view of 128 tracks then makes 5 reads for it instead of 5 per track.
+LONG_READ_BYTES = 32 * 1024 * 1024
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -614,6 +617,8 @@ class TraceStore:
         self._ranks = json.loads(f["ranks"].asstr()[()])
         self._strings: list[str] | None = None
         self._long_cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        # All of /long, read at the first raw query that needs it; False: too big, read per track.
+        self._long_all: dict[str, np.ndarray] | bool | None = None
         self._lod_cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
         self._cache_bytes = 0
         t = self._t
@@ -737,6 +742,17 @@ class TraceStore:
         block = ds[a:b]
         return a + int(np.searchsorted(block, value, side))
 
+    def _chunk_floor(self, index: np.ndarray, lo: int, hi: int, value: int) -> int:
+        """A row ``a`` in [lo, hi] with every row in [lo, a) < value and ``a`` at most one chunk before the
+        first row >= value (the start of the chunk holding it). Assumes sorted rows; reads nothing."""
+        if lo >= hi:
+            return lo
+        c = self._chunk
+        k_lo = -(-lo // c)
+        k_hi = -(-hi // c)
+        j = int(np.searchsorted(index[k_lo:k_hi], value, "left"))
+        return lo if j == 0 else min(hi, (k_lo + j - 1) * c)
+
     def _track(self, track: int) -> TrackRow:
         if not 0 <= track < len(self._tracks):
             raise ValueError(f"no track {track} (store has {len(self._tracks)})")
@@ -783,8 +799,12 @@ class TraceStore:
             if lvl is not None and lvl[3] <= row.row_count * LOD_KEEP_FRACTION:
                 return self._summary(track, lvl, t0, t1)
         lookback = int(self._t["lookback_ns"][track])
-        lo = self._find(st, self._ev_index, off, lo_t0, t0 - lookback, "left")
-        s = st[lo:hi]
+        # The look-back search and the slice read share one read: from the start of the chunk that holds the
+        # first start >= t0 - lookback (found in the index), then a search in memory.
+        a = self._chunk_floor(self._ev_index, off, lo_t0, t0 - lookback)
+        block = st[a:hi]
+        lo = a + int(np.searchsorted(block[: lo_t0 - a], t0 - lookback, "left"))
+        s = block[lo - a :]
         e = self._ev["end_ns"][lo:hi]
         keep = (e > t0) | (s >= t0)
         name = self._ev["name"][lo:hi][keep]
@@ -813,9 +833,19 @@ class TraceStore:
         lc = int(self._t["long_count"][track])
         if not lc:
             return None
+        a = int(self._t["long_offset"][track])
+        if self._long_all is None:
+            n = len(self._long["row"])
+            if n * sum(dt.itemsize for dt in LONG_COLUMNS.values()) > LONG_READ_BYTES:
+                self._long_all = False
+            else:
+                self._long_all = {c: self._long[c][:] for c in LONG_COLUMNS}
+                for v in self._long_all.values():
+                    v.flags.writeable = False
+        if self._long_all:
+            return {c: v[a : a + lc] for c, v in self._long_all.items()}
         hit = self._long_cache.get(track)
         if hit is None:
-            a = int(self._t["long_offset"][track])
             hit = {c: self._long[c][a : a + lc] for c in LONG_COLUMNS}
             self._cache_put(self._long_cache, track, hit)
         return hit
