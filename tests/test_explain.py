@@ -12,7 +12,7 @@ import pytest
 from test_reasoning import CASES, RANKS8
 
 from kat_gui.errors import Cancelled, KatInputError
-from kat_gui.explain import command, explain_findings, explain_store, prompt
+from kat_gui.explain import command, explain_findings, explain_store, prefix_cache, prompt
 from kat_gui.explain.facts import build_facts
 from kat_gui.explain.grounding import sanitize_trace_text, split_sentences, verify
 from kat_gui.reasoning import build_hypotheses
@@ -26,6 +26,12 @@ GPU_FACTS = [
     "Median arrival skew at collectives (last start minus first start) is 812.3 µs.",
     "Collectives on the other ranks are long only while they wait for rank 3, so not NVLink.",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path, monkeypatch):
+    # The model's prompt-prefix cache goes under $KAT_CACHE_DIR: keep tests out of the user's cache.
+    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path))
 
 
 def _gpu_finding(**extra) -> dict:
@@ -312,3 +318,108 @@ def test_grounding_binds_numbers_to_what_they_measure_and_drops_unfinished_text(
     assert rep.verified == 1
     assert [d["reason"] for d in rep.dropped][0] == "repeats an earlier sentence"
     assert rep.dropped[1]["reason"] in ("unfinished sentence",) or "words" in rep.dropped[1]["reason"]
+
+
+# ---------------------------------------------------------------------- prompt prefix and its disk cache
+
+
+@pytest.fixture
+def kv_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path))
+    return prefix_cache.cache_dir()
+
+
+def test_prompt_puts_fixed_instructions_first_and_compact_facts_last():
+    facts = build_facts(
+        build_hypotheses([CASES["gpu"]], default_topology(RANKS8), {"ranks": RANKS8}), {"ranks": RANKS8}
+    )
+    msgs = prompt.messages(facts)
+    a, b = prompt.prefix_probes()
+    assert msgs[0] == a[0] == b[0]  # the system turn does not depend on the run
+    assert msgs[1]["content"].startswith(prompt.FACTS_HEADER + "1. Most likely cause")
+    lines = msgs[1]["content"].splitlines()[1:]
+    assert all(len(line.split()) <= prompt.PROMPT_FACT_WORDS + 1 for line in lines)
+    assert "(" not in msgs[1]["content"]  # parentheticals cost tokens and the model only picks numbers
+    assert prompt.compact_fact("Skew is 3.1 µs (last minus first).") == "Skew is 3.1 µs."
+
+
+def test_prefix_cache_round_trip_and_every_mismatch_is_a_miss(kv_dir):
+    state = bytes(range(256)) * 40
+    toks = [1, 2, 3, 4]
+    p = prefix_cache.save(kv_dir, "a" * 64, 1024, "rt 1", toks, state)
+    assert p is not None and p.is_file()
+    assert prefix_cache.load(kv_dir, "a" * 64, 1024, "rt 1", toks) == state
+    assert prefix_cache.load(kv_dir, "b" * 64, 1024, "rt 1", toks) is None  # another model file
+    assert prefix_cache.load(kv_dir, "a" * 64, 2048, "rt 1", toks) is None  # another context size
+    assert prefix_cache.load(kv_dir, "a" * 64, 1024, "rt 2", toks) is None  # another runtime version
+    assert prefix_cache.load(kv_dir, "a" * 64, 1024, "rt 1", toks[:-1]) is None  # another prefix
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header", "empty"])
+def test_a_damaged_prefix_cache_file_is_rejected_and_removed(kv_dir, damage):
+    state = bytes(range(256)) * 40
+    p = prefix_cache.save(kv_dir, "a" * 64, 1024, "rt", [5, 6], state)
+    data = bytearray(p.read_bytes())
+    if damage == "flip":
+        data[-100] ^= 0xFF
+    elif damage == "truncate":
+        data = data[:-10]
+    elif damage == "header":
+        data[len(prefix_cache.MAGIC) + 10] = ord("{")
+    else:
+        data = bytearray()
+    p.write_bytes(bytes(data))
+    assert prefix_cache.load(kv_dir, "a" * 64, 1024, "rt", [5, 6]) is None
+    assert not p.exists()
+
+
+def test_prefix_cache_directory_stays_bounded(kv_dir, monkeypatch):
+    monkeypatch.setattr(prefix_cache, "MAX_BYTES", 50_000)
+    for i in range(6):
+        prefix_cache.save(kv_dir, "a" * 64, 1024, "rt", [i], b"x" * 20_000)
+    files = list(kv_dir.glob("*" + prefix_cache.SUFFIX))
+    assert 1 <= len(files) <= 2 and sum(f.stat().st_size for f in files) <= 50_000
+    assert prefix_cache.load(kv_dir, "a" * 64, 1024, "rt", [5]) == b"x" * 20_000  # the newest survives
+
+
+@pytest.mark.llm
+def test_prefix_is_evaluated_once_then_restored_from_disk_with_the_same_answer(kv_dir):
+    from kat_gui.explain.llm import LocalModel
+    from kat_gui.explain.model_files import bundled_model_path
+
+    topo, meta = default_topology(RANKS8), {"ranks": RANKS8}
+    model = LocalModel.load(bundled_model_path())
+    probes = prompt.prefix_probes()
+    pre = model.prefix_tokens(*probes)
+    for comp in CASES:  # the cached prefix really is the start of every run's prompt
+        facts = build_facts(build_hypotheses([CASES[comp]], topo, meta), meta)
+        full = model.prompt_tokens(prompt.messages(facts))
+        assert full[: len(pre)] == pre and len(full) - len(pre) <= 150
+    model.llama.reset()
+    assert model.warm_prefix(pre)[0] == "evaluated"
+    assert model.warm_prefix(pre)[0] == "resident"
+    cold = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    model.llama.reset()  # as a new process would start: nothing evaluated
+    warm = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    assert warm.timings["prefix"] == "disk"
+    assert (warm.raw_text, warm.text, warm.source) == (cold.raw_text, cold.text, cold.source)
+    # A damaged file: ignored, the prefix evaluated again, the explanation unchanged.
+    (f,) = kv_dir.glob("*" + prefix_cache.SUFFIX)
+    f.write_bytes(f.read_bytes()[:-1000])
+    model.llama.reset()
+    again = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    assert again.timings["prefix"] == "evaluated" and again.raw_text == cold.raw_text
+    assert again.grounding["shown_verified"] == again.grounding["shown_sentences"]
+
+
+@pytest.mark.llm
+def test_warm_up_loads_the_model_and_evaluates_the_prefix(kv_dir):
+    from kat_gui.explain import warm_up
+    from kat_gui.explain.llm import LocalModel
+    from kat_gui.explain.model_files import bundled_model_path
+
+    LocalModel.load(bundled_model_path()).llama.reset()
+    out = warm_up()
+    assert "error" not in out and out["prefix"] in ("evaluated", "disk")
+    assert warm_up()["prefix"] == "resident"
+    assert "error" in warm_up(model_path=kv_dir / "missing.gguf")

@@ -119,7 +119,8 @@ def _parse(data: bytes, model_sha256: str, n_ctx: int, runtime: str, tokens: lis
     return state if ok else None
 
 
-def _trim(directory: Path, max_bytes: int = MAX_BYTES) -> None:
+def _trim(directory: Path) -> None:
+    max_bytes = MAX_BYTES
     files = sorted(directory.glob(f"*{SUFFIX}"), key=lambda q: q.stat().st_mtime)
     total = sum(q.stat().st_size for q in files)
     for q in files:
