@@ -91,16 +91,70 @@ def run_case(name: str, seed: int, out: Path, styles: list[str], use_llm: bool) 
             "first_token_cpu_s": exp.timings.get("first_token_cpu_s"),
             "generate_cpu_s": exp.timings.get("generate_cpu_s"),
             "load_s": exp.timings.get("load_s"),
+            "prefix": exp.timings.get("prefix"),
+            "prefix_s": exp.timings.get("prefix_s"),
+            "prompt_tokens": exp.timings.get("prompt_tokens"),
             "text": exp.text,
             "raw_text": exp.raw_text,
         }
     return row
 
 
+_PROCESS_RUN = """
+import json, sys, time
+t0 = time.perf_counter()
+from kat_gui.explain import explain_findings
+findings, graph, meta = json.loads(sys.argv[1]), None, json.loads(sys.argv[2])
+exp = explain_findings(findings, graph, meta, timeout_s=120)
+t = exp.timings
+print(json.dumps({"first_token_s": t["first_token_s"], "total_s": t["total_s"], "load_s": t["load_s"],
+                  "prefix": t.get("prefix"), "prompt_tokens": t.get("prompt_tokens"), "threads": t.get("threads"),
+                  "source": exp.source, "process_s": time.perf_counter() - t0}))
+"""
+
+
+def process_runs(findings: list[dict], meta: dict, n: int, out: Path) -> dict:
+    """`select` explanations in fresh processes (as `kat explain` runs): n with an empty prefix cache (cold), then n
+    with the cache the first of them wrote (disk). Timings from explain_findings; process_s includes imports."""
+    import subprocess
+    import tempfile
+
+    res: dict = {"cold": [], "disk": []}
+    args = [json.dumps(findings, default=str), json.dumps(meta, default=str)]
+    with tempfile.TemporaryDirectory(dir=out) as warm_dir:
+        for kind in ("cold", "disk"):
+            for _ in range(n):
+                cache = tempfile.mkdtemp(dir=out) if kind == "cold" else warm_dir
+                env = dict(os.environ, KAT_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+                proc = subprocess.run(
+                    [sys.executable, "-c", _PROCESS_RUN, *args], capture_output=True, text=True, env=env
+                )
+                res[kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if kind == "cold":  # one cold run's cache becomes the warm one
+                subprocess.run(
+                    [sys.executable, "-c", _PROCESS_RUN, *args],
+                    capture_output=True,
+                    env=dict(os.environ, KAT_CACHE_DIR=warm_dir, PYTHONPATH=str(ROOT)),
+                )
+    return res
+
+
 def _cpu(x: dict) -> str:
     if x.get("first_token_cpu_s") is None:
         return ""
     return f" ({x['first_token_cpu_s']:.2f} / {x['generate_cpu_s']:.2f})"
+
+
+def _states(rs: list[dict]) -> str:
+    counts: dict = {}
+    for x in rs:
+        counts[str(x.get("prefix"))] = counts.get(str(x.get("prefix")), 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _med_n(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    return f"{statistics.median(xs):.0f}" if xs else "-"
 
 
 def _med(xs: list[float]) -> str:
@@ -144,10 +198,25 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"({100 * raw_v / max(raw_s, 1):.0f}%); shown text grounded AFTER verification in {shown_ok}/{len(rs)} "
             f"runs (100% required); model text kept in {model}/{len(rs)} runs (the rest fell back); median first "
             f"token {_med([x['first_token_s'] for x in rs])}, median total {_med([x['total_s'] for x in rs])} "
-            f"(wall clock on the busy machine); CPU time of the generation (1 thread, so close to the wall time on an "
-            f"idle core): first token {_med([x.get('first_token_cpu_s') for x in rs])}, whole generation "
+            f"(wall clock; prefix states: {_states(rs)}; prompt tokens median "
+            f"{_med_n([x.get('prompt_tokens') for x in rs])}); CPU time of the generation: first token "
+            f"{_med([x.get('first_token_cpu_s') for x in rs])}, whole generation "
             f"{_med([x.get('generate_cpu_s') for x in rs])}."
         )
+    pr = env.get("process_runs")
+    if pr:
+        for kind, what in (("cold", "empty prefix cache"), ("disk", "prefix cache from an earlier process")):
+            xs = pr[kind]
+            lines.append(
+                f"- Fresh process per explanation (`{env['process_case']}`, `select`, {what}, {len(xs)} runs, "
+                f"threads {sorted({x['threads'] for x in xs})}, prefix {sorted({str(x['prefix']) for x in xs})}, "
+                f"prompt tokens {xs[0]['prompt_tokens']}): median first token "
+                f"**{_med([x['first_token_s'] for x in xs])}**, total {_med([x['total_s'] for x in xs])}, model "
+                f"load {_med([x['load_s'] for x in xs])}, whole process after interpreter start "
+                f"{_med([x['process_s'] for x in xs])} (each: "
+                + ", ".join(f"{x['first_token_s']:.2f}/{x['total_s']:.2f}" for x in xs)
+                + ")."
+            )
     lines += [
         "",
         "## Notes",
@@ -220,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-llm", action="store_true")
     ap.add_argument("--out", default="bench-out/explain")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--process-runs", type=int, default=3, help="fresh-process runs, cold and with cache")
     ap.add_argument("--render", metavar="ROWS.json", help="only re-render a previous run's rows.json")
     args = ap.parse_args(argv)
     names = [s for s in args.scenarios.split(",") if s] or list(SCENARIOS)
@@ -257,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:32s} truth={r['truth']:8s} top={r['top']:7s} top1={r['top1']!s:5s} {extra}",
                 flush=True,
             )
+    if not args.no_llm and args.process_runs > 0 and "select" in styles:
+        case = next((n for n in names if n.startswith("gpu_throttle")), names[0])
+        store = out / f"{case}-s{seeds[0]}.kat.h5"
+        findings, _graph, meta = load_store_inputs(store, run_detection=False)
+        env["process_case"] = case
+        env["process_runs"] = process_runs(findings, meta, args.process_runs, out)
+        print(json.dumps(env["process_runs"]), flush=True)
     env["load_after"] = os.getloadavg()[0]
     doc = {"rows": rows, "styles": styles, "use_llm": not args.no_llm, "env": env}
     (out / "rows.json").write_text(json.dumps(doc, indent=1, default=str))

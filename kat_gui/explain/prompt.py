@@ -43,7 +43,8 @@ def compact_fact(text: str, max_words: int = PROMPT_FACT_WORDS) -> str:
     Prompt evaluation is the whole latency on a CPU (~200 tokens/s on 2 cores), and the model only chooses fact
     numbers: what the user sees is always the full fact sentence."""
     t = re.sub(r"\s*\([^()]*\)", "", _clean_fact(text))
-    words = t.split()
+    # Mangled kernel names tokenize at ~1 token per 2 characters: a stub is enough to tell the facts apart.
+    words = [w if len(w) <= 16 else w[:10] + "…" for w in t.split()]
     cut = " ".join(words[:max_words])
     return cut.rstrip(".,;:") + ("." if len(words) <= max_words else "")
 
@@ -64,8 +65,12 @@ def _messages_for(lines: list[str], style: str) -> list[dict]:
 def messages(facts: list[Fact], style: str = "select") -> list[dict]:
     """Chat messages: the fixed instructions first, the run's numbered facts last (compact in select style)."""
     shown = prompt_facts(facts)
-    show = compact_fact if style == "select" else _clean_fact
-    return _messages_for([show(f.text) for f in shown], style)
+    if style != "select":
+        return _messages_for([_clean_fact(f.text) for f in shown], style)
+    # The headline keeps its component and GPU: it is what the other facts are chosen to explain.
+    return _messages_for(
+        [compact_fact(f.text, 14 if i == 0 else PROMPT_FACT_WORDS) for i, f in enumerate(shown)], style
+    )
 
 
 def prefix_probes(style: str = "select") -> tuple[list[dict], list[dict]]:
