@@ -198,7 +198,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"({100 * raw_v / max(raw_s, 1):.0f}%); shown text grounded AFTER verification in {shown_ok}/{len(rs)} "
             f"runs (100% required); model text kept in {model}/{len(rs)} runs (the rest fell back); median first "
             f"token {_med([x['first_token_s'] for x in rs])}, median total {_med([x['total_s'] for x in rs])} "
-            f"(wall clock; prefix states: {_states(rs)}; prompt tokens median "
+            f"(wall clock, in one process; prefix states: {_states(rs)}; prompt tokens median "
             f"{_med_n([x.get('prompt_tokens') for x in rs])}); CPU time of the generation: first token "
             f"{_med([x.get('first_token_cpu_s') for x in rs])}, whole generation "
             f"{_med([x.get('generate_cpu_s') for x in rs])}."
@@ -227,11 +227,14 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "`free` asks the same model for an unconstrained summary: the verifier drops most of what the 135M model "
         "writes (invented percentages, prose about GPUs in general), so those runs fall back to the deterministic "
         "narrative; it is kept for larger user models (`--model`).",
-        "- Wall-clock timings were taken while other jobs kept the 2 CPU cores busy (load averages above), so they "
-        "are inflated several-fold: on this machine, with its cores already busy, llama.cpp runs on 1 thread (2 threads "
-        "spin-wait on each other and were ~8x slower). `first token` is the prompt evaluation of ~300 tokens; "
-        "the `free` run reuses the evaluated prompt prefix of the `select` run just before it, which is why its "
-        "first token is faster.",
+        "- Latency: prompt evaluation is the whole cost on this CPU (~150-250 tokens/s). The prompt puts the fixed "
+        "instructions first and the run's facts last (cut to 8 words each, 14 for the headline; the user sees the "
+        "full sentences), so the first ~70 tokens are the same on every run. Their evaluated state stays in the "
+        "loaded model (`resident`: later runs in the same process, as in the GUI), is restored from the on-disk "
+        "prefix cache (`disk`: a new `kat explain` process), or is evaluated (`evaluated`: the very first run with an "
+        "empty cache). `first token` counts from before that step. The in-process rows above are mostly `resident`; "
+        "the fresh-process lines show what one `kat explain` costs, cold and with the cache. llama.cpp uses 2 threads "
+        "when the 1-minute load average is below 1.5 on 2 cores, else 1 (2 threads on busy cores spin-wait).",
         "- Top-1 depends on detection first: a fault detection does not report cannot be ranked.",
     ]
     lines += ["", "## Per scenario", ""]
