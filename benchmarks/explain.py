@@ -232,7 +232,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "full sentences), so the first ~70 tokens are the same on every run. Their evaluated state stays in the "
         "loaded model (`resident`: later runs in the same process, as in the GUI), is restored from the on-disk "
         "prefix cache (`disk`: a new `kat explain` process), or is evaluated (`evaluated`: the very first run with an "
-        "empty cache). `first token` counts from before that step. The in-process rows above are mostly `resident`; "
+        "empty cache). `first token` counts from before that step. In the rows above `select` and `free` alternate and have different instructions, so each run restores its prefix from disk (a run repeating the previous style would find it `resident`); "
         "the fresh-process lines show what one `kat explain` costs, cold and with the cache. llama.cpp uses 2 threads "
         "when the 1-minute load average is below 1.5 on 2 cores, else 1 (2 threads on busy cores spin-wait).",
         "- Top-1 depends on detection first: a fault detection does not report cannot be ranked.",
