@@ -336,11 +336,14 @@ def test_prompt_puts_fixed_instructions_first_and_compact_facts_last():
     msgs = prompt.messages(facts)
     a, b = prompt.prefix_probes()
     assert msgs[0] == a[0] == b[0]  # the system turn does not depend on the run
-    assert msgs[1]["content"].startswith(prompt.FACTS_HEADER + "1. Most likely cause")
+    assert msgs[1]["content"].startswith(prompt.FACTS_HEADER + "1. Cause: a GPU compute slowdown on GPU3.\n")
     lines = msgs[1]["content"].splitlines()[1:]
     assert all(len(line.split()) <= prompt.PROMPT_FACT_WORDS + 1 for line in lines[1:])
     assert "(" not in msgs[1]["content"]  # parentheticals cost tokens and the model only picks numbers
-    assert prompt.compact_fact("Skew is 3.1 µs (last minus first).") == "Skew is 3.1 µs."
+    assert prompt.compact_fact("Skew is 3.1 µs (last minus first).") == "Skew is 3.1 us."
+    assert (
+        prompt.compact_fact("Most affected kernel: " + "x" * 40 + ".") == "Most affected kernel: xxxxxxxxxx…."
+    )
 
 
 def test_prefix_cache_round_trip_and_every_mismatch_is_a_miss(kv_dir):
