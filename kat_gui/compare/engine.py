@@ -61,6 +61,8 @@ class Params:
     max_samples: int = 20_000
     min_step_share: float = 0.01
     min_wait_share: float = 0.03
+    common_mode: bool = True
+    min_effect_modelled: float = 0.08
 
 
 @dataclass
@@ -268,6 +270,120 @@ def _op_ratios(per_run: list, n_names: int) -> list[np.ndarray]:
     return out
 
 
+def _lower_median_by(cell: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the lower median of ``value`` over its ``cell`` and the number of samples in the cell.
+
+    The lower median of ranks is the common mode that a fault on up to half of them (one of two, two of
+    four) does not move: with two ranks it is the faster one."""
+    if not len(cell):
+        return np.zeros(0, np.float64), np.zeros(0, np.int64)
+    order = np.lexsort((value, cell))
+    cs = cell[order]
+    first = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    n = np.diff(np.r_[first, len(cs)])
+    med = value[order][first + (n - 1) // 2].astype(np.float64)
+    seg = np.repeat(np.arange(len(first)), n)
+    out_med = np.empty(len(cell), np.float64)
+    out_n = np.empty(len(cell), np.int64)
+    out_med[order] = med[seg]
+    out_n[order] = n[seg]
+    return out_med, out_n
+
+
+def _common_mode_ratios(
+    per_run: list, pos: list[np.ndarray], ratios: list[np.ndarray]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each kernel's duration over the common mode of the same op (name, occurrence) in the same step across
+    ranks (their lower median), in RATIO_ONE units; collectives over a workload model instead (below).
+
+    Why: continuous batching sets one batch per step for every rank, so a workload change (batch size,
+    prompt length, context) moves the same op on all ranks together, while a fault on some ranks moves
+    theirs against their peers. Dividing by the step's common mode removes the workload. Ops found on a
+    single rank keep their plain ratio (no peers to compare with).
+
+    Collectives cannot use their own common mode: a slow link slows the whole ring, every member alike, so
+    that common mode is the fault itself. Their workload covariate is the non-collective op whose per-step
+    common mode best predicts theirs in the healthy run (an all-gather of logits follows the softmax over
+    the vocabulary, an all-reduce the token count); ``log ratio = b * log covariate`` (least squares over
+    healthy steps, used when R^2 >= 0.5) is divided out in both runs. A link fault stays a shift against
+    the same workload; a bigger batch does not. Assumes ranks of one step run the same ops (SPMD; pipeline
+    stages differ in layers, not in shapes). Also returns, per name id, whether the workload model
+    adjusted it (its rows then need ``Params.min_effect_modelled``: the model is approximate)."""
+    n_names = int(max([1] + [int(r[0].max()) + 1 for r in per_run if len(r[0])]))
+    modelled = np.zeros(n_names, bool)
+    normed, cells, cms, peers_l, colls = [], [], [], [], []
+    for (nm, cl, _, _, occ), ps, rt in zip(per_run, pos, ratios, strict=True):
+        ps = ps.astype(np.int64)
+        cell = (ps << 40) | ((nm & 0xFFFFFF) << 16) | (occ & 0xFFFF)
+        cm, n = _lower_median_by(cell, rt)
+        coll = cl == COLLECTIVE
+        peers = (n >= 2) & ~coll
+        normed.append(np.where(peers, rt / np.maximum(cm, 1.0) * RATIO_ONE, rt))
+        cells.append(cell)
+        cms.append(cm)
+        peers_l.append(peers)
+        colls.append(coll)
+    if not colls[0].any():
+        return [np.rint(x).astype(np.int64) for x in normed], modelled
+    # per-step common modes as dense (step x op) matrices of log ratios; ops = (name, occurrence)
+    opid = [c & ((1 << 40) - 1) for c in cells]
+    uniq = np.unique(np.concatenate(opid))
+    n_op = len(uniq)
+    n_pos = int(max(int(c.max() >> 40) + 1 for c in cells if len(c)))
+    if n_op * n_pos > 4_000_000:  # keep the matrices small: covariates from the most frequent ops only
+        return [np.rint(x).astype(np.int64) for x in normed], modelled
+    mats = []
+    for cell, cm in zip(cells, cms, strict=True):
+        m = np.full((n_pos, n_op), np.nan)
+        m[cell >> 40, np.searchsorted(uniq, cell & ((1 << 40) - 1))] = np.log(np.maximum(cm, 1.0) / RATIO_ONE)
+        mats.append(m)
+    h = mats[0]
+    is_cov = np.zeros(n_op, bool)
+    is_cov[np.searchsorted(uniq, opid[0][peers_l[0]])] = True
+    is_tgt = np.zeros(n_op, bool)
+    is_tgt[np.searchsorted(uniq, opid[0][colls[0]])] = True
+    present = np.isfinite(h)
+    is_cov &= present.mean(axis=0) >= 0.9
+    if not is_cov.any():
+        return [np.rint(x).astype(np.int64) for x in normed], modelled
+    hm = np.nanmean(np.where(present, h, np.nan), axis=0)
+    hc = np.where(present, h - hm, 0.0)  # centred; missing steps count as the mean
+    xc, yc = hc[:, is_cov], hc[:, is_tgt]
+    sxx = (xc * xc).sum(axis=0)
+    syy = (yc * yc).sum(axis=0)
+    sxy = yc.T @ xc  # targets x covariates
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = sxy**2 / np.outer(syy, sxx)
+    r2 = np.nan_to_num(r2)
+    best = np.argmax(r2, axis=1)
+    t_idx = np.flatnonzero(is_tgt)
+    c_idx = np.flatnonzero(is_cov)[best]
+    ok = r2[np.arange(len(t_idx)), best] >= 0.5
+    slope = np.zeros(n_op)
+    cov_of = np.zeros(n_op, np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bsl = sxy[np.arange(len(t_idx)), best] / sxx[best]
+    slope[t_idx[ok]] = np.clip(np.nan_to_num(bsl[ok]), 0.0, 3.0)
+    cov_of[t_idx] = c_idx
+    sel = t_idx[ok & (slope[t_idx] > 0)]
+    modelled[np.unique(uniq[sel] >> 16 & 0xFFFFFF)] = True
+    out = []
+    for cell, nr, coll, m in zip(cells, normed, colls, mats, strict=True):
+        o = np.searchsorted(uniq, cell & ((1 << 40) - 1))
+        x = m[cell >> 40, cov_of[o]] - hm[cov_of[o]]
+        pred = np.exp(slope[o] * np.nan_to_num(x))
+        out.append(np.rint(np.where(coll, nr / pred, nr)).astype(np.int64))
+    return out, modelled
+
+
+def _common_mode_shift(step: np.ndarray, value: np.ndarray, base: float) -> np.ndarray:
+    """Per (rank, step) value minus its step's lower median over ranks, plus ``base`` (clipped at 0): a
+    workload change moves every rank's busy/idle/wait in a step together; a fault on one rank does not."""
+    cm, n = _lower_median_by(step.astype(np.int64), value)
+    out = np.where(n >= 2, value - cm + base, value)
+    return np.maximum(np.rint(out), 0).astype(np.int64)
+
+
 def _pair_ranks(h_ranks: np.ndarray, d_ranks: np.ndarray) -> dict[int, int]:
     """Healthy rank -> degraded rank it stands in for (identity, or ``r mod n`` when counts differ)."""
     hs = [int(r) for r in h_ranks]
@@ -304,6 +420,7 @@ def compare_runs(
     vocab: dict[str, int] = {}
     name_cls: list[int] = []
     per_run = []
+    kept_pos = []
     for run, a in ((healthy, a_h), (degraded, a_d)):
         g = run.gpu
         pos = _positions(run, a, g["step"])
@@ -320,6 +437,7 @@ def compare_runs(
             lut[i] = vocab[s]
         nm_g = lut[inv]
         rk = g["rank"][keep].astype(np.int64)
+        kept_pos.append(pos[keep])
         per_run.append(
             (
                 nm_g,
@@ -365,6 +483,9 @@ def compare_runs(
         return table[rank]
 
     ratios = _op_ratios(per_run, n_names)
+    modelled = np.zeros(n_names, bool)
+    if p.common_mode:
+        ratios, modelled = _common_mode_ratios(per_run, kept_pos, ratios)
     ts = []  # test-space values: kernel durations as ratios to the healthy median of the same op
     for side, (nm, cl, rk, dur, _occ) in enumerate(per_run):
         slot = rank_slot(side, rk)
@@ -377,6 +498,7 @@ def compare_runs(
         ts += [rt, rt[ok], rt, rt[ok]]
 
     step_times = []
+    rank_base = [0.0, 0.0, 0.0]
     for side, (run, a) in enumerate(((healthy, a_h), (degraded, a_d))):
         sr = run.step_rank
         pos = _positions(run, a, sr["step"])
@@ -388,11 +510,18 @@ def compare_runs(
         busy = sr["busy_ns"][keep].astype(np.int64)
         wait = sr["wait_ns"][keep].astype(np.int64)
         idle = np.maximum(span - busy - wait, 0)
-        for off, val in ((off_busy, busy), (off_idle, idle), (off_wait, wait)):
+        for j, (off, val) in enumerate(((off_busy, busy), (off_idle, idle), (off_wait, wait))):
             gs.append(off + slot[ok])
             ss.append(np.full(int(ok.sum()), side, dtype=np.int8))
             vs.append(val[ok])
-            ts.append(val[ok])
+            tv = val
+            if p.common_mode and j < 2:  # waits: a late rank makes all others wait, a common mode itself
+                st_k = pos[keep]
+                if side == 0:  # the scale of the test space: the healthy run's typical common mode
+                    cm0, _ = _lower_median_by(st_k.astype(np.int64), val)
+                    rank_base[j] = float(np.median(cm0)) if len(cm0) else 0.0
+                tv = _common_mode_shift(st_k, val, rank_base[j])
+            ts.append(tv[ok])
         # Step time: latest end minus earliest start over ranks, per aligned step.
         pk = pos[keep]
         st0 = np.full(n_common, np.iinfo(np.int64).max)
@@ -477,7 +606,12 @@ def compare_runs(
         if kind in ("rank_busy", "rank_idle", "rank_wait"):
             share = p.min_wait_share if kind == "rank_wait" else p.min_step_share
             floor = max(floor, share * h_step)
-        sig = bool(q[gid] < p.alpha and abs(effect) >= p.min_effect and absd >= floor)
+        min_eff = p.min_effect
+        if (kind in ("kernel", "kernel_rank") and modelled[vocab[nm]]) or (
+            kind in ("class", "class_rank") and cname == "collective" and modelled.any()
+        ):
+            min_eff = max(min_eff, p.min_effect_modelled)
+        sig = bool(q[gid] < p.alpha and abs(effect) >= min_eff and absd >= floor)
         rows.append(
             Difference(
                 kind=kind,
@@ -508,6 +642,16 @@ def compare_runs(
         )
     structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
     structural += _stopped_ranks(healthy, degraded, h_step)
+    if p.common_mode and not any(d.significant and not d.symptom for d in rows + structural):
+        # Symptoms need a cause: with none found on any rank, a slower step is the same work done by all
+        # ranks alike (a workload difference: batch, prompt mix), and who waits for whom is the lottery of
+        # which healthy GPU is slowest.
+        for d in rows:
+            if d.symptom and d.significant:
+                d.significant = False
+                d.note = (
+                    "symptom without a cause on any rank: workload difference (or the GPUs' speed lottery)"
+                )
     differences = _rank_rows(rows, structural)
     ranks = _rank_table(rows, d_ranks)
     if progress:
@@ -579,14 +723,19 @@ def _structural(
             effect=float("inf") if side else -1.0,
             p_value=0.0 if regular else 1.0,
             q_value=0.0 if regular else 1.0,
-            significant=bool(regular),
-            note="" if regular else "rare (less than once per step): not counted as a change",
+            significant=bool(regular) and not p.common_mode,
+            note=(
+                "structure differs (a kernel or shape the workload or configuration selects): not a slowdown"
+                if regular
+                else "rare (less than once per step): not counted as a change"
+            ),
         )
         only[kind].append((i, d))
         out.append(d)
     # A collective kernel that disappears while another appears: NCCL picked another algorithm or protocol.
-    gone = [(i, d) for i, d in only["only_healthy"] if name_cls[i] == COLLECTIVE and d.significant]
-    new = [(i, d) for i, d in only["only_degraded"] if name_cls[i] == COLLECTIVE and d.significant]
+    regular_of = {id(d): d.p_value == 0.0 for _, d in only["only_healthy"] + only["only_degraded"]}
+    gone = [(i, d) for i, d in only["only_healthy"] if name_cls[i] == COLLECTIVE and regular_of[id(d)]]
+    new = [(i, d) for i, d in only["only_degraded"] if name_cls[i] == COLLECTIVE and regular_of[id(d)]]
     gone.sort(key=lambda x: -x[1].n_healthy)
     new.sort(key=lambda x: -x[1].n_degraded)
     for (i, dh), (j, dd) in zip(gone, new, strict=False):
