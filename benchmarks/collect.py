@@ -46,15 +46,15 @@ def main() -> int:
     ]
     for fname, title, script in ORDER:
         path = RESULTS / fname
-        parts.append(f"## {title}")
-        parts.append("")
         if path.is_file():
-            text = path.read_text(encoding="utf-8").strip()
-            # Demote the result file's own top-level heading so the document keeps one H1.
-            lines = [("#" + ln) if ln.startswith("#") else ln for ln in text.splitlines()]
-            parts.extend(lines)
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+            # The result file's own title becomes the section heading; its headings move one level down.
+            if lines and lines[0].startswith("# "):
+                lines = lines[1:]
+            parts += [f"## {title}", ""]
+            parts += [("#" + ln) if ln.startswith("#") else ln for ln in lines]
         else:
-            parts.append(f"_Not measured yet: run `python {script}`._")
+            parts += [f"## {title}", "", f"_Not measured yet: run `python {script}`._"]
         parts.append("")
     out = ROOT / "docs" / "BENCHMARKS.md"
     out.write_text("\n".join(parts), encoding="utf-8")
