@@ -346,7 +346,9 @@ def _common_mode_ratios(
     is_cov &= present.mean(axis=0) >= 0.9
     if not is_cov.any():
         return [np.rint(x).astype(np.int64) for x in normed], modelled
-    hm = np.nanmean(np.where(present, h, np.nan), axis=0)
+    # Mean over the steps where each op is present (an op absent from every step gets 0; it is masked out below).
+    cnt = present.sum(axis=0)
+    hm = np.where(present, h, 0.0).sum(axis=0) / np.maximum(cnt, 1)
     hc = np.where(present, h - hm, 0.0)  # centred; missing steps count as the mean
     xc, yc = hc[:, is_cov], hc[:, is_tgt]
     sxx = (xc * xc).sum(axis=0)
