@@ -77,6 +77,16 @@ def has_detection(store: Path) -> bool:
         return st.get_json("detect/findings") is not None
 
 
+def detection_version(store: Path) -> str | None:
+    """The detector version that wrote the store's results (None when it has none)."""
+    from kat_gui.store import TraceStore
+
+    with TraceStore.open(store) as st:
+        if st.get_json("detect/findings") is None:
+            return None
+        return str((st.get_json("detect/meta") or {}).get("detector", "unknown"))
+
+
 def detector() -> Callable | None:
     """``kat_gui.detect.detect_store`` when the detector is installed, else None."""
     try:
@@ -87,16 +97,23 @@ def detector() -> Callable | None:
 
 
 def analyse(store: Path, progress: Progress | None = None) -> str:
-    """Run detection on ``store`` unless it already holds results. Returns a short note for the status bar."""
-    if has_detection(store):
-        return "detection results loaded from the store"
+    """Run detection on ``store`` unless it already holds results of the current detector. Returns a short note
+    for the status bar. Results written by another detector version are kept when the file is read-only."""
+    stored = detection_version(store)
     fn = detector()
+    current = None
+    if fn is not None:
+        from kat_gui.detect import DETECTOR_VERSION as current
+    if stored is not None and (fn is None or stored == current):
+        return "detection results loaded from the store"
     if fn is None:
         return "detector not available in this build: timelines only"
     if not os.access(store, os.W_OK):
+        if stored is not None:
+            return f"detection results of {stored} loaded ({store.name} is read-only, not re-analysed)"
         return f"{store.name} is read-only: detection results cannot be stored, timelines only"
     fn(store, progress=progress)
-    return "detection finished"
+    return "detection finished" if stored is None else f"re-analysed with {current} (the store held {stored})"
 
 
 def prepare(paths: Sequence[str | os.PathLike], cache: Path, progress: Progress | None = None) -> list[Path]:
