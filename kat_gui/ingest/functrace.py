@@ -12,9 +12,7 @@ several ranks. Rows are converted column by column in chunks, so a million rows 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import gzip
 import io
 import itertools
@@ -30,6 +28,8 @@ import numpy as np
 from kat_gui.errors import KatInputError
 from kat_gui.events import EVENT_COLUMNS, NO_ID, CopyKind, EventKind, TrackKind, empty_columns
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
+from kat_gui.ingest.util import gc_paused as _gc_paused
+from kat_gui.ingest.util import group_rows as _group_rows
 
 try:  # orjson is a project dependency; the stdlib parser is an exact (slower) fallback
     import orjson
@@ -146,19 +146,6 @@ def read_many(
         sel = np.flatnonzero(parsed.cols["rank"] == rank) if len(ranks) > 1 else slice(None)
         out.append(_rank_trace(parsed, sel, options.rank if options.rank is not None else int(rank)))
     return out
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Parsing creates millions of short-lived lists and strings and no cycles; the cyclic collector would
-    # rescan them again and again (it tripled the time of a 1M-row file).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass
@@ -673,17 +660,3 @@ def _rank_trace(parsed: _Parsed, sel: np.ndarray | slice, rank: int) -> RankTrac
         args=list(parsed.args),
         meta=meta,
     )
-
-
-def _group_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of equal-length integer columns: (first index of each, row -> group), groups in
-    lexicographic order. Same answer as ``np.unique(np.stack(columns, 1), axis=0)`` without its slow
-    void-dtype sort (20 s for a million rows): one 1-D unique per column on a compacted mixed-radix key."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    for col in columns:
-        values, inverse = np.unique(col, return_inverse=True)
-        # key < n and inverse < n before compaction, so key * len(values) + inverse < n**2 fits in int64.
-        _, key = np.unique(key * len(values) + inverse.reshape(-1), return_inverse=True)
-        key = key.reshape(-1)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)

@@ -21,14 +21,11 @@ How it stays fast and small (see FORMATS.md for the format itself):
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import gzip
 import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
@@ -41,6 +38,7 @@ from kat_gui.errors import KatInputError
 from kat_gui.events import COLUMN_DEFAULTS, EVENT_COLUMNS, GPU_KINDS, NO_ID, CopyKind, EventKind, TrackKind
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
 from kat_gui.ingest.timeparse import decimal_us_to_ns
+from kat_gui.ingest.util import gc_paused as _gc_paused
 
 FORMAT = "kineto"
 
@@ -153,18 +151,6 @@ def read(
     )
     trace.rank = rank if isinstance(rank, int) else None
     return trace
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A piece creates ~100k strings, lists and Raw views and no cycles; collector passes over them buy nothing.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _load_bytes(path: Path) -> bytes:

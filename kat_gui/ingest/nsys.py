@@ -14,12 +14,9 @@ Assumptions, from the exporter's schema and the real files in ``../shared/data/n
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,8 @@ import numpy as np
 from kat_gui.errors import KatInputError
 from kat_gui.events import EVENT_COLUMNS, CopyKind, EventKind, TrackKind, empty_columns
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
+from kat_gui.ingest.util import gc_paused as _gc_paused
+from kat_gui.ingest.util import group_rows as _group_rows
 
 FORMAT = "nsys"
 
@@ -108,18 +107,6 @@ GPU_INFO_COLUMNS = {  # meta key -> candidate columns in TARGET_INFO_GPU / TARGE
     "compute_minor": ("computeMinor", "computeCapabilityMinor"),
     "uuid": ("uuid",),
 }
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Fetching creates millions of tuples and no cycles; the cyclic collector would rescan them repeatedly.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -661,17 +648,3 @@ def _names_of_tracks(conn: sqlite3.Connection, tables: set[str], tracks: list[Tr
                 names[f"{key[0]}/{key[1]}"] = _text(name)
         out["thread_names"] = names
     return out
-
-
-def _group_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of equal-length integer columns: (first index of each, row -> group), groups in
-    lexicographic order. Same answer as ``np.unique(np.stack(columns, 1), axis=0)`` without its slow
-    void-dtype sort (20 s for a million rows): one 1-D unique per column on a compacted mixed-radix key."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    for col in columns:
-        values, inverse = np.unique(col, return_inverse=True)
-        # key < n and inverse < n before compaction, so key * len(values) + inverse < n**2 fits in int64.
-        _, key = np.unique(key * len(values) + inverse.reshape(-1), return_inverse=True)
-        key = key.reshape(-1)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
