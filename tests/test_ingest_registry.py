@@ -142,3 +142,31 @@ def test_read_many_collision_across_files(tmp_path: Path) -> None:
         list(read_traces([a, b]))
     msg = str(info.value)
     assert "rank 1 appears twice" in msg and "a.csv" in msg and "b.csv" in msg
+
+
+def test_directory_walk_skips_files_that_are_not_traces(tmp_path, dlrm_dir):
+    """A simulator output folder holds truth.json beside the rank files: the walk skips it, a named file is not."""
+    import shutil
+
+    import pytest
+
+    from kat_gui.errors import KatInputError
+    from kat_gui.ingest import plan, read_traces
+
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copy(dlrm_dir / "worker0_step_12.1694128201545.pt.trace.json.gz", d / "rank-0.json.gz")
+    (d / "truth.json").write_text('{"schema": "kat.truth/1", "faults": []}')
+    assert [p.name for p, _ in plan([d])] == ["rank-0.json.gz"]
+    with pytest.raises(KatInputError, match="truth.json"):
+        plan([d / "truth.json"])
+    only = tmp_path / "only_json"
+    only.mkdir()
+    (only / "config.json").write_text('{"a": 1}')
+    with pytest.raises(KatInputError, match="no trace files"):
+        plan([only])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "rank-0.json").write_text('{"traceEvents": [{"ph": "X", "cat": "kernel"')  # a damaged trace
+    with pytest.raises(KatInputError):
+        list(read_traces([bad]))

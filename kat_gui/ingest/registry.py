@@ -73,6 +73,10 @@ def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:
         raise KatInputError(path, f"cannot read the file ({exc.strerror or exc})") from None
 
 
+class NotATraceError(KatInputError):
+    """A readable file whose content is not any trace format (a directory walk skips these)."""
+
+
 def sniff_format(path: str | os.PathLike) -> str:
     """The FORMAT of the first reader whose ``sniff`` accepts the file's content; KatInputError otherwise."""
     path = Path(path)
@@ -82,7 +86,7 @@ def sniff_format(path: str | os.PathLike) -> str:
     for mod in readers():
         if mod.sniff(path, head):
             return mod.FORMAT
-    raise KatInputError(path, NOT_A_TRACE)
+    raise NotATraceError(path, NOT_A_TRACE)
 
 
 def reader_for(fmt: str) -> ModuleType:
@@ -137,8 +141,31 @@ def rank_from_filename(path: str | os.PathLike) -> int | None:
 
 
 def plan(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """[(file, format)] for every input, sniffed from content; raises KatInputError on the first bad one."""
-    return [(p, sniff_format(p)) for p in expand_paths(paths)]
+    """[(file, format)] for every input, sniffed from content; raises KatInputError on the first bad one.
+
+    A file named on the command line must be a trace. Inside a directory, files whose content is no trace
+    format at all (a ``truth.json`` beside simulated traces, a config dump) are skipped; damaged traces are not.
+    """
+    out: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        walked = Path(raw).is_dir()
+        accepted = 0
+        for p in expand_paths([raw]):
+            try:
+                fmt = sniff_format(p)
+            except NotATraceError:
+                if walked:
+                    continue
+                raise
+            accepted += 1
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append((p, fmt))
+        if walked and not accepted:
+            raise KatInputError(raw, "no trace files in this directory (the candidate files are not traces)")
+    return out
 
 
 def read_traces(
