@@ -38,6 +38,7 @@ SCHEMA = "kat.compare/1"
 # Row kinds, in the order a reader meets them. Symptom kinds are effects of a cause elsewhere.
 KINDS = ("kernel", "kernel_rank", "class", "class_rank", "rank_busy", "rank_idle", "rank_wait", "step_time")
 SYMPTOM_KINDS = ("rank_wait", "step_time")
+CLASS_ROW_DISCOUNT = 0.9
 STRUCTURAL_KINDS = ("only_healthy", "only_degraded", "collective_renamed", "ranks_changed", "rank_stopped")
 
 
@@ -816,7 +817,10 @@ def _stopped_ranks(healthy: RunData, degraded: RunData, step_ns: float) -> list[
 def _rank_rows(rows: list[Difference], structural: list[Difference]) -> list[Difference]:
     def mag(d: Difference) -> float:
         e = abs(d.effect)
-        return e if np.isfinite(e) else 1e9
+        e = e if np.isfinite(e) else 1e9
+        # A class row aggregates kernel rows: it leads only when clearly larger than the kernels it holds, so the
+        # reader meets the concrete kernel first when both moved about as much.
+        return e * CLASS_ROW_DISCOUNT if d.kind in ("class", "class_rank") else e
 
     stopped = [d for d in structural if d.kind == "rank_stopped"]
     structural = [d for d in structural if d.kind != "rank_stopped"]
