@@ -94,23 +94,9 @@ def make_store(path: Path, ranks: int, kernels: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     per_rank = kernels // ranks
     t0 = 1_700_000_000_000_000_000
-    anomalies: dict[str, list[np.ndarray]] = {
-        c: []
-        for c in (
-            "track",
-            "index",
-            "rank",
-            "device",
-            "stream",
-            "name",
-            "start_ns",
-            "end_ns",
-            "role",
-            "component",
-            "score",
-            "finding",
-        )
-    }
+    from kat_gui.ui.run_model import ANOMALY_COLUMNS
+
+    anomalies: dict[str, list[np.ndarray]] = {c: [] for c in ANOMALY_COLUMNS}
     track_base = 0
     third = per_rank // 3
     with TraceStore.create(path, f"synthetic-{ranks}x{per_rank}") as w:
