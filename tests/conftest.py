@@ -16,10 +16,19 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real trace data not found at {SHARED_DATA} (expected ../shared/data beside the repository)")
+        pytest.fail(
+            f"real trace data not found at {SHARED_DATA} (expected ../shared/data beside the repository)"
+        )
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def dlrm_dir(shared_data: Path) -> Path:
     return shared_data / "kineto" / "param_dlrm_8rank"
+
+
+@pytest.fixture
+def private_kat_dirs(tmp_path, monkeypatch):
+    """Settings and caches of the code under test go to this test's own folder, never the user's."""
+    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))

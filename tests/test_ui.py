@@ -14,13 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 from kat_gui.ui import loader  # noqa: E402
 from kat_gui.ui.run_model import ROLE_ROOT  # noqa: E402
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_kat_dirs")]
 
 
 @pytest.fixture(scope="module")

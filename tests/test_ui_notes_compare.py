@@ -12,13 +12,7 @@ import pytest
 pytest.importorskip("pytestqt")
 from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_kat_dirs")]
 
 
 @pytest.fixture(scope="session")
