@@ -39,7 +39,14 @@ SCHEMA = "kat.compare/1"
 KINDS = ("kernel", "kernel_rank", "class", "class_rank", "rank_busy", "rank_idle", "rank_wait", "step_time")
 SYMPTOM_KINDS = ("rank_wait", "step_time")
 CLASS_ROW_DISCOUNT = 0.9
-STRUCTURAL_KINDS = ("only_healthy", "only_degraded", "collective_renamed", "ranks_changed", "rank_stopped")
+STRUCTURAL_KINDS = (
+    "only_healthy",
+    "only_degraded",
+    "collective_renamed",
+    "ranks_changed",
+    "rank_stopped",
+    "different_workload",
+)
 
 
 @dataclass
@@ -291,9 +298,54 @@ def _lower_median_by(cell: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, n
     return out_med, out_n
 
 
+OP_BITS = 40  # cell = position << OP_BITS | op; op = name << 16 | occurrence
+OP_MASK = (1 << OP_BITS) - 1
+
+
+@dataclass
+class WorkloadModel:
+    """What :func:`_common_mode_ratios` decided, per run: ``ratios`` (test-space values, RATIO_ONE units),
+    ``outside`` (instances whose workload lies outside the healthy run's range for their op: not compared),
+    and per name id ``modelled`` (a workload model adjusted it) and ``covariate`` (what it regressed on)."""
+
+    ratios: list[np.ndarray]
+    outside: list[np.ndarray]
+    modelled: np.ndarray
+    covariate: dict[int, str] = field(default_factory=dict)
+
+
+def _cell_matrix(cell: np.ndarray, value: np.ndarray, n_pos: int, uniq: np.ndarray) -> np.ndarray:
+    """(position x op) matrix of a per-cell value (NaN where the op did not run in that step)."""
+    m = np.full((n_pos, len(uniq)), np.nan)
+    m[cell >> OP_BITS, np.searchsorted(uniq, cell & OP_MASK)] = value
+    return m
+
+
+def _affine_fits(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares ``y_t = ybar_t + b (x_c - xbar_tc)`` of every target column t of ``y`` on every candidate
+    column c of ``x`` over the steps where the target ran (NaN = did not run; a missing candidate counts as
+    its mean). Returns (r2, slope, xbar, ybar) with shapes (t, c), (t, c), (t, c), (t,)."""
+    py = np.isfinite(y).astype(np.float64)
+    n = np.maximum(py.sum(axis=0), 1.0)
+    ybar = np.where(py > 0, y, 0.0).sum(axis=0) / n
+    yc = np.where(py > 0, y - ybar, 0.0)
+    px = np.isfinite(x)
+    xm = np.where(px, x, 0.0).sum(axis=0) / np.maximum(px.sum(axis=0), 1)
+    x0 = np.where(px, x, xm)
+    sx = py.T @ x0
+    sxx = py.T @ (x0 * x0) - sx * sx / n[:, None]
+    sxy = yc.T @ x0
+    syy = (yc * yc).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.nan_to_num(sxy**2 / (sxx * syy[:, None]))
+        slope = np.nan_to_num(sxy / sxx)
+    r2[sxx <= 1e-12 * np.maximum(sx * sx, 1.0)] = 0.0  # a (near) constant covariate explains nothing
+    return r2, slope, sx / n[:, None], ybar
+
+
 def _common_mode_ratios(
-    per_run: list, pos: list[np.ndarray], ratios: list[np.ndarray]
-) -> tuple[list[np.ndarray], np.ndarray]:
+    per_run: list, pos: list[np.ndarray], ratios: list[np.ndarray], sizes: list[np.ndarray]
+) -> WorkloadModel:
     """Each kernel's duration over the common mode of the same op (name, occurrence) in the same step across
     ranks (their lower median), in RATIO_ONE units; collectives over a workload model instead (below).
 
@@ -303,19 +355,28 @@ def _common_mode_ratios(
     single rank keep their plain ratio (no peers to compare with).
 
     Collectives cannot use their own common mode: a slow link slows the whole ring, every member alike, so
-    that common mode is the fault itself. Their workload covariate is the non-collective op whose per-step
-    common mode best predicts theirs in the healthy run (an all-gather of logits follows the softmax over
-    the vocabulary, an all-reduce the token count); ``log ratio = b * log covariate`` (least squares over
-    healthy steps, used when R^2 >= 0.5) is divided out in both runs. A link fault stays a shift against
-    the same workload; a bigger batch does not. Assumes ranks of one step run the same ops (SPMD; pipeline
-    stages differ in layers, not in shapes). Also returns, per name id, whether the workload model
-    adjusted it (its rows then need ``Params.min_effect_modelled``: the model is approximate)."""
+    that common mode is the fault itself. They are compared like with like instead: each collective op's
+    duration (per-step common mode) is modelled in the healthy run as an affine function of one workload
+    covariate, ``ratio = ybar + b (x - xbar)`` (latency plus bytes over bandwidth), and divided by that model's
+    prediction at its own step's covariate in both runs. Candidates, the best R^2 >= 0.5 with b > 0 wins:
+
+    - the op's own recorded message size (``In msg nelems``, c10d collectives);
+    - the recorded bytes of a host-to-device copy of the step (input ids, positions: they grow with the
+      step's tokens, as all-reduce messages do; every Kineto memcpy records its bytes);
+    - the per-step common mode of a non-collective op (an all-gather of logits follows the softmax over the
+      vocabulary), when no size is recorded.
+
+    Sizes are facts of the trace that no hardware fault moves, so a link fault stays a shift against the
+    same workload while a bigger batch does not. A degraded instance whose covariate lies outside the
+    healthy run's range for its op (beyond a tenth of that range) is not compared at all (``outside``): the
+    model would extrapolate, and a shape the healthy run never ran is a different workload, not a slowdown.
+    Assumes ranks of one step run the same ops (SPMD; pipeline stages differ in layers, not in shapes)."""
     n_names = int(max([1] + [int(r[0].max()) + 1 for r in per_run if len(r[0])]))
     modelled = np.zeros(n_names, bool)
     normed, cells, cms, peers_l, colls = [], [], [], [], []
     for (nm, cl, _, _, occ), ps, rt in zip(per_run, pos, ratios, strict=True):
         ps = ps.astype(np.int64)
-        cell = (ps << 40) | ((nm & 0xFFFFFF) << 16) | (occ & 0xFFFF)
+        cell = (ps << OP_BITS) | ((nm & 0xFFFFFF) << 16) | (occ & 0xFFFF)
         cm, n = _lower_median_by(cell, rt)
         coll = cl == COLLECTIVE
         peers = (n >= 2) & ~coll
@@ -324,59 +385,94 @@ def _common_mode_ratios(
         cms.append(cm)
         peers_l.append(peers)
         colls.append(coll)
+    outside = [np.zeros(len(c), bool) for c in cells]
+
+    def plain() -> WorkloadModel:
+        return WorkloadModel([np.rint(x).astype(np.int64) for x in normed], outside, modelled)
+
     if not colls[0].any():
-        return [np.rint(x).astype(np.int64) for x in normed], modelled
-    # per-step common modes as dense (step x op) matrices of log ratios; ops = (name, occurrence)
-    opid = [c & ((1 << 40) - 1) for c in cells]
+        return plain()
+    # per-step common modes and recorded sizes as dense (step x op) matrices; ops = (name, occurrence)
+    opid = [c & OP_MASK for c in cells]
     uniq = np.unique(np.concatenate(opid))
     n_op = len(uniq)
-    n_pos = int(max(int(c.max() >> 40) + 1 for c in cells if len(c)))
-    if n_op * n_pos > 4_000_000:  # keep the matrices small: covariates from the most frequent ops only
-        return [np.rint(x).astype(np.int64) for x in normed], modelled
-    mats = []
-    for cell, cm in zip(cells, cms, strict=True):
-        m = np.full((n_pos, n_op), np.nan)
-        m[cell >> 40, np.searchsorted(uniq, cell & ((1 << 40) - 1))] = np.log(np.maximum(cm, 1.0) / RATIO_ONE)
-        mats.append(m)
-    h = mats[0]
-    is_cov = np.zeros(n_op, bool)
-    is_cov[np.searchsorted(uniq, opid[0][peers_l[0]])] = True
+    n_pos = int(max(int(c.max() >> OP_BITS) + 1 for c in cells if len(c)))
+    if n_op * n_pos > 4_000_000:  # keep the matrices small
+        return plain()
+    dur_m, size_m = [], []
+    for cell, cm, sz in zip(cells, cms, sizes, strict=True):
+        dur_m.append(_cell_matrix(cell, cm / RATIO_ONE, n_pos, uniq))
+        smed, _ = _lower_median_by(cell, sz)
+        size_m.append(_cell_matrix(cell, np.where(smed > 0, smed, np.nan), n_pos, uniq))
+    present = np.isfinite(dur_m[0])
+    regular = present.mean(axis=0) >= 0.9
     is_tgt = np.zeros(n_op, bool)
     is_tgt[np.searchsorted(uniq, opid[0][colls[0]])] = True
-    present = np.isfinite(h)
-    is_cov &= present.mean(axis=0) >= 0.9
-    if not is_cov.any():
-        return [np.rint(x).astype(np.int64) for x in normed], modelled
-    # Mean over the steps where each op is present (an op absent from every step gets 0; it is masked out below).
-    cnt = present.sum(axis=0)
-    hm = np.where(present, h, 0.0).sum(axis=0) / np.maximum(cnt, 1)
-    hc = np.where(present, h - hm, 0.0)  # centred; missing steps count as the mean
-    xc, yc = hc[:, is_cov], hc[:, is_tgt]
-    sxx = (xc * xc).sum(axis=0)
-    syy = (yc * yc).sum(axis=0)
-    sxy = yc.T @ xc  # targets x covariates
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = sxy**2 / np.outer(syy, sxx)
-    r2 = np.nan_to_num(r2)
-    best = np.argmax(r2, axis=1)
+    is_dcov = np.zeros(n_op, bool)
+    is_dcov[np.searchsorted(uniq, opid[0][peers_l[0]])] = True
+    is_dcov &= regular
+    is_scov = regular & ~is_tgt & (np.isfinite(size_m[0]).mean(axis=0) >= 0.9)
     t_idx = np.flatnonzero(is_tgt)
-    c_idx = np.flatnonzero(is_cov)[best]
-    ok = r2[np.arange(len(t_idx)), best] >= 0.5
-    slope = np.zeros(n_op)
-    cov_of = np.zeros(n_op, np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bsl = sxy[np.arange(len(t_idx)), best] / sxx[best]
-    slope[t_idx[ok]] = np.clip(np.nan_to_num(bsl[ok]), 0.0, 3.0)
-    cov_of[t_idx] = c_idx
-    sel = t_idx[ok & (slope[t_idx] > 0)]
-    modelled[np.unique(uniq[sel] >> 16 & 0xFFFFFF)] = True
+    cand_kind = np.r_[np.zeros(int(is_scov.sum()), np.int8), np.ones(int(is_dcov.sum()), np.int8)]
+
+    def columns(run: int) -> np.ndarray:
+        return np.column_stack([size_m[run][:, is_scov], dur_m[run][:, is_dcov]])
+
+    y = dur_m[0][:, t_idx]
+    r2, slope, xbar, ybar = _affine_fits(y, columns(0))
+    # own message size: one candidate per target (its own column)
+    own_h = size_m[0][:, t_idx]
+    o_r2 = np.zeros(len(t_idx))
+    o_slope = np.zeros(len(t_idx))
+    o_xbar = np.zeros(len(t_idx))
+    for j in range(len(t_idx)):
+        if np.isfinite(own_h[:, j]).sum() >= 3:
+            a, b, c, _ = _affine_fits(y[:, j : j + 1], own_h[:, j : j + 1])
+            o_r2[j], o_slope[j], o_xbar[j] = a[0, 0], b[0, 0], c[0, 0]
+    r2 = np.where(slope > 0, r2, 0.0)
+    o_r2 = np.where(o_slope > 0, o_r2, 0.0)
+    best = np.argmax(r2, axis=1) if r2.shape[1] else np.zeros(len(t_idx), np.int64)
+    best_r2 = r2[np.arange(len(t_idx)), best] if r2.shape[1] else np.zeros(len(t_idx))
+    use_own = o_r2 >= np.maximum(best_r2, 0.5)
+    ok = use_own | (best_r2 >= 0.5)
+    if not ok.any():
+        return plain()
+    # per target: the covariate column in each run, the fit, and the healthy range of the covariate
+    xs_h = [columns(0), columns(1)]
+    fit_x: list[np.ndarray] = []  # per run: (n_pos, n_targets) covariate of each target's model
+    for run in (0, 1):
+        own = size_m[run][:, t_idx]
+        shared = xs_h[run][:, best] if xs_h[run].shape[1] else np.full_like(own, np.nan)
+        fit_x.append(np.where(use_own[None, :], own, shared))
+    b = np.where(use_own, o_slope, slope[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
+    xb = np.where(use_own, o_xbar, xbar[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
+    ran = np.isfinite(y) & np.isfinite(fit_x[0])
+    with np.errstate(invalid="ignore"):
+        lo = np.nanmin(np.where(ran, fit_x[0], np.nan), axis=0)
+        hi = np.nanmax(np.where(ran, fit_x[0], np.nan), axis=0)
+    margin = 0.1 * (hi - lo)
+    lo, hi = lo - margin, hi + margin
+    col_of = np.full(n_op, -1, np.int64)
+    col_of[t_idx[ok]] = np.flatnonzero(ok)
+    modelled[np.unique(uniq[t_idx[ok]] >> 16 & 0xFFFFFF)] = True
+    covariate: dict[int, str] = {}
+    for j in np.flatnonzero(ok).tolist():
+        kind = "own message size" if use_own[j] else ("copy bytes", "kernel time")[int(cand_kind[best[j]])]
+        covariate.setdefault(int(uniq[t_idx[j]] >> 16 & 0xFFFFFF), kind)
     out = []
-    for cell, nr, coll, m in zip(cells, normed, colls, mats, strict=True):
-        o = np.searchsorted(uniq, cell & ((1 << 40) - 1))
-        x = m[cell >> 40, cov_of[o]] - hm[cov_of[o]]
-        pred = np.exp(slope[o] * np.nan_to_num(x))
-        out.append(np.rint(np.where(coll, nr / pred, nr)).astype(np.int64))
-    return out, modelled
+    for run, (cell, nr, coll) in enumerate(zip(cells, normed, colls, strict=True)):
+        j = col_of[np.searchsorted(uniq, cell & OP_MASK).clip(0, n_op - 1)]
+        j = np.where(coll & (np.isin(cell & OP_MASK, uniq)), j, -1)
+        hit = j >= 0
+        jj = np.where(hit, j, 0)
+        x = fit_x[run][cell >> OP_BITS, jj] if len(cell) else np.zeros(0)
+        known = hit & np.isfinite(x)
+        pred = ybar[jj] + b[jj] * (np.nan_to_num(x) - xb[jj])
+        pred = np.where(known, np.maximum(pred, 0.05 * np.maximum(ybar[jj], 1e-3)), 1.0)
+        if run == 1:
+            outside[1] = known & ((x < lo[jj]) | (x > hi[jj]))
+        out.append(np.rint(np.where(known, nr / pred, nr)).astype(np.int64))
+    return WorkloadModel(out, outside, modelled, covariate)
 
 
 def _common_mode_shift(step: np.ndarray, value: np.ndarray, base: float) -> np.ndarray:
@@ -424,6 +520,7 @@ def compare_runs(
     name_cls: list[int] = []
     per_run = []
     kept_pos = []
+    sizes: list[np.ndarray] = []
     for run, a in ((healthy, a_h), (degraded, a_d)):
         g = run.gpu
         pos = _positions(run, a, g["step"])
@@ -441,6 +538,7 @@ def compare_runs(
         nm_g = lut[inv]
         rk = g["rank"][keep].astype(np.int64)
         kept_pos.append(pos[keep])
+        sizes.append(g["size"][keep] if "size" in g else np.full(int(keep.sum()), -1, np.int64))
         per_run.append(
             (
                 nm_g,
@@ -486,9 +584,11 @@ def compare_runs(
         return table[rank]
 
     ratios = _op_ratios(per_run, n_names)
-    modelled = np.zeros(n_names, bool)
+    wm = WorkloadModel(ratios, [np.zeros(len(r[0]), bool) for r in per_run], np.zeros(n_names, bool))
     if p.common_mode:
-        ratios, modelled = _common_mode_ratios(per_run, kept_pos, ratios)
+        wm = _common_mode_ratios(per_run, kept_pos, ratios, sizes)
+    ratios, modelled = wm.ratios, wm.modelled
+    xs = []  # per sample: not compared (its workload lies outside the healthy run's range)
     ts = []  # test-space values: kernel durations as ratios to the healthy median of the same op
     for side, (nm, cl, rk, dur, _occ) in enumerate(per_run):
         slot = rank_slot(side, rk)
@@ -499,6 +599,8 @@ def compare_runs(
         ss += [sd, sd[ok], sd, sd[ok]]
         vs += [dur, dur[ok], dur, dur[ok]]
         ts += [rt, rt[ok], rt, rt[ok]]
+        out = wm.outside[side]
+        xs += [out, out[ok], out, out[ok]]
 
     step_times = []
     rank_base = [0.0, 0.0, 0.0]
@@ -525,6 +627,7 @@ def compare_runs(
                     rank_base[j] = float(np.median(cm0)) if len(cm0) else 0.0
                 tv = _common_mode_shift(st_k, val, rank_base[j])
             ts.append(tv[ok])
+            xs.append(np.zeros(int(ok.sum()), bool))
         # Step time: latest end minus earliest start over ranks, per aligned step.
         pk = pos[keep]
         st0 = np.full(n_common, np.iinfo(np.int64).max)
@@ -539,12 +642,14 @@ def compare_runs(
         ss.append(np.full(len(stt), side, dtype=np.int8))
         vs.append(stt)
         ts.append(stt)
+        xs.append(np.zeros(len(stt), bool))
 
     group = np.concatenate(gs).astype(np.int64)
     side = np.concatenate(ss)
     value = np.concatenate(vs).astype(np.int64)
     tvalue = np.concatenate(ts).astype(np.int64)
-    del gs, ss, vs, ts
+    excluded = np.concatenate(xs)
+    del gs, ss, vs, ts, xs
     if progress:
         progress(0.4, "testing")
     # Exact counts and sums for the reader; quantiles and tests on at most ``max_samples`` per (row, side):
@@ -554,6 +659,8 @@ def compare_runs(
     n_exact = np.bincount(cell, minlength=2 * n_groups)
     tot_exact = np.bincount(cell, weights=value.astype(np.float64), minlength=2 * n_groups)
     keep = _thin(cell, n_exact, p.max_samples)
+    if excluded.any():  # counts and totals stay exact; quantiles and tests see comparable instances only
+        keep = ~excluded if keep is None else keep & ~excluded
     if keep is not None:
         group, side, value, tvalue = group[keep], side[keep], value[keep], tvalue[keep]
     st = group_stats(group, side, value, n_groups)  # what the reader sees, in ns
@@ -644,6 +751,7 @@ def compare_runs(
             )
         )
     structural = _structural(healthy, degraded, per_run, names, name_cls, n_common, p)
+    structural += _workload_rows(per_run, wm, names, name_cls, p)
     structural += _stopped_ranks(healthy, degraded, h_step)
     if p.common_mode and not any(d.significant and not d.symptom for d in rows + structural):
         # Symptoms need a cause: with none found on any rank, a slower step is the same work done by all
@@ -774,6 +882,44 @@ def _structural(
             )
         )
     return out
+
+
+def _workload_rows(
+    per_run: list, wm: WorkloadModel, names: list[str], name_cls: list[int], p: Params
+) -> list[Difference]:
+    """One grey row per kernel name with a share of its degraded instances at a workload the healthy run
+    never ran (outside its covariate range): those instances were not compared, and the reader must know
+    that the runs differ in workload there rather than see a slowdown or nothing at all."""
+    out_d = wm.outside[1]
+    if not out_d.any():
+        return []
+    nm_d, dur_d = per_run[1][0], per_run[1][3]
+    n_all = np.bincount(nm_d, minlength=len(names))
+    n_out = np.bincount(nm_d[out_d], minlength=len(names))
+    t_out = np.bincount(nm_d[out_d], weights=dur_d[out_d], minlength=len(names))
+    rows = []
+    for i in np.flatnonzero((n_out >= p.min_n) & (n_out >= 0.2 * np.maximum(n_all, 1))).tolist():
+        cov = wm.covariate.get(i, "workload")
+        rows.append(
+            Difference(
+                kind="different_workload",
+                label="workload outside the healthy run's range",
+                name=names[i],
+                kernel_class=CLASS_NAMES[name_cls[i]],
+                n_healthy=0,
+                n_degraded=int(n_out[i]),
+                total_degraded_ns=float(t_out[i]),
+                effect=float(n_out[i] / max(n_all[i], 1)),
+                p_value=0.0,
+                q_value=0.0,
+                significant=False,
+                note=(
+                    f"{n_out[i]} of {n_all[i]} degraded instances ran at a {cov} the healthy run never "
+                    "reached: not compared (a different workload, not a slowdown)"
+                ),
+            )
+        )
+    return rows
 
 
 def _last_end_by_rank(run: RunData) -> dict[int, int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kat_gui.errors import KatInputError
-from kat_gui.events import EventKind
+from kat_gui.events import CopyKind, EventKind
 from kat_gui.progress import Progress
 
 try:  # the detector's kernel classes and step alignment; a small fallback keeps compare usable alone
@@ -42,7 +42,9 @@ class RunData:
 
     ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``CLASS_NAMES``), ``rank``, ``step``
     (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0 otherwise),
-    ``start_ns`` (the store's clock, as the timeline shows it), ``track``, ``index`` (the event in the store).
+    ``start_ns`` (the store's clock, as the timeline shows it), ``track``, ``index`` (the event in the store),
+    ``size`` (the instance's recorded message size, -1 when unknown: bytes of a host-to-device copy, ``In msg
+    nelems`` of a collective; what the workload model of :mod:`kat_gui.compare.engine` regresses on).
     ``meta["clock_offsets_ns"]``: rank -> offset of its host clock (subtract it to compare times across
     hosts; from detection's collective alignment). ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
     ``end_ns`` (GPU span of the step on that rank), ``busy_ns`` (sum of own durations), ``wait_ns``.
@@ -153,6 +155,13 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
                 if off:
                     offsets[int(r)] = off
         own_dur = dur - wait
+        # The recorded size of what an instance moved: input copies grow with the step's tokens, collective
+        # messages with tokens x hidden. Only sizes the trace records; durations never stand in for them.
+        size = np.full(fr.n_gpu, -1, dtype=np.int64)
+        htod = (g["kind"] == EventKind.MEMCPY) & (g["copy_kind"] == CopyKind.HTOD) & (g["bytes"] > 0)
+        size[htod] = g["bytes"][htod]
+        msg = is_coll & (g["msg_nelems"] > 0)
+        size[msg] = g["msg_nelems"][msg]
         gpu = {
             "name": g["name"].astype(np.int32),
             "cls": g["cls"].astype(np.uint8),
@@ -163,6 +172,7 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
             "start_ns": start_ns,
             "track": g["track"],
             "index": g["index"],
+            "size": size,
         }
         step_rank = _step_rank_table(gpu, end_ns)
         n_gpus = len(
