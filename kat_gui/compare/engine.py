@@ -475,12 +475,30 @@ def _common_mode_ratios(
     return WorkloadModel(out, outside, modelled, covariate)
 
 
-def _common_mode_shift(step: np.ndarray, value: np.ndarray, base: float) -> np.ndarray:
-    """Per (rank, step) value minus its step's lower median over ranks, plus ``base`` (clipped at 0): a
-    workload change moves every rank's busy/idle/wait in a step together; a fault on one rank does not."""
-    cm, n = _lower_median_by(step.astype(np.int64), value)
+def _common_mode_shift(cell: np.ndarray, value: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+    """Per (rank, step) value minus the lower median of its cell (the step, among ranks running the same
+    program), plus ``base`` (clipped at 0): a workload change moves every rank's busy/idle/wait in a step
+    together; a fault on one rank does not."""
+    cm, n = _lower_median_by(cell.astype(np.int64), value)
     out = np.where(n >= 2, value - cm + base, value)
     return np.maximum(np.rint(out), 0).astype(np.int64)
+
+
+def _program_groups(nm: np.ndarray, rank: np.ndarray) -> dict[int, int]:
+    """Rank -> id of the ranks that run the same program (the same set of kernel names): the TP ranks of one
+    pipeline stage. Stages run different ops (embedding, lm_head, sampling), so their busy times differ by
+    a workload-dependent amount and share no common mode."""
+    if not len(nm):
+        return {}
+    pairs = np.unique((rank.astype(np.int64) << 32) | nm.astype(np.int64))
+    prog: dict[int, int] = {}
+    sig_id: dict[bytes, int] = {}
+    r_of = pairs >> 32
+    first = np.flatnonzero(np.r_[True, r_of[1:] != r_of[:-1]])
+    for a, b in zip(first.tolist(), np.r_[first[1:], len(pairs)].tolist(), strict=True):
+        sig = (pairs[a:b] & 0xFFFFFFFF).tobytes()
+        prog[int(r_of[a])] = sig_id.setdefault(sig, len(sig_id))
+    return prog
 
 
 def _pair_ranks(h_ranks: np.ndarray, d_ranks: np.ndarray) -> dict[int, int]:
@@ -603,7 +621,8 @@ def compare_runs(
         xs += [out, out[ok], out, out[ok]]
 
     step_times = []
-    rank_base = [0.0, 0.0, 0.0]
+    slot_base = [np.zeros(n_rk), np.zeros(n_rk), np.zeros(n_rk)]  # per degraded rank slot and metric
+    progs = [_program_groups(r[0], r[2]) for r in per_run]
     for side, (run, a) in enumerate(((healthy, a_h), (degraded, a_d))):
         sr = run.step_rank
         pos = _positions(run, a, sr["step"])
@@ -621,11 +640,17 @@ def compare_runs(
             vs.append(val[ok])
             tv = val
             if p.common_mode and j < 2:  # waits: a late rank makes all others wait, a common mode itself
-                st_k = pos[keep]
+                st_k = pos[keep].astype(np.int64)
+                pg = np.array([progs[side].get(int(r), -1) for r in rk.tolist()], np.int64) + 1
+                cell = st_k * (len(progs[side]) + 1) + pg
                 if side == 0:  # the scale of the test space: the healthy run's typical common mode
-                    cm0, _ = _lower_median_by(st_k.astype(np.int64), val)
-                    rank_base[j] = float(np.median(cm0)) if len(cm0) else 0.0
-                tv = _common_mode_shift(st_k, val, rank_base[j])
+                    cm0, _ = _lower_median_by(cell, val)
+                    base_g = {g: float(np.median(cm0[pg == g])) for g in np.unique(pg).tolist()}
+                    for sl, g in zip(slot[ok].tolist(), pg[ok].tolist(), strict=True):
+                        slot_base[j][sl] = base_g[g]
+                base = np.zeros(len(val))
+                base[ok] = slot_base[j][slot[ok]]
+                tv = _common_mode_shift(cell, val, base)
             ts.append(tv[ok])
             xs.append(np.zeros(int(ok.sum()), bool))
         # Step time: latest end minus earliest start over ranks, per aligned step.

@@ -146,7 +146,16 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
         if is_coll.any():
             co = match_collectives(fr, steps)
             w = np.clip(co.wait_ns, 0, None)
-            wait[co.row] = np.minimum(w, dur[co.row])
+            # Point-to-point kernels: the members of one matched instance can be several send/recv pairs
+            # (no process group recorded), and their start clocks can be on different hosts, so the last
+            # start is no partner's arrival. Both ends of a pair finish together, so the later starter's
+            # duration is the transfer: own time = the instance's shortest duration (clock-free).
+            p2p_name = np.array(["sendrecv" in s.lower() for s in fr.strings], dtype=bool)
+            p2p_coll = np.array([s.lower() in ("send", "recv") for s in fr.strings], dtype=bool)
+            nm_c, cl_c = g["name"][co.row], g["coll"][co.row]
+            p2p = p2p_name[nm_c] | ((cl_c >= 0) & p2p_coll[np.maximum(cl_c, 0)])
+            w = np.where(p2p, dur[co.row] - co.transfer_ns[co.inst], w)
+            wait[co.row] = np.clip(np.minimum(w, dur[co.row]), 0, None)
             # Hosts' clocks differ (detection estimates the offsets from collective ends); step spans across
             # ranks and last-activity times must be on one clock.
             shift = g["start_ns"][co.row] - co.start_ns
