@@ -343,6 +343,18 @@ def _affine_fits(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return r2, slope, sx / n[:, None], ybar
 
 
+def _range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``x`` (NaN = absent): the range of its values widened by a tenth of its width or 5 %
+    of its largest value, whichever is more (a constant covariate still admits its own value's noise);
+    NaN bounds where a column has no value (nothing falls outside them)."""
+    px = np.isfinite(x)
+    has = px.any(axis=0)
+    lo = np.where(has, np.where(px, x, np.inf).min(axis=0), np.nan)
+    hi = np.where(has, np.where(px, x, -np.inf).max(axis=0), np.nan)
+    margin = np.maximum(0.1 * (hi - lo), 0.05 * np.abs(hi))
+    return lo - margin, hi + margin
+
+
 def _common_mode_ratios(
     per_run: list, pos: list[np.ndarray], ratios: list[np.ndarray], sizes: list[np.ndarray]
 ) -> WorkloadModel:
@@ -435,8 +447,6 @@ def _common_mode_ratios(
     best_r2 = r2[np.arange(len(t_idx)), best] if r2.shape[1] else np.zeros(len(t_idx))
     use_own = o_r2 >= np.maximum(best_r2, 0.5)
     ok = use_own | (best_r2 >= 0.5)
-    if not ok.any():
-        return plain()
     # per target: the covariate column in each run, the fit, and the healthy range of the covariate
     xs_h = [columns(0), columns(1)]
     fit_x: list[np.ndarray] = []  # per run: (n_pos, n_targets) covariate of each target's model
@@ -446,14 +456,21 @@ def _common_mode_ratios(
         fit_x.append(np.where(use_own[None, :], own, shared))
     b = np.where(use_own, o_slope, slope[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
     xb = np.where(use_own, o_xbar, xbar[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
-    ran = np.isfinite(y) & np.isfinite(fit_x[0])
+    # Like with like: the covariate range each op ran at in the healthy run. Unmodelled ops (a covariate
+    # constant in the healthy run explains nothing) are checked on their own recorded size, else on every
+    # recorded copy size of the step (the step's inputs), so a batch the healthy run never ran is not
+    # compared as if it were the same work.
+    own_ok = np.isfinite(own_h).sum(axis=0) >= 3
+    rng_x = [np.where(ok[None, :], fx, np.where(own_ok[None, :], size_m[r][:, t_idx], np.nan))
+             for r, fx in enumerate(fit_x)]  # fmt: skip
+    lo, hi = _range(np.where(np.isfinite(y), rng_x[0], np.nan))
+    step_sizes = [size_m[r][:, is_scov] for r in (0, 1)]
+    s_lo, s_hi = _range(step_sizes[0])
     with np.errstate(invalid="ignore"):
-        lo = np.nanmin(np.where(ran, fit_x[0], np.nan), axis=0)
-        hi = np.nanmax(np.where(ran, fit_x[0], np.nan), axis=0)
-    margin = 0.1 * (hi - lo)
-    lo, hi = lo - margin, hi + margin
+        step_out = ((step_sizes[1] < s_lo) | (step_sizes[1] > s_hi)).any(axis=1)
+    by_step = ~ok & ~own_ok
     col_of = np.full(n_op, -1, np.int64)
-    col_of[t_idx[ok]] = np.flatnonzero(ok)
+    col_of[t_idx] = np.arange(len(t_idx))
     modelled[np.unique(uniq[t_idx[ok]] >> 16 & 0xFFFFFF)] = True
     covariate: dict[int, str] = {}
     for j in np.flatnonzero(ok).tolist():
@@ -465,12 +482,16 @@ def _common_mode_ratios(
         j = np.where(coll & (np.isin(cell & OP_MASK, uniq)), j, -1)
         hit = j >= 0
         jj = np.where(hit, j, 0)
-        x = fit_x[run][cell >> OP_BITS, jj] if len(cell) else np.zeros(0)
-        known = hit & np.isfinite(x)
+        row = cell >> OP_BITS
+        x = fit_x[run][row, jj] if len(cell) else np.zeros(0)
+        known = hit & ok[jj] & np.isfinite(x)
         pred = ybar[jj] + b[jj] * (np.nan_to_num(x) - xb[jj])
         pred = np.where(known, np.maximum(pred, 0.05 * np.maximum(ybar[jj], 1e-3)), 1.0)
-        if run == 1:
-            outside[1] = known & ((x < lo[jj]) | (x > hi[jj]))
+        if run == 1 and len(cell):
+            xr = rng_x[1][row, jj]
+            with np.errstate(invalid="ignore"):
+                out_x = np.isfinite(xr) & ((xr < lo[jj]) | (xr > hi[jj]))
+            outside[1] = hit & np.where(by_step[jj], step_out[row], out_x)
         out.append(np.rint(np.where(known, nr / pred, nr)).astype(np.int64))
     return WorkloadModel(out, outside, modelled, covariate)
 
