@@ -36,8 +36,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.rank is not None and len(args.paths) != 1:
         return _fail("--rank applies to a single trace file; name the ranks in the file names instead")
     with TerminalProgress("ingest") as bar:
-        out = pipeline.ingest(args.paths, args.output, name=args.name, topology=args.topology, options=opts,
-                              progress=bar)
+        out = pipeline.ingest(
+            args.paths, args.output, name=args.name, topology=args.topology, options=opts, progress=bar
+        )
     print(f"wrote {out}")
     return _print_info(out, as_json=False)
 
@@ -54,8 +55,9 @@ def store_info(path: Path) -> dict:
         t0, t1 = st.time_span()
         ranks: dict[int, dict] = {}
         for tr in st.tracks:
-            r = ranks.setdefault(tr.rank, {"rank": tr.rank, "devices": set(), "streams": 0, "host_threads": 0,
-                                           "events": 0})
+            r = ranks.setdefault(
+                tr.rank, {"rank": tr.rank, "devices": set(), "streams": 0, "host_threads": 0, "events": 0}
+            )
             if tr.kind == 0:
                 r["devices"].add(tr.device)
                 r["streams"] += 1
@@ -67,15 +69,17 @@ def store_info(path: Path) -> dict:
         for rk in sorted(ranks):
             r = ranks[rk]
             meta = rank_meta.get(rk, {})
-            rank_rows.append({
-                "rank": rk,
-                "devices": sorted(r["devices"]),
-                "streams": r["streams"],
-                "host_threads": r["host_threads"],
-                "events": r["events"],
-                "source": Path(meta.get("source", "")).name,
-                "format": meta.get("format", ""),
-            })
+            rank_rows.append(
+                {
+                    "rank": rk,
+                    "devices": sorted(r["devices"]),
+                    "streams": r["streams"],
+                    "host_threads": r["host_threads"],
+                    "events": r["events"],
+                    "source": Path(meta.get("source", "")).name,
+                    "format": meta.get("format", ""),
+                }
+            )
         return {
             "schema": "kat.info/1",
             "run": st.name,
@@ -101,14 +105,18 @@ def _print_info(path: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
-    print(f"run {info['run']}: {len(info['ranks'])} ranks, {info['tracks']} tracks, "
-          f"span {_fmt_ns(info['duration_ns'])} from {info['start_ns']} ns")
+    print(
+        f"run {info['run']}: {len(info['ranks'])} ranks, {info['tracks']} tracks, "
+        f"span {_fmt_ns(info['duration_ns'])} from {info['start_ns']} ns"
+    )
     counts = ", ".join(f"{k} {v:,}" for k, v in info["counts"].items() if v)
     print(f"events: {counts}")
     print(f"{'rank':>4}  {'devices':<10} {'streams':>7} {'host thr':>8} {'events':>10}  source")
     for r in info["ranks"]:
         devs = ",".join(str(d) for d in r["devices"]) or "-"
-        print(f"{r['rank']:>4}  {devs:<10} {r['streams']:>7} {r['host_threads']:>8} {r['events']:>10,}  {r['source']}")
+        print(
+            f"{r['rank']:>4}  {devs:<10} {r['streams']:>7} {r['host_threads']:>8} {r['events']:>10,}  {r['source']}"
+        )
     return EXIT_OK
 
 
@@ -160,19 +168,26 @@ def _delegate(module: str, func: str, name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kat", description="KAT: kernel-level anomaly troubleshooter for distributed "
-                                "large-model inference (offline).")
+    p = argparse.ArgumentParser(
+        prog="kat",
+        description="KAT: kernel-level anomaly troubleshooter for distributed "
+        "large-model inference (offline).",
+    )
     p.add_argument("--version", action="version", version=f"kat {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("ingest", help="read trace files into a .kat.h5 store")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="trace files or directories (formats are sniffed)")
+    s.add_argument(
+        "paths", nargs="+", metavar="PATH", help="trace files or directories (formats are sniffed)"
+    )
     s.add_argument("-o", "--output", required=True, metavar="RUN.kat.h5")
     s.add_argument("--name", help="run name (default: from the first path)")
     s.add_argument("--topology", metavar="FILE", help="NCCL topology XML or `nvidia-smi topo -m` output")
     s.add_argument("--rank", type=int, help="rank of a single trace file that does not say it")
     s.add_argument("--keep-cpu-ops", action="store_true", help="keep cpu_op events (skipped by default)")
-    s.add_argument("--keep-python", action="store_true", help="keep python_function events (skipped by default)")
+    s.add_argument(
+        "--keep-python", action="store_true", help="keep python_function events (skipped by default)"
+    )
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("info", help="summarise a store")
@@ -190,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="JSON with hypotheses, evidence, narrative, grounding")
     s.add_argument("--no-llm", action="store_true", help="deterministic narrative only")
     s.add_argument("--model", metavar="PATH", help="a GGUF model file to use instead of the bundled one")
+    s.add_argument(
+        "--no-adapter", action="store_true", help="the bundled model without KAT's explainer adapter"
+    )
     s.set_defaults(func=_delegate("kat_gui.explain.command", "run", "explain"))
 
     s = sub.add_parser("compare", help="compare a healthy and a degraded run")

@@ -86,7 +86,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"kat: {store}: no detection results yet; running detection first", file=sys.stderr)
 
     findings, graph, meta = load_store_inputs(store, on_detect=said)
-    exp = explain_findings(findings, graph, meta, use_llm=not no_llm, model_path=model)
+    exp = explain_findings(
+        findings,
+        graph,
+        meta,
+        use_llm=not no_llm,
+        model_path=model,
+        use_adapter=not getattr(args, "no_adapter", False),
+    )
     if getattr(args, "json", False):
         json.dump(to_json(exp, store.stem), sys.stdout, indent=2, ensure_ascii=False, default=str)
         sys.stdout.write("\n")

@@ -103,6 +103,7 @@ def explain_findings(
     style: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     n_threads: int | None = None,
+    use_adapter: bool = True,
 ) -> Explanation:
     """Explain findings (kat.detect/1 finding dicts) without a store.
 
@@ -111,12 +112,12 @@ def explain_findings(
     without its adapter, defaults to ``select``. A user-given ``model_path`` that is missing or does not load raises
     KatInputError naming it; the bundled model failing (not installed, damaged, timing out) falls back to the
     deterministic narrative with the reason. ``cancel()`` returning True stops generation between tokens and raises
-    :class:`Cancelled`.
+    :class:`Cancelled`. ``use_adapter=False`` runs the bundled model without its adapter.
     """
     if style is not None and style not in prompt.STYLES:
         raise ValueError(f"style must be one of {prompt.STYLES}")
     adapter, adapter_style, adapter_note = (None, None, None)
-    if use_llm and model_path is None:
+    if use_llm and model_path is None and use_adapter:
         adapter, adapter_style, adapter_note = _bundled_adapter()
     style = style or adapter_style or "select"
     adapter_name = adapter.name if adapter is not None else None
@@ -275,7 +276,10 @@ def _count_tokens(model, msgs: list[dict]) -> int | None:
 
 
 def warm_up(
-    model_path: str | os.PathLike | None = None, style: str | None = None, n_threads: int | None = None
+    model_path: str | os.PathLike | None = None,
+    style: str | None = None,
+    n_threads: int | None = None,
+    use_adapter: bool = True,
 ) -> dict:
     """Load the model and evaluate the fixed prompt prefix now, so the next explanation only evaluates its facts.
 
@@ -286,7 +290,7 @@ def warm_up(
 
     try:
         if model_path is None:
-            adapter, adapter_style, _note = _bundled_adapter()
+            adapter, adapter_style, _note = _bundled_adapter() if use_adapter else (None, None, None)
             model = _load_bundled(n_threads, adapter)
             style = style or adapter_style or "select"
         else:
@@ -389,9 +393,17 @@ def explain_store(
     model_path: str | os.PathLike | None = None,
     on_token: Callable[[str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    use_adapter: bool = True,
 ) -> Explanation:
     """Explain a ``.kat.h5`` store (detecting first when it has no results). See :func:`explain_findings`."""
     findings, graph, meta = load_store_inputs(path)
     return explain_findings(
-        findings, graph, meta, use_llm=use_llm, model_path=model_path, on_token=on_token, cancel=cancel
+        findings,
+        graph,
+        meta,
+        use_llm=use_llm,
+        model_path=model_path,
+        on_token=on_token,
+        cancel=cancel,
+        use_adapter=use_adapter,
     )

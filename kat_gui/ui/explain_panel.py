@@ -44,7 +44,9 @@ class ExplanationPanel(QtWidgets.QWidget):
         self.source_label.setWordWrap(True)
         head.addWidget(self.source_label, 1)
         self.run_btn = QtWidgets.QPushButton("Explain")
-        self.run_btn.clicked.connect(lambda: self.start(self.use_llm))
+        self.model_path: str | None = None
+        self.use_adapter = True
+        self.run_btn.clicked.connect(lambda: self.start(self.use_llm, self.model_path, self.use_adapter))
         self.stop_btn = QtWidgets.QPushButton("Stop")
         self.stop_btn.setEnabled(False)
         self.stop_btn.clicked.connect(self.stop)
@@ -61,7 +63,11 @@ class ExplanationPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ running
 
-    def start(self, use_llm: bool = True) -> Job | None:
+    def start(
+        self, use_llm: bool = True, model_path: str | None = None, use_adapter: bool = True
+    ) -> Job | None:
+        """Explain the run on a worker thread; ``model_path`` (a user GGUF) or the bundled model, with KAT's
+        explainer adapter unless ``use_adapter`` is False. The panel's own button repeats the last options."""
         fn = explainer()
         if fn is None:
             self.show_findings_only()
@@ -69,6 +75,7 @@ class ExplanationPanel(QtWidgets.QWidget):
         if self.job is not None and self.job.state in ("pending", "running"):
             return self.job
         self.use_llm = use_llm
+        self.model_path, self.use_adapter = model_path, use_adapter
         self._streamed = []
         self.text.setPlainText("")
         self.tree.clear()
@@ -79,7 +86,8 @@ class ExplanationPanel(QtWidgets.QWidget):
             return fn(
                 path,
                 use_llm=use_llm,
-                model_path=None,
+                model_path=model_path,
+                use_adapter=use_adapter,
                 on_token=job.emit_token,
                 cancel=lambda: job.is_cancelled,
             )

@@ -170,10 +170,42 @@ class MainWindow(QtWidgets.QMainWindow):
         self.llm_action = self._action(e, "Use the local language model", self._toggle_llm)
         self.llm_action.setCheckable(True)
         self.llm_action.setChecked(self.use_llm)
-        self._action(e, "Explain again", lambda: self._on_view(lambda rv: rv.explanation.start(self.use_llm)))
+        self.adapter_action = self._action(
+            e,
+            "Use KAT's explainer adapter",
+            self._toggle_adapter,
+            tip="the bundled model with the LoRA adapter trained on KAT's own facts (off: the base model)",
+        )
+        self.adapter_action.setCheckable(True)
+        self.adapter_action.setChecked(bool(self.settings.get("explain_adapter", True)))
+        self._action(e, "Model file…", self.choose_model, tip="explain with another GGUF chat model")
+        self._action(e, "Use the bundled model", lambda: self.set_model_path(None))
+        e.addSeparator()
+        self._action(e, "Explain again", lambda: self._on_view(self._explain))
         h = mb.addMenu("&Help")
         self._action(h, "&Keys and mouse", self.show_keys)
         self._action(h, "&About KAT", self.show_about)
+
+    def _explain(self, rv) -> None:
+        model = self.settings.get("explain_model") or None
+        rv.explanation.start(self.use_llm, model, bool(self.settings.get("explain_adapter", True)))
+
+    def _toggle_adapter(self) -> None:
+        self.settings.set("explain_adapter", self.adapter_action.isChecked())
+        self.settings.save()
+
+    def set_model_path(self, path: str | None) -> None:
+        """Explain with this GGUF file from now on (None: the bundled model); a bad file is reported on use."""
+        self.settings.set("explain_model", path)
+        self.settings.save()
+        self.statusBar().showMessage(f"explanation model: {path or 'bundled'}", 5000)
+
+    def choose_model(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Explanation model (GGUF)", "", "GGUF models (*.gguf);;All files (*)"
+        )
+        if path:
+            self.set_model_path(path)
 
     def _toggle_llm(self) -> None:
         self.use_llm = self.llm_action.isChecked()
@@ -319,7 +351,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.count() == 1 or label is None:
             self.tabs.setCurrentIndex(idx)
         view.explanation.jobStarted.connect(self._track_explanation)
-        view.explanation.start(self.use_llm)
+        self._explain(view)
         self._update_status()
         return view
 
