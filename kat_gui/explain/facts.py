@@ -43,6 +43,11 @@ def _who(h: Hypothesis) -> str:
     return f"{h.component_id} (ranks {fmt.ranks_text(h.ranks)})" if h.ranks else h.component_id
 
 
+def _upper_first(s: str) -> str:
+    """"rank 7" -> "Rank 7"; "GPU7 (rank 7)" stays as it is (str.capitalize would write "Gpu7")."""
+    return s[:1].upper() + s[1:]
+
+
 def headline(h: Hypothesis) -> str:
     conf = f"confidence {h.confidence:.2f}"
     noun = HEADLINE_NOUN.get(h.component, COMPONENT_NOUN.get(h.component, h.component))
@@ -50,11 +55,11 @@ def headline(h: Hypothesis) -> str:
         return _sentence(f"Most likely cause: a hang of {_who(h)}, usually a fatal GPU memory error, {conf}")
     if h.component == "unknown" and any(e.get("key") == "last_at" for e in h.evidence):
         return _sentence(
-            f"{_who(h).capitalize()} is the straggler: the cause is not visible in the trace, {conf}"
+            f"{_upper_first(_who(h))} is the straggler: the cause is not visible in the trace, {conf}"
         )
     if h.component == "unknown":
         return _sentence(
-            f"{_who(h).capitalize()} arrives late without slower kernels or launches, "
+            f"{_upper_first(_who(h))} arrives late without slower kernels or launches, "
             f"so the cause is not clear from the trace, {conf}"
         )
     return _sentence(f"Most likely cause: {noun} on {_who(h)}, {conf}")
