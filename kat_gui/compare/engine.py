@@ -24,6 +24,7 @@ Method (docs/compare.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -343,6 +344,57 @@ def _affine_fits(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return r2, slope, sx / n[:, None], ybar
 
 
+NEIGHBOUR_GATE = 0.1  # healthy steps whose covariate is within 10 % of an instance's are "the same shape"
+MIN_NEIGHBOURS = (
+    3  # fewer such steps: not compared (one odd healthy step, e.g. warm-up, would be the reference)
+)
+
+
+def _neighbour_mean(
+    x_h: np.ndarray,
+    y_h: np.ndarray,
+    x_q: np.ndarray,
+    leave_out: bool,
+    slope: float = 0.0,
+    gate: float = NEIGHBOUR_GATE,
+    min_n: int = MIN_NEIGHBOURS,
+) -> np.ndarray:
+    """Per query step: the mean of ``y_h`` over the healthy steps whose covariate ``x_h`` lies within a
+    factor ``1 + gate`` of the query's ``x_q`` (NaN when there are fewer than ``min_n``, or when the query
+    is NaN).
+    ``leave_out``: the queries are the healthy steps themselves (same index), each leaves its own out.
+    ``slope`` (dy/dx of the global fit) moves the mean from the neighbours' mean covariate to the query's:
+    at the edge of the healthy range all neighbours lie on one side, and their plain mean would be biased.
+
+    A local mean rather than one line through all steps: durations are affine in the size only piecewise
+    (NCCL and custom all-reduce change algorithm, channels and protocol with the message size), so a
+    global fit extrapolates a regime into another; like with like needs no such assumption."""
+    ok = np.isfinite(x_h) & np.isfinite(y_h) & (x_h > 0)
+    out = np.full(len(x_q), np.nan)
+    if not ok.any():
+        return out
+    lx = np.log(x_h[ok])
+    order = np.argsort(lx, kind="stable")
+    lx, ys, xs = lx[order], y_h[ok][order], x_h[ok][order]
+    cs = np.r_[0.0, np.cumsum(ys)]
+    cx = np.r_[0.0, np.cumsum(xs)]
+    q = np.isfinite(x_q) & (x_q > 0)
+    lq = np.log(np.where(q, x_q, 1.0))
+    w = math.log1p(gate)
+    lo = np.searchsorted(lx, lq - w, side="left")
+    hi = np.searchsorted(lx, lq + w, side="right")
+    tot, totx, cnt = cs[hi] - cs[lo], cx[hi] - cx[lo], (hi - lo).astype(np.float64)
+    if leave_out:
+        self_in = q & ok
+        tot = tot - np.where(self_in, np.nan_to_num(y_h), 0.0)
+        totx = totx - np.where(self_in, np.nan_to_num(x_h), 0.0)
+        cnt = cnt - self_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        local = tot / cnt + slope * (np.where(q, x_q, 0.0) - totx / cnt)
+        out = np.where(q & (cnt >= max(min_n, 1)), local, np.nan)
+    return out
+
+
 def _range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``x`` (NaN = absent): the range of its values widened by a tenth of its width or 5 %
     of its largest value, whichever is more (a constant covariate still admits its own value's noise);
@@ -431,44 +483,38 @@ def _common_mode_ratios(
         return np.column_stack([size_m[run][:, is_scov], dur_m[run][:, is_dcov]])
 
     y = dur_m[0][:, t_idx]
-    r2, slope, xbar, ybar = _affine_fits(y, columns(0))
-    # own message size: one candidate per target (its own column)
+    r2, slope, _, _ = _affine_fits(y, columns(0))
     own_h = size_m[0][:, t_idx]
-    o_r2 = np.zeros(len(t_idx))
-    o_slope = np.zeros(len(t_idx))
-    o_xbar = np.zeros(len(t_idx))
-    for j in range(len(t_idx)):
-        if np.isfinite(own_h[:, j]).sum() >= 3:
-            a, b, c, _ = _affine_fits(y[:, j : j + 1], own_h[:, j : j + 1])
-            o_r2[j], o_slope[j], o_xbar[j] = a[0, 0], b[0, 0], c[0, 0]
+    own_slope = np.array(
+        [_affine_fits(y[:, j : j + 1], own_h[:, j : j + 1])[1][0, 0] for j in range(len(t_idx))]
+    )
     r2 = np.where(slope > 0, r2, 0.0)
-    o_r2 = np.where(o_slope > 0, o_r2, 0.0)
     best = np.argmax(r2, axis=1) if r2.shape[1] else np.zeros(len(t_idx), np.int64)
     best_r2 = r2[np.arange(len(t_idx)), best] if r2.shape[1] else np.zeros(len(t_idx))
-    use_own = o_r2 >= np.maximum(best_r2, 0.5)
+    # The op's own recorded size is its shape: used whenever recorded; else the best fitting candidate.
+    use_own = (np.isfinite(own_h) & np.isfinite(y)).sum(axis=0) >= 3
     ok = use_own | (best_r2 >= 0.5)
-    # per target: the covariate column in each run, the fit, and the healthy range of the covariate
-    xs_h = [columns(0), columns(1)]
-    fit_x: list[np.ndarray] = []  # per run: (n_pos, n_targets) covariate of each target's model
+    fit_x = []  # per run: (n_pos, n_targets) covariate of each target
     for run in (0, 1):
         own = size_m[run][:, t_idx]
-        shared = xs_h[run][:, best] if xs_h[run].shape[1] else np.full_like(own, np.nan)
-        fit_x.append(np.where(use_own[None, :], own, shared))
-    b = np.where(use_own, o_slope, slope[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
-    xb = np.where(use_own, o_xbar, xbar[np.arange(len(t_idx)), best] if r2.shape[1] else 0.0)
-    # Like with like: the covariate range each op ran at in the healthy run. Unmodelled ops (a covariate
-    # constant in the healthy run explains nothing) are checked on their own recorded size, else on every
-    # recorded copy size of the step (the step's inputs), so a batch the healthy run never ran is not
-    # compared as if it were the same work.
-    own_ok = np.isfinite(own_h).sum(axis=0) >= 3
-    rng_x = [np.where(ok[None, :], fx, np.where(own_ok[None, :], size_m[r][:, t_idx], np.nan))
-             for r, fx in enumerate(fit_x)]  # fmt: skip
-    lo, hi = _range(np.where(np.isfinite(y), rng_x[0], np.nan))
+        cols = columns(run)
+        shared = cols[:, best] if cols.shape[1] else np.full_like(own, np.nan)
+        fit_x.append(np.where(use_own[None, :], own, np.where(ok[None, :], shared, np.nan)))
+    # Healthy expectation of each instance: the mean over the healthy steps whose covariate lies within
+    # NEIGHBOUR_GATE of its own (leaving its own step out on the healthy side). No such step: not compared.
+    pred = [np.full((n_pos, len(t_idx)), np.nan) for _ in (0, 1)]
+    for j in np.flatnonzero(ok).tolist():
+        b = float(own_slope[j] if use_own[j] else slope[j, best[j]])
+        for run in (0, 1):
+            pred[run][:, j] = _neighbour_mean(
+                fit_x[0][:, j], y[:, j], fit_x[run][:, j], leave_out=run == 0, slope=max(b, 0.0)
+            )
+    # Unmodelled ops (no recorded size, no covariate that explains them) are not adjusted, but a step whose
+    # recorded copy sizes (its inputs) lie outside the healthy run's range is not compared as the same work.
     step_sizes = [size_m[r][:, is_scov] for r in (0, 1)]
     s_lo, s_hi = _range(step_sizes[0])
     with np.errstate(invalid="ignore"):
         step_out = ((step_sizes[1] < s_lo) | (step_sizes[1] > s_hi)).any(axis=1)
-    by_step = ~ok & ~own_ok
     col_of = np.full(n_op, -1, np.int64)
     col_of[t_idx] = np.arange(len(t_idx))
     modelled[np.unique(uniq[t_idx[ok]] >> 16 & 0xFFFFFF)] = True
@@ -476,6 +522,8 @@ def _common_mode_ratios(
     for j in np.flatnonzero(ok).tolist():
         kind = "own message size" if use_own[j] else ("copy bytes", "kernel time")[int(cand_kind[best[j]])]
         covariate.setdefault(int(uniq[t_idx[j]] >> 16 & 0xFFFFFF), kind)
+    for j in np.flatnonzero(~ok).tolist():
+        covariate.setdefault(int(uniq[t_idx[j]] >> 16 & 0xFFFFFF), "step input size")
     out = []
     for run, (cell, nr, coll) in enumerate(zip(cells, normed, colls, strict=True)):
         j = col_of[np.searchsorted(uniq, cell & OP_MASK).clip(0, n_op - 1)]
@@ -483,16 +531,13 @@ def _common_mode_ratios(
         hit = j >= 0
         jj = np.where(hit, j, 0)
         row = cell >> OP_BITS
-        x = fit_x[run][row, jj] if len(cell) else np.zeros(0)
-        known = hit & ok[jj] & np.isfinite(x)
-        pred = ybar[jj] + b[jj] * (np.nan_to_num(x) - xb[jj])
-        pred = np.where(known, np.maximum(pred, 0.05 * np.maximum(ybar[jj], 1e-3)), 1.0)
-        if run == 1 and len(cell):
-            xr = rng_x[1][row, jj]
-            with np.errstate(invalid="ignore"):
-                out_x = np.isfinite(xr) & ((xr < lo[jj]) | (xr > hi[jj]))
-            outside[1] = hit & np.where(by_step[jj], step_out[row], out_x)
-        out.append(np.rint(np.where(known, nr / pred, nr)).astype(np.int64))
+        pr = pred[run][row, jj] if len(cell) else np.zeros(0)
+        known = hit & ok[jj] & np.isfinite(pr)
+        no_match = hit & ok[jj] & np.isfinite(fit_x[run][row, jj]) & ~np.isfinite(pr)
+        by_step = hit & ~ok[jj] & (step_out[row] if run == 1 else False)
+        outside[run] = no_match | by_step
+        pr = np.where(known, np.maximum(pr, 1e-3), 1.0)
+        out.append(np.rint(np.where(known, nr / pr, nr)).astype(np.int64))
     return WorkloadModel(out, outside, modelled, covariate)
 
 
