@@ -219,7 +219,7 @@ def heldout_cases() -> list[dict]:
     ]
 
 
-QUICK_TRAIN = ("gpu_tp4_8_vllm", "nvlink_tp8_1_25", "healthy_tp4_churn", "hang_hbm_tp4")
+QUICK_TRAIN = ("gpu_tp4_8_vllm", "nvlink_tp8_1_25", "nic_tp4_2nodes_30", "healthy_tp4_churn", "hang_hbm_tp4")
 QUICK_HELDOUT = ("pp_cpu_tp4_pp2_40", "two_hbm_pcie_tp4")
 
 
@@ -1139,7 +1139,7 @@ def key_claims(facts: list[Fact], hyps: list) -> list[str]:
     i = head.lower().find(cid.lower())
     if cid and i >= 0:
         out.append(head[i : i + len(cid)])
-    m = re.search(r"\branks? [\d,\-]+\d", head, re.IGNORECASE)
+    m = re.search(r"\branks? \d+(?:[,\-]\d+)*", head, re.IGNORECASE)
     if m:
         out.append(m.group(0))
     ev = next(
@@ -1154,7 +1154,8 @@ def key_claims(facts: list[Fact], hyps: list) -> list[str]:
 
 
 def _claim_rx(claim: str) -> re.Pattern:
-    body = r"\s*".join(re.escape(p) for p in claim.split())
+    # "GPU2" also as "GPU 2"; runs of spaces as any whitespace.
+    body = r"\s*".join(re.sub(r"([A-Za-z])(\d)", r"\1\\s?\2", re.escape(p)) for p in claim.split())
     return re.compile(r"(?<![\w.])" + body + r"(?!\.?\d)", re.IGNORECASE)
 
 
@@ -1308,27 +1309,17 @@ def _select(cases: list[dict], n: int | None, rng: random.Random) -> list[dict]:
     return sorted(out, key=lambda c: c["name"])
 
 
-def generate(
-    out: str | os.PathLike,
+def plan_cases(
     train_scenarios: int | None = None,
     heldout_scenarios: int | None = None,
     seed: int = DEFAULT_SEED,
     quick: bool = False,
-    jobs: int = 2,
-    train_variants: int = 16,
-    heldout_variants: int = 4,
-    log=print,
-) -> dict:
-    """Write train.jsonl, heldout.jsonl and data_card.json into ``out``; returns the data card."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tr = train_cases()
-    ho = heldout_cases()
+) -> tuple[list[dict], list[dict]]:
+    """(train cases, held-out cases) with split, family and simulator seed filled in."""
+    tr, ho = train_cases(), heldout_cases()
     if quick:
         tr = [c for c in tr if c["name"] in QUICK_TRAIN]
         ho = [c for c in ho if c["name"] in QUICK_HELDOUT]
-        train_variants, heldout_variants = 5, 3
     tr = _select(tr, train_scenarios, random.Random(seed + 1))
     ho = _select(ho, heldout_scenarios, random.Random(seed + 2))
     for i, c in enumerate(tr):
@@ -1337,8 +1328,12 @@ def generate(
         c.update(split="heldout", family=family_of(c["spec_args"]), seed=HELDOUT_SEED_BASE + seed % 1000 + i)
     leak = [c["name"] for c in tr if c["family"] in HELDOUT_FAMILIES]
     assert not leak, f"held-out families in train: {leak}"
+    return tr, ho
+
+
+def collect_runs(tr: list[dict], ho: list[dict], quick: bool = False, jobs: int = 2) -> list[dict]:
+    """Every pipeline run of the planned cases, then the real DLRM run (when the shared data is there)."""
     n_steps = 24 if quick else None
-    runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="kat-explainer-") as work:
         if jobs > 1:
             with ProcessPoolExecutor(jobs) as ex:
@@ -1349,8 +1344,32 @@ def generate(
         else:
             runs = [run_pipeline(c, work, n_steps) for c in tr + ho]
             r = run_real(work)
-        if r is not None:
-            runs.append(r)
+    return runs + ([r] if r is not None else [])
+
+
+def generate(
+    out: str | os.PathLike,
+    train_scenarios: int | None = None,
+    heldout_scenarios: int | None = None,
+    seed: int = DEFAULT_SEED,
+    quick: bool = False,
+    jobs: int = 2,
+    train_variants: int = 16,
+    heldout_variants: int = 4,
+    runs: list[dict] | None = None,
+    log=print,
+) -> dict:
+    """Write train.jsonl, heldout.jsonl and data_card.json into ``out``; returns the data card.
+
+    ``runs`` (from :func:`collect_runs` of the same plan) skips the pipeline; they are not modified."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr, ho = plan_cases(train_scenarios, heldout_scenarios, seed, quick)
+    if quick:
+        train_variants, heldout_variants = 5, 3
+    if runs is None:
+        runs = collect_runs(tr, ho, quick, jobs)
     t_pipe = time.perf_counter() - t0
     log(f"pipeline: {len(runs)} runs in {t_pipe:.1f} s")
 
