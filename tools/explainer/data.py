@@ -426,6 +426,12 @@ def rescale(findings: list[dict], rng: random.Random) -> list[dict]:
         g = copy.deepcopy(f)
         ev = g.get("evidence") or {}
         k = rng.choice((0.35, 0.6, 1.4, 2.2, 3.5, 5.0)) * rng.uniform(0.9, 1.1)
+        main = _MAIN.get(str(g.get("component")))
+        mv = ev.get(main) if main else None
+        if isinstance(mv, (int, float)) and not isinstance(mv, bool):
+            # The finding's own number stays an effect the detector would report (>= 5 % / 1.05x).
+            floor = 0.05 / max(abs(mv - 1.0) if main.endswith("ratio") else abs(mv), 1e-6)
+            k = max(k, floor)
         for key in _FRACTIONS:
             if isinstance(ev.get(key), (int, float)) and abs(ev[key]) >= 0.03:
                 ev[key] = round(min(ev[key] * k, 4.0), 4)
@@ -746,7 +752,8 @@ def diagnosis(v: View, rng: random.Random, conf: bool | None = None, heldout: bo
         with_c = [
             f"Most likely cause: {noun} on {who}, confidence {c}.",
             f"The most likely cause is {noun} on {who}, with confidence {c}.",
-            f"The most likely cause is {noun} on {who} (confidence {c}).",
+            f"The most likely cause is {noun} on {who}"
+            + (f", confidence {c}." if who.endswith(")") else f" (confidence {c})."),
             f"The diagnosis is {noun} on {who}, confidence {c}.",
         ]
         without = [
@@ -761,7 +768,7 @@ def diagnosis(v: View, rng: random.Random, conf: bool | None = None, heldout: bo
     elif v.kind == "hang":
         with_c = [
             f"Most likely cause: a hang of {who}, usually a fatal GPU memory error, confidence {c}.",
-            f"The most likely cause is a hang of {who}, usually a fatal GPU memory error (confidence {c}).",
+            f"The most likely cause is a hang of {who}, usually a fatal GPU memory error, with confidence {c}.",
             f"A hang of {who} is the most likely cause, usually a fatal GPU memory error, confidence {c}.",
         ]
         without = [
