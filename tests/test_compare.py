@@ -179,26 +179,114 @@ def test_two_healthy_seeds_differ_only_by_noise(sims):
     assert len(c.differences) > 20, "rows are still listed (grey)"
 
 
-def test_two_healthy_churned_seeds_show_no_significant_row(tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        # eager vLLM TP4 decode: latency-bound custom all-reduces whose size follows the batch
+        dict(scenario="healthy_tp4_decode", tp=4, pp=1, mode="decode"),
+        # SGLang (collective args: own message size) with chunked prefill; vLLM TP2 x PP2 (send/recv,
+        # two programs: the stages' busy times share no common mode)
+        dict(scenario="healthy_tp4_mixed_sglang", tp=4, pp=1, mode="mixed"),
+        dict(scenario="healthy_tp4_decode", tp=2, pp=2, mode="decode"),
+    ],
+    ids=["tp4_decode", "tp4_mixed_sglang", "tp2_pp2"],
+)
+def test_two_healthy_churned_seeds_show_no_significant_row(tmp_path, case):
     """With batch churn the two seeds run different batch sizes on every step: kernel durations differ
-    because the work differs, on all ranks alike. The per-step common mode across ranks (and the workload
-    model of collectives) must absorb that; the plain per-op ratio (common_mode off) does not.
-    Known limit: small latency-bound collectives are not fully explained by the workload model (they can
-    still differ by 10-20 %), so this asserts on every row except collective ones."""
-    spec = sim.SCENARIOS["healthy_tp4_decode"].with_(n_steps=32, n_layers=4)
+    because the work differs, on all ranks alike, and every collective moves a different number of bytes.
+    The per-step common mode across ranks and the collectives' workload model (affine in a recorded size)
+    must absorb that: no row at all may be significant, collectives and symptoms included. The plain
+    per-op ratio (common_mode off) does see the workload difference, so the test can fail."""
+    spec = sim.SCENARIOS[case["scenario"]].with_(
+        n_steps=32, n_layers=4, tp=case["tp"], pp=case["pp"], mode=case["mode"]
+    )
     spec = spec.with_(confounders=dataclasses.replace(spec.confounders, batch_churn=0.3))
     h = load_run(_sim_store(tmp_path, "churn0", spec, 0))
     d = load_run(_sim_store(tmp_path, "churn1", spec, 1))
     c = compare_runs(h, d)
-    # (step time, a symptom, then follows those collectives: also left out)
-    sig = [x for x in c.significant() if x.kernel_class != "collective" and not x.symptom]
+    sig = c.significant()
     assert sig == [], [(x.kind, x.rank, x.name[:40], x.effect) for x in sig]
     from kat_gui.compare.engine import Params
 
     plain = compare_runs(h, d, params=Params(common_mode=False))
-    assert [x for x in plain.significant() if x.kernel_class != "collective"], (
-        "the churned runs do differ in workload (otherwise this test proves nothing)"
+    assert plain.significant(), "the churned runs do differ in workload (otherwise this test proves nothing)"
+
+
+def test_collective_workload_model_uses_recorded_sizes(tmp_path):
+    """Collectives are compared against healthy steps of the same shape: SGLang's (c10d) collectives by their
+    own recorded ``In msg nelems``; vLLM's custom all-reduces, which record no size, by the covariate that
+    explains them best (copy bytes of the step, or a kernel's time when warm-up dominates)."""
+
+    base = sim.SCENARIOS["healthy_tp4_decode"].with_(n_steps=24, n_layers=2)
+    base = base.with_(confounders=dataclasses.replace(base.confounders, batch_churn=0.3))
+    for vocab, want in (("vllm", {"copy bytes", "kernel time"}), ("sglang", {"own message size"})):
+        spec = base.with_(vocabulary=vocab)
+        run = load_run(_sim_store(tmp_path, f"sz_{vocab}", spec, 0))
+        coll = run.gpu["cls"] == 3
+        if vocab == "sglang":
+            assert (run.gpu["size"][coll] > 0).all(), "c10d collectives record In msg nelems"
+        from kat_gui.compare.engine import _common_mode_ratios  # the model itself, on one run twice
+
+        c = compare_runs(run, run)
+        assert c.significant() == []
+        per_run, pos, ratios, sizes = _model_inputs(run)
+        wm = _common_mode_ratios(per_run, pos, ratios, sizes)
+        names = {run.names[i] for i in np.unique(run.gpu["name"][coll]).tolist()}
+        kinds = {wm_name: k for wm_name, k in _covariates(wm, run).items() if wm_name in names}
+        assert kinds and set(kinds.values()) <= want, kinds
+        htod = run.gpu["size"][run.gpu["cls"] == 4]
+        assert (htod > 0).any(), "host-to-device copies record their bytes"
+
+
+def _model_inputs(run):
+    """The per-run arrays compare_runs hands the workload model, for a run compared with itself."""
+    from kat_gui.compare.engine import _occurrence, _op_ratios
+
+    g = run.gpu
+    pos = np.searchsorted(run.steps, g["step"])
+    keep = g["step"] >= 0
+    nm = g["name"][keep].astype(np.int64)
+    rk = g["rank"][keep].astype(np.int64)
+    one = (
+        nm,
+        g["cls"][keep].astype(np.int64),
+        rk,
+        g["dur_ns"][keep],
+        _occurrence(rk, pos[keep], nm, g["start_ns"][keep]),
     )
+    per_run = [one, one]
+    ratios = _op_ratios(per_run, int(nm.max()) + 1)
+    return per_run, [pos[keep], pos[keep]], ratios, [g["size"][keep], g["size"][keep]]
+
+
+def _covariates(wm, run) -> dict[str, str]:
+    return {run.names[i]: k for i, k in wm.covariate.items()}
+
+
+def test_different_workload_is_reported_as_such_not_as_a_slowdown(tmp_path):
+    """Same service, same healthy hardware, but the second run serves three times the batch (and the first
+    one's batch never varies, so no model can be fitted): its all-reduces move three times the bytes. That is
+    a different workload, not a slower network: no significant row, and a grey row per collective saying
+    that its instances ran at a workload the healthy run never reached. Without the like-with-like check the
+    same all-reduces would be reported as slowdowns (checked with Params(common_mode=False))."""
+    from kat_gui.compare.engine import Params
+
+    base = sim.SCENARIOS["healthy_tp4_decode"].with_(n_steps=24, n_layers=4, batch_size=16)
+    base = base.with_(confounders=dataclasses.replace(base.confounders, batch_churn=0.0))
+    h = load_run(_sim_store(tmp_path, "b16", base, 0))
+    d = load_run(_sim_store(tmp_path, "b48", base.with_(batch_size=48), 1))
+    c = compare_runs(h, d)
+    assert c.significant() == [], [(x.kind, x.rank, x.name[:40], x.effect) for x in c.significant()]
+    rows = [x for x in c.differences if x.kind == "different_workload"]
+    assert rows and all(x.kernel_class == "collective" and not x.significant for x in rows)
+    assert all("different workload" in x.note for x in rows)
+    assert any("cross_device_reduce" in x.name for x in rows)
+    # Those collectives were not tested as a slowdown: their kernel rows have no comparable degraded sample.
+    tested = [x for x in c.differences if x.kind == "kernel" and x.name in {r.name for r in rows}]
+    assert all(x.p_value == 1.0 for x in tested), [(x.name[:40], x.p_value) for x in tested]
+    plain = compare_runs(h, d, params=Params(common_mode=False))
+    slower = [x for x in plain.significant() if x.kernel_class == "collective" and x.effect > 0]
+    assert slower, "the bigger batch does make the all-reduces longer"
 
 
 def test_reverse_direction_is_a_speedup(sims):

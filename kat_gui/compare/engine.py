@@ -408,7 +408,11 @@ def _range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _common_mode_ratios(
-    per_run: list, pos: list[np.ndarray], ratios: list[np.ndarray], sizes: list[np.ndarray]
+    per_run: list,
+    pos: list[np.ndarray],
+    ratios: list[np.ndarray],
+    sizes: list[np.ndarray],
+    min_steps: int = 8,
 ) -> WorkloadModel:
     """Each kernel's duration over the common mode of the same op (name, occurrence) in the same step across
     ranks (their lower median), in RATIO_ONE units; collectives over a workload model instead (below).
@@ -466,8 +470,9 @@ def _common_mode_ratios(
     dur_m, size_m = [], []
     for cell, cm, sz in zip(cells, cms, sizes, strict=True):
         dur_m.append(_cell_matrix(cell, cm / RATIO_ONE, n_pos, uniq))
-        smed, _ = _lower_median_by(cell, sz)
-        size_m.append(_cell_matrix(cell, np.where(smed > 0, smed, np.nan), n_pos, uniq))
+        rec = sz > 0  # few instances record a size (copies, c10d collectives): no sort of the rest
+        smed, _ = _lower_median_by(cell[rec], sz[rec])
+        size_m.append(_cell_matrix(cell[rec], smed, n_pos, uniq))
     present = np.isfinite(dur_m[0])
     regular = present.mean(axis=0) >= 0.9
     is_tgt = np.zeros(n_op, bool)
@@ -509,6 +514,12 @@ def _common_mode_ratios(
             pred[run][:, j] = _neighbour_mean(
                 fit_x[0][:, j], y[:, j], fit_x[run][:, j], leave_out=run == 0, slope=max(b, 0.0)
             )
+    # The step is the unit of evidence (every instance of a step shares its batch): an op compared in fewer
+    # than min_steps steps on either side is not compared at all, however many instances those steps hold.
+    few = np.zeros(len(t_idx), bool)
+    few[ok] = (np.isfinite(pred[0][:, ok]).sum(axis=0) < min_steps) | (
+        np.isfinite(pred[1][:, ok]).sum(axis=0) < min_steps
+    )
     # Unmodelled ops (no recorded size, no covariate that explains them) are not adjusted, but a step whose
     # recorded copy sizes (its inputs) lie outside the healthy run's range is not compared as the same work.
     step_sizes = [size_m[r][:, is_scov] for r in (0, 1)]
@@ -532,9 +543,11 @@ def _common_mode_ratios(
         jj = np.where(hit, j, 0)
         row = cell >> OP_BITS
         pr = pred[run][row, jj] if len(cell) else np.zeros(0)
-        known = hit & ok[jj] & np.isfinite(pr)
-        no_match = hit & ok[jj] & np.isfinite(fit_x[run][row, jj]) & ~np.isfinite(pr)
-        by_step = hit & ~ok[jj] & (step_out[row] if run == 1 else False)
+        known = hit & ok[jj] & np.isfinite(pr) & ~few[jj]
+        no_match = hit & ok[jj] & ((np.isfinite(fit_x[run][row, jj]) & ~np.isfinite(pr)) | few[jj])
+        # kernel-time covariates are no shape facts (a weight-bound GEMM takes as long at any batch): a step
+        # whose recorded inputs the healthy run never saw is not compared unless the op's own size matched.
+        by_step = hit & ~use_own[jj] & (step_out[row] if run == 1 else False)
         outside[run] = no_match | by_step
         pr = np.where(known, np.maximum(pr, 1e-3), 1.0)
         out.append(np.rint(np.where(known, nr / pr, nr)).astype(np.int64))
@@ -670,7 +683,7 @@ def compare_runs(
     ratios = _op_ratios(per_run, n_names)
     wm = WorkloadModel(ratios, [np.zeros(len(r[0]), bool) for r in per_run], np.zeros(n_names, bool))
     if p.common_mode:
-        wm = _common_mode_ratios(per_run, kept_pos, ratios, sizes)
+        wm = _common_mode_ratios(per_run, kept_pos, ratios, sizes, p.min_n)
     ratios, modelled = wm.ratios, wm.modelled
     xs = []  # per sample: not compared (its workload lies outside the healthy run's range)
     ts = []  # test-space values: kernel durations as ratios to the healthy median of the same op
@@ -1005,8 +1018,8 @@ def _workload_rows(
                 q_value=0.0,
                 significant=False,
                 note=(
-                    f"{n_out[i]} of {n_all[i]} degraded instances ran at a {cov} the healthy run never "
-                    "reached: not compared (a different workload, not a slowdown)"
+                    f"{n_out[i]} of {n_all[i]} degraded instances ran at a {cov} that the healthy run did "
+                    f"not run in {p.min_n} steps or more: not compared (a different workload, not a slowdown)"
                 ),
             )
         )
