@@ -5,8 +5,9 @@ Quality: for every faulty case of ``benchmarks/suite.py`` the degraded run is co
 row of the ranked diff is significant and points at the fault: a kernel (or kernel class) that the ground
 truth labels root, on a culprit rank when the row is per rank; or a rank metric (busy/idle time) of a
 culprit rank. Healthy runs are compared seed against seed + 1 twice: with the suite's batch churn (the two
-runs then carry different workloads, a real difference the diff must report) and with churn off (the runs
-differ only by noise: nothing may come out significant).
+runs then carry different batch sizes per step: healthy, the same service, so nothing may come out
+significant; instances of shapes one run never ran are listed grey as a different workload) and with churn
+off (the runs differ only by noise: nothing may come out significant).
 
 Speed: two synthetic 8-rank stores of ~1M kernels each (plus their launches and step annotations) written
 straight through the store API, one with a slowed rank; ``compare_stores`` timed end to end (both reads
@@ -350,8 +351,9 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
             "",
             "Healthy runs, seed against seed + 1. *flat*: batch churn off; decode-only runs then differ only "
             "by noise, while mixed and prefill runs still draw their prompt lengths and prefill steps from "
-            "the seed (different workloads). *churn*: the suite's own batch churn, so the two runs carry "
-            "different batch sizes that drift apart over the run: real workload differences, reported.",
+            "the seed. *churn*: the suite's own batch churn, so the two runs carry different batch sizes "
+            "that drift apart over the run; the same healthy service, so nothing may be significant "
+            "(collectives are compared against healthy steps of the same shape, docs/compare.md).",
             "",
             f"No significant row: flat **{sum(r['flat'] == 0 for r in decode)} of {len(decode)} decode-only "
             f"cases** ({flat_clean} of {len(h)} with mixed/prefill), churn {churn_clean} of {len(h)}.",
