@@ -299,7 +299,12 @@ def _evidence(f: dict, comp: str) -> list[dict]:
         elif key == "silent_ns":
             add(key, f"{on} issues no GPU work for the last {fmt.duration(v)} of the trace")
         elif key == "hung_collectives":
-            add(key, f"{v} collectives of {others} never complete")
+            add(
+                key,
+                f"1 collective of {others} never completes"
+                if v == 1
+                else f"{v} collectives of {others} never complete",
+            )
         elif key == "usual_collective_ns":
             add(key, f"a collective usually takes {fmt.duration(v)}")
     if f.get("anomaly_count"):
@@ -408,7 +413,14 @@ def _chain(f: dict, comp: str, kind: str, cid: str, ranks: list[int], all_ranks:
     ev = f.get("evidence") or {}
     r = ranks[0] if len(ranks) == 1 else None
     peers = [x for x in all_ranks if x not in ranks]
-    peers_t = f"ranks {fmt.ranks_text(peers)}" if peers else "the other ranks"
+    peers_t = (
+        f"rank {peers[0]}"
+        if len(peers) == 1
+        else f"ranks {fmt.ranks_text(peers)}"
+        if peers
+        else "the other ranks"
+    )
+    wait = "waits" if len(peers) == 1 else "wait"
     ws, skew, late = _num(ev, "wait_share"), _num(ev, "arrival_skew_ns"), _num(ev, "late_share_of_step")
     chain: list[str] = []
     if kind == "hang":
@@ -416,7 +428,7 @@ def _chain(f: dict, comp: str, kind: str, cid: str, ranks: list[int], all_ranks:
             f"rank {r} stops issuing GPU work"
             + (f" ({fmt.duration(ev['silent_ns'])} silent)" if _num(ev, "silent_ns") is not None else "")
         )
-        chain.append(f"{peers_t} block in the next collective")
+        chain.append(f"{peers_t} {'blocks' if len(peers) == 1 else 'block'} in the next collective")
         chain.append("the job stalls (a fatal GPU memory error, Xid 48/63/94, is the usual cause)")
         return chain
     if comp in ("nvlink", "nic"):
@@ -450,11 +462,13 @@ def _chain(f: dict, comp: str, kind: str, cid: str, ranks: list[int], all_ranks:
     chain.append(late_t)
     pw, pws = _num(ev, "peer_wait_ns"), _num(ev, "wait_share_of_step")
     if pw is not None and pws is not None:
-        chain.append(f"{peers_t} wait {fmt.duration(pw)} each ({fmt.pct(pws)} of the step time)")
+        each = "" if len(peers) == 1 else " each"
+        chain.append(f"{peers_t} {wait} {fmt.duration(pw)}{each} ({fmt.pct(pws)} of the step time)")
     elif ws is not None and ws > 0:
-        chain.append(f"{peers_t} wait ({fmt.pct(ws)} of their collective time)")
+        their = "its" if len(peers) == 1 else "their"
+        chain.append(f"{peers_t} {wait} ({fmt.pct(ws)} of {their} collective time)")
     else:
-        chain.append(f"{peers_t} wait")
+        chain.append(f"{peers_t} {wait}")
     if late is not None and late > 0:
         chain.append(f"every step stretches by about {fmt.pct(late)}")
     return chain
