@@ -22,10 +22,12 @@ How it stays fast and small (see FORMATS.md for the format itself):
 from __future__ import annotations
 
 import gzip
+import mmap
 import os
 import re
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
@@ -34,11 +36,16 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from kat_gui.errors import KatInputError
+from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.events import COLUMN_DEFAULTS, EVENT_COLUMNS, GPU_KINDS, NO_ID, CopyKind, EventKind, TrackKind
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
 from kat_gui.ingest.timeparse import decimal_us_to_ns
 from kat_gui.ingest.util import gc_paused as _gc_paused
+
+try:  # the compiled scanner (kat_gui/ingest/_kscan.c); optional: the msgspec path below does the same work
+    from kat_gui.ingest import _kscan
+except ImportError:  # pragma: no cover - depends on the build
+    _kscan = None
 
 FORMAT = "kineto"
 
@@ -113,10 +120,43 @@ def sniff(path: str | os.PathLike, head: bytes) -> bool:
 def read(
     path: str | os.PathLike, options: IngestOptions | None = None, progress: Progress | None = None
 ) -> RankTrace:
-    """Read one Kineto JSON file (plain or gzip) into a :class:`RankTrace`; raises KatInputError on bad input."""
+    """Read one Kineto JSON file (plain or gzip) into a :class:`RankTrace`; raises KatInputError on bad input.
+
+    Uses the compiled scanner when it is built and ``KAT_KINETO_SCANNER`` is not ``"0"``; whatever the scanner
+    does not take (and any bad input, so that errors read the same) goes through the msgspec path.
+    """
     options = options or IngestOptions()
     path = Path(path)
-    data = _load_bytes(path)
+    if scanner_enabled():
+        data = _load_bytes(path, mapped=True)
+        try:
+            trace = _read_scanned(path, data, options, progress)
+        except Cancelled:
+            raise
+        except (
+            _kscan.Unsupported,
+            KatInputError,
+            ValueError,
+            OverflowError,
+            TypeError,
+            msgspec.MsgspecError,
+        ):
+            trace = None  # the msgspec path below gives the answer, or the error, of record
+        if trace is not None:
+            return trace
+        if isinstance(data, mmap.mmap):
+            data = _load_bytes(path)
+    else:
+        data = _load_bytes(path)
+    return _read_python(path, data, options, progress)
+
+
+def scanner_enabled() -> bool:
+    """True when the compiled scanner is importable and not switched off with ``KAT_KINETO_SCANNER=0``."""
+    return _kscan is not None and os.environ.get("KAT_KINETO_SCANNER", "1") != "0"
+
+
+def _read_python(path: Path, data: bytes, options: IngestOptions, progress: Progress | None) -> RankTrace:
     try:
         top = _TOP.decode(data)
     except msgspec.DecodeError as exc:
@@ -128,12 +168,7 @@ def read(
     trace_events = top.pop("traceEvents", None)
     if trace_events is None:
         raise KatInputError(path, "JSON is not a trace (no traceEvents)")
-    meta = _top_meta(path, top)
-    base_ns = meta.get("baseTimeNanoseconds")
-    if base_ns is not None and not isinstance(base_ns, int):
-        raise KatInputError(path, f"baseTimeNanoseconds is not an integer: {base_ns!r}")
-    meta["time_base"] = "relative+base" if base_ns is not None else "epoch_us"
-
+    meta, base_ns = _header(path, top)
     builder = _Builder(path, options)
     total = max(len(trace_events), 1)
     with _gc_paused():
@@ -142,7 +177,20 @@ def read(
             del events
             if progress is not None:
                 progress(min(done / total, 1.0), f"reading {path.name}")
-        trace = builder.finish(meta, base_ns or 0)
+        trace = builder.finish(meta, base_ns)
+    return _with_host_and_rank(trace, meta)
+
+
+def _header(path: Path, top: dict[str, msgspec.Raw]) -> tuple[dict[str, Any], int]:
+    meta = _top_meta(path, top)
+    base_ns = meta.get("baseTimeNanoseconds")
+    if base_ns is not None and not isinstance(base_ns, int):
+        raise KatInputError(path, f"baseTimeNanoseconds is not an integer: {base_ns!r}")
+    meta["time_base"] = "relative+base" if base_ns is not None else "epoch_us"
+    return meta, base_ns or 0
+
+
+def _with_host_and_rank(trace: RankTrace, meta: dict[str, Any]) -> RankTrace:
     host = _hostname(meta)
     if host is not None:
         meta["hostname"] = host
@@ -153,9 +201,21 @@ def read(
     return trace
 
 
-def _load_bytes(path: Path) -> bytes:
+def _load_bytes(path: Path, mapped: bool = False) -> bytes | mmap.mmap:
+    """The file's bytes, gunzipped. With ``mapped``, a plain file of at least 64 KiB whose size is not a
+    multiple of the page size comes back as a read-only mmap instead (no copy: reading 150 MB into a bytes
+    object costs more than scanning it); the zeros after its end in the last page are the NUL that the
+    compiled scanner relies on."""
     try:
         with open(path, "rb") as fh:
+            if mapped:
+                size = os.fstat(fh.fileno()).st_size
+                if size >= 65536 and size % mmap.PAGESIZE and fh.read(2) != b"\x1f\x8b":
+                    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows
+                        return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+                    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+                    return mmap.mmap(fh.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+                fh.seek(0)
             data = fh.read()
     except OSError as exc:
         raise KatInputError(path, f"cannot read the file ({exc.strerror or exc})") from None
@@ -422,6 +482,80 @@ def _as_int(v: Any) -> int:
     return NO_ID
 
 
+# Bits of the scanner's flags column (kat_gui/ingest/_kscan.c).
+_F_PID_TEXT, _F_TID_TEXT, _F_TS_SLOW, _F_DUR_SLOW, _F_TYPED, _F_NO_ARGS = 1, 2, 4, 8, 16, 32
+
+
+class _Scanned:
+    """The columns of one compiled scan (see ``_kscan.scan``), as numpy views, plus the id maps that the
+    builder fills piece by piece (scanner name id -> string id, scanner args key -> args id)."""
+
+    def __init__(self, data: bytes | mmap.mmap, res: dict[str, Any]):
+        self.data = data
+        self.kind = np.frombuffer(res["kind"], dtype=np.uint8)
+        self.flags = np.frombuffer(res["flags"], dtype=np.uint8)
+        self.name = np.frombuffer(res["name"], dtype=np.int32)
+        self.key = np.frombuffer(res["key"], dtype=np.int32)
+        self.pid = np.frombuffer(res["pid"], dtype=np.int64)
+        self.tid = np.frombuffer(res["tid"], dtype=np.int64)
+        self.ts = np.frombuffer(res["ts"], dtype=np.int64)
+        self.dur = np.frombuffer(res["dur"], dtype=np.int64)
+        self.corr = np.frombuffer(res["corr"], dtype=np.int64)
+        self.args_start = np.frombuffer(res["as"], dtype=np.int64)
+        self.args_end = np.frombuffer(res["ae"], dtype=np.int64)
+        self.names: list[str] = res["names"]
+        self.texts: list[str] = res["texts"]
+        self.key_first = np.frombuffer(res["key_first"], dtype=np.int64).reshape(-1, 2).tolist()
+        self.name_gid = np.empty(len(self.names), dtype=np.int32)
+        self.key_aid = np.empty(len(self.key_first), dtype=np.int32)
+        # ts/dur that are not plain decimals: exact conversion by timeparse, as in the Python path.
+        for col, key in ((self.ts, "slow_ts"), (self.dur, "slow_dur")):
+            slow = np.frombuffer(res[key], dtype=np.int64).reshape(-1, 3)
+            if len(slow):
+                col[slow[:, 0]] = decimal_us_to_ns([data[s:e] for s, e in slow[:, 1:].tolist()])
+
+    def raw_of(self, lo: int) -> Callable[[int], bytes]:
+        """Args text of kept event ``lo + i`` (``{}`` when the event has none)."""
+        data, start, end = self.data, self.args_start, self.args_end
+
+        def raw(i: int) -> bytes:
+            e = int(end[lo + i])
+            return data[int(start[lo + i]) : e] if e else b"{}"
+
+        return raw
+
+
+def _read_scanned(
+    path: Path, data: bytes | mmap.mmap, options: IngestOptions, progress: Progress | None
+) -> RankTrace | None:
+    """The compiled scanner's reading of ``data``, or None when it needs the Python path. Raises
+    ``_kscan.Unsupported`` (or a KatInputError / ValueError that the Python path will raise its own way)."""
+    builder = _Builder(path, options)
+    on_piece = None
+    if progress is not None:
+        size = max(len(data), 1)
+
+        def on_piece(done: int) -> None:
+            progress(min(done / size, 1.0), f"reading {path.name}")
+
+    with _gc_paused():
+        res = _kscan.scan(data, {c: int(k) for c, k in builder.cat_kind.items()}, _PIECE_BYTES, on_piece)
+        top = res.pop("top")
+        if len({key for key, _, _ in top}) != len(top):
+            return None  # a top-level key twice: the msgspec path applies its own rule
+        meta, base_ns = _header(path, {key: data[s:e] for key, s, e in top if key != "traceEvents"})
+        sc = _Scanned(data, res)
+        spans = np.frombuffer(res["meta_spans"], dtype=np.int64).reshape(-1, 2).tolist()
+        if spans:
+            builder._metadata(_EV_LIST.decode(b"[" + b",".join(data[s:e] for s, e in spans) + b"]"))
+        pieces = np.frombuffer(res["pieces"], dtype=np.int64).reshape(-1, 4).tolist()
+        events = builder.scanned_events(sc, pieces)
+        builder.count_scanned(res["cats"], res["ph"])
+        del sc, res
+        trace = builder.result(events, meta, base_ns)
+    return _with_host_and_rank(trace, meta)
+
+
 class _Builder:
     """Accumulates kept events piece by piece as lists of small column arrays."""
 
@@ -482,7 +616,7 @@ class _Builder:
         try:
             start = decimal_us_to_ns(list(map(_GET_TS, kept)))
             dur = decimal_us_to_ns(list(map(_GET_DUR, kept)))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: "inf" (Decimal infinity)
             raise KatInputError(self.path, f"bad event time: {exc}") from None
 
         arg_raws = list(map(_GET_ARGS, kept))
@@ -490,6 +624,137 @@ class _Builder:
         typed |= _NEEDS_TYPED_ARGS[kind]
         sub = np.flatnonzero(typed).tolist()
         typed_args = dict(zip(sub, self._decode_args([arg_raws[i] for i in sub]), strict=True))
+        args = self._args_ids(keys, arg_raws)
+        pid = self._ids(list(map(_GET_PID, kept)))
+        tid = self._ids(list(map(_GET_TID, kept)))
+        self._append(
+            start,
+            dur,
+            kind,
+            name,
+            corr,
+            args,
+            pid,
+            tid,
+            typed_args,
+            arg_raws.__getitem__,
+            lambda i: kept[i].name,
+        )
+
+    def count_scanned(self, cats: list[tuple], phs: list[tuple[str, int]]) -> None:
+        """Category and ph counts of a compiled scan, entered in first-seen order like :meth:`add` does."""
+        for cat, n_all, n_other, _n_kept, _first in cats:
+            self.all_cats[cat] += n_all
+            if n_other:
+                self.other_cats[cat] += n_other
+        for cat, _n_all, _n_other, n_kept, _first in sorted((c for c in cats if c[3]), key=lambda c: c[4]):
+            self.kept[cat] += n_kept
+        for ph, count in phs:
+            if ph != "X":
+                self.other_ph[ph] += count
+
+    def scanned_events(self, sc: _Scanned, pieces: list[list[int]]) -> dict[str, np.ndarray]:
+        """The event columns of a compiled scan. Work whose order shows in the tables (string, args and
+        track ids) goes piece by piece, in the Python path's pieces (``pieces``: kept end, bytes done,
+        names end, keys end); the rest is done once over all kept events."""
+        n = len(sc.kind)
+        if n == 0:
+            raise KatInputError(self.path, _NO_KEPT)
+        sid = self.strings
+        kind, flags, corr = sc.kind, sc.flags, sc.corr
+        typed_all = ((flags & _F_TYPED) != 0) | _NEEDS_TYPED_ARGS[kind]
+        text_ids = (flags & (_F_PID_TEXT | _F_TID_TEXT)) != 0
+        track = np.empty(n, dtype=np.int32)
+        extra: dict[str, np.ndarray] = {}
+        lo = name_lo = key_lo = 0
+        for hi, _done, name_hi, key_hi in pieces:
+            for cid in range(name_lo, name_hi):
+                sc.name_gid[cid] = sid.setdefault(sc.names[cid], len(sid))
+            if hi > lo:
+                raw_of = sc.raw_of(lo)
+                sub = np.flatnonzero(typed_all[lo:hi]).tolist()
+                typed_args = dict(zip(sub, self._decode_args([raw_of(i) for i in sub]), strict=True))
+                for i, a in typed_args.items():
+                    c = a.correlation
+                    corr[lo + i] = c if type(c) is int and -(2**63) <= c < 2**63 else NO_ID
+                for k in range(key_lo, key_hi):
+                    start, end = sc.key_first[k]
+                    sc.key_aid[k] = self._new_args(sc.data[start:end] if end else b"{}")
+                pid, tid = sc.pid[lo:hi], sc.tid[lo:hi]
+                if text_ids[lo:hi].any():
+                    # Same order of first use as _ids: the piece's pids, then its tids.
+                    pid, tid = pid.copy(), tid.copy()
+                    for col, bit in ((pid, _F_PID_TEXT), (tid, _F_TID_TEXT)):
+                        for i in np.flatnonzero(flags[lo:hi] & bit).tolist():
+                            col[i] = self._text_id(sc.texts[col[i]])
+                track[lo:hi] = self._tracks(pid, tid, kind[lo:hi], typed_args, raw_of)
+                if typed_args:
+                    self._typed_columns(extra, n, lo, kind, sc, typed_args)
+            lo, name_lo, key_lo = hi, name_hi, key_hi
+        events: dict[str, np.ndarray] = {
+            "start_ns": sc.ts,
+            "end_ns": sc.ts + np.maximum(sc.dur, 0),
+            "kind": kind,
+            "name": sc.name_gid[sc.name],
+            "correlation": corr,
+            "args": sc.key_aid[sc.key],
+        }
+        for col, dt in EVENT_COLUMNS.items():
+            if col not in events:
+                events[col] = extra[col] if col in extra else np.full(n, COLUMN_DEFAULTS[col], dtype=dt)
+        events["track"] = track
+        return events
+
+    def _typed_columns(
+        self,
+        extra: dict[str, np.ndarray],
+        n: int,
+        lo: int,
+        kind: np.ndarray,
+        sc: _Scanned,
+        typed_args: dict[int, _Args],
+    ) -> None:
+        """Copy and collective columns of one piece of a compiled scan (rows ``lo + i`` of ``typed_args``)."""
+        idx = [i for i in typed_args if kind[lo + i] in (EventKind.MEMCPY, EventKind.MEMSET)]
+        if idx:
+            if "bytes" not in extra:
+                extra["bytes"] = np.full(n, NO_ID, dtype=np.int64)
+                extra["copy_kind"] = np.zeros(n, dtype=np.int8)
+            rows = np.array(idx, dtype=np.int64) + lo
+            extra["bytes"][rows] = [_as_int(typed_args[i].nbytes) for i in idx]
+            for r in rows.tolist():
+                if kind[r] == EventKind.MEMCPY:
+                    cid = int(sc.name[r])
+                    extra["copy_kind"][r] = self._copy_kind(int(sc.name_gid[cid]), sc.names[cid])
+        coll_idx = [i for i, a in typed_args.items() if a.coll is not None or a.seq is not None]
+        if coll_idx:
+            part: dict[str, np.ndarray] = {}
+            self._collective_columns(
+                part, len(coll_idx), list(range(len(coll_idx))), [typed_args[i] for i in coll_idx]
+            )
+            rows = np.array(coll_idx, dtype=np.int64) + lo
+            for col, values in part.items():
+                if col not in extra:
+                    extra[col] = np.full(n, NO_ID, dtype=EVENT_COLUMNS[col])
+                extra[col][rows] = values
+
+    def _append(
+        self,
+        start: np.ndarray,
+        dur: np.ndarray,
+        kind: np.ndarray,
+        name: np.ndarray,
+        corr: np.ndarray,
+        args: np.ndarray,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        typed_args: dict[int, _Args],
+        raw_of: Callable[[int], bytes],
+        name_of: Callable[[int], str],
+    ) -> None:
+        """One piece's columns from its kept events; ``typed_args`` (event -> typed decode) holds every event
+        whose args feed a column, and its correlation is the one of record."""
+        n = len(kind)
         for i, a in typed_args.items():
             c = a.correlation
             corr[i] = c if type(c) is int and -(2**63) <= c < 2**63 else NO_ID
@@ -499,8 +764,8 @@ class _Builder:
             "kind": kind,
             "name": name,
             "correlation": corr,
-            "args": self._args_ids(keys, arg_raws),
-            "track": self._tracks(kept, kind, typed_args, arg_raws),
+            "args": args,
+            "track": self._tracks(pid, tid, kind, typed_args, raw_of),
         }
         is_copy = (kind == EventKind.MEMCPY) | (kind == EventKind.MEMSET)
         if is_copy.any():
@@ -510,7 +775,7 @@ class _Builder:
             cols["bytes"] = nbytes
             copy_kind = np.zeros(n, dtype=np.int8)
             memcpy = np.flatnonzero(kind == EventKind.MEMCPY).tolist()
-            copy_kind[memcpy] = [self._copy_kind(int(name[i]), kept[i].name) for i in memcpy]
+            copy_kind[memcpy] = [self._copy_kind(int(name[i]), name_of(i)) for i in memcpy]
             cols["copy_kind"] = copy_kind
         coll_idx = [i for i, a in typed_args.items() if a.coll is not None or a.seq is not None]
         if coll_idx:
@@ -563,10 +828,13 @@ class _Builder:
             return np.array([self._text_id(v) for v in values], dtype=np.int64)
 
     def _tracks(
-        self, kept: list[_Ev], kind: np.ndarray, typed_args: dict[int, _Args], arg_raws: list[msgspec.Raw]
+        self,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        kind: np.ndarray,
+        typed_args: dict[int, _Args],
+        raw_of: Callable[[int], bytes],
     ) -> np.ndarray:
-        pid = self._ids(list(map(_GET_PID, kept)))
-        tid = self._ids(list(map(_GET_TID, kept)))
         gpu = _IS_GPU[kind]
         sync = np.flatnonzero(kind == EventKind.SYNC).tolist()
         # cuda_sync sits on a GPU stream when it names a device, else on the host thread that waited.
@@ -582,7 +850,7 @@ class _Builder:
             if t is None:
                 a = typed_args.get(i)
                 if a is None:
-                    a = self._decode_args([arg_raws[i]])[0]
+                    a = self._decode_args([raw_of(i)])[0]
                 t = self._new_track(key, a)
             local[j] = t
         return local[inv.reshape(-1)]
@@ -681,6 +949,10 @@ class _Builder:
                     pos += m
                 events[col] = arr
         self.parts = []
+        return self.result(events, meta, base_ns)
+
+    def result(self, events: dict[str, np.ndarray], meta: dict[str, Any], base_ns: int) -> RankTrace:
+        """The RankTrace of finished columns (times still relative to ``base_ns``)."""
         if base_ns:
             events["start_ns"] += base_ns
             events["end_ns"] += base_ns
