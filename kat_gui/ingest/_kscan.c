@@ -1083,9 +1083,16 @@ static int cut_pattern_in(const char *from, const char *to) {
     return 0;
 }
 
-static int piece(Scan *sc, int64_t done) {
-    return buf_i64(&sc->pieces, (int64_t)sc->n) || buf_i64(&sc->pieces, done) ||
-           buf_i64(&sc->pieces, (int64_t)sc->names.count) || buf_i64(&sc->pieces, (int64_t)sc->keys.count);
+/* End of a piece: record it and report progress (on_piece may raise, e.g. Cancelled). */
+static int piece(Scan *sc, int64_t done, PyObject *on_piece) {
+    if (buf_i64(&sc->pieces, (int64_t)sc->n) || buf_i64(&sc->pieces, done) ||
+        buf_i64(&sc->pieces, (int64_t)sc->names.count) || buf_i64(&sc->pieces, (int64_t)sc->keys.count))
+        return -1;
+    if (on_piece == Py_None) return 0;
+    PyObject *r = PyObject_CallFunction(on_piece, "L", (long long)done);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* The traceEvents array at p ('['); returns the byte after ']'. */
@@ -1108,13 +1115,8 @@ static const char *events(Scan *sc, const char *p, int64_t piece_bytes, PyObject
             const char *from = t > sc->cur_ev ? t : sc->cur_ev;
             if (cut_pattern_in(from, close)) GIVE_UP(sc, "a piece cut would fall inside an event");
             if (*p == ',') {
-                if (piece(sc, q - arr)) return NULL;
+                if (piece(sc, q - arr, on_piece)) return NULL;
                 pstart = p + 1;
-                if (on_piece != Py_None) {
-                    PyObject *r = PyObject_CallFunction(on_piece, "L", (long long)(q - arr));
-                    if (!r) return NULL;
-                    Py_DECREF(r);
-                }
             }
         }
         if (*p == ',') {
@@ -1124,7 +1126,7 @@ static const char *events(Scan *sc, const char *p, int64_t piece_bytes, PyObject
         if (*p == ']') break;
         GIVE_UP(sc, "bad traceEvents array");
     }
-    if (piece(sc, p - arr)) return NULL;
+    if (piece(sc, p - arr, on_piece)) return NULL;
     return p + 1;
 }
 
