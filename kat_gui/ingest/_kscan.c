@@ -128,6 +128,7 @@ typedef struct {
     size_t *len;
     size_t count, idcap;
     Buf arena;
+    uint32_t recent[256]; /* id + 1 by a cheap fingerprint: repeats skip the full hash */
 } Intern;
 
 static void intern_free(Intern *t) {
@@ -159,6 +160,24 @@ static int intern_grow(Intern *t) {
 
 /* Id of s[0:n]; *is_new set when it was added. Returns -1 with an exception on memory failure. */
 static int64_t intern(Intern *t, const char *s, size_t n, int *is_new) {
+    /* A fingerprint of the length and the first and last 8 bytes picks a recently seen id; a full compare
+     * decides, so a wrong pick only costs that compare. */
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+    } else if (n) {
+        memcpy(&a, s, n);
+    }
+    uint64_t fp = (a ^ (b * 0x9E3779B97F4A7C15ull) ^ n) * 0xff51afd7ed558ccdull;
+    uint32_t *slot = &t->recent[fp >> 56];
+    if (*slot) {
+        size_t id = *slot - 1;
+        if (t->len[id] == n && memcmp(t->arena.p + t->off[id], s, n) == 0) {
+            *is_new = 0;
+            return (int64_t)id;
+        }
+    }
     if (UNLIKELY((t->count + 1) * 2 > t->nslots) && intern_grow(t)) return -1;
     uint64_t h = hash_bytes(s, n);
     size_t mask = t->nslots - 1, j = h & mask;
@@ -168,6 +187,7 @@ static int64_t intern(Intern *t, const char *s, size_t n, int *is_new) {
         id--;
         if (t->hashes[id] == h && t->len[id] == n && memcmp(t->arena.p + t->off[id], s, n) == 0) {
             *is_new = 0;
+            *slot = id + 1;
             return id;
         }
         j = (j + 1) & mask;
@@ -191,6 +211,7 @@ static int64_t intern(Intern *t, const char *s, size_t n, int *is_new) {
     t->len[id] = n;
     if (buf_put(&t->arena, s, n)) return -1;
     t->slots[j] = (uint32_t)(id + 1);
+    *slot = (uint32_t)(id + 1);
     *is_new = 1;
     return (int64_t)id;
 nomem:
@@ -257,7 +278,11 @@ typedef struct {
 static const uint8_t IS_WS[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
 
 static inline const char *ws(const char *p) {
-    while (IS_WS[(uint8_t)*p]) p++;
+    /* Kineto writes one space after ':' and ',' and indents events: test that space before looping */
+    if (*p == ' ') p++;
+    if (LIKELY(!IS_WS[(uint8_t)*p])) return p;
+    do p++;
+    while (IS_WS[(uint8_t)*p]);
     return p;
 }
 
@@ -411,14 +436,29 @@ static PyObject *decode_str(Scan *sc, const char *s, size_t n, int fl) {
     return PyUnicode_DecodeUTF8(sc->scratch.p, (Py_ssize_t)(o - sc->scratch.p), "strict");
 }
 
+/* The end of a run of ASCII digits at p; 8 bytes at a time where 8 bytes are left before end. */
+static inline const char *skip_digits(const char *p, const char *end) {
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        /* a byte is a digit when its high nibble is 3 both before and after adding 6 */
+        uint64_t bad = ((w & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull) |
+                       (((w + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull);
+        if (bad) return p + (__builtin_ctzll(bad) >> 3);
+        p += 8;
+    }
+    while (*p >= '0' && *p <= '9') p++;
+    return p;
+}
+
 /* A JSON number at p; returns its end or NULL. *is_int: no fraction, no exponent. */
-static inline const char *skip_num(const char *p, int *is_int) {
+static inline __attribute__((always_inline)) const char *skip_num(const char *p, const char *end, int *is_int) {
     *is_int = 1;
     if (*p == '-') p++;
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (*p >= '0' && *p <= '9') p++;
+        p = skip_digits(p + 1, end);
     } else {
         return NULL;
     }
@@ -426,14 +466,14 @@ static inline const char *skip_num(const char *p, int *is_int) {
         *is_int = 0;
         p++;
         if (!(*p >= '0' && *p <= '9')) return NULL;
-        while (*p >= '0' && *p <= '9') p++;
+        p = skip_digits(p + 1, end);
     }
     if (*p == 'e' || *p == 'E') {
         *is_int = 0;
         p++;
         if (*p == '+' || *p == '-') p++;
         if (!(*p >= '0' && *p <= '9')) return NULL;
-        while (*p >= '0' && *p <= '9') p++;
+        p = skip_digits(p + 1, end);
     }
     return p;
 }
@@ -483,8 +523,14 @@ static const char *skip_container(Scan *sc, const char *p, int depth, int record
         if (*p != ':') GIVE_UP(sc, "bad object");
         p = ws(p + 1);
         const char *vs = p;
-        p = skip_value(sc, p, depth + 1);
-        if (!p) return NULL;
+        if ((*p >= '0' && *p <= '9') || *p == '-') {
+            int is_int;
+            p = skip_num(p, end, &is_int);
+            if (!p) GIVE_UP(sc, "bad number");
+        } else {
+            p = skip_value(sc, p, depth + 1);
+            if (!p) return NULL;
+        }
         if (record) {
             if (sc->nmembers < MAX_ARGS_MEMBERS) {
                 Member *m = &sc->members[sc->nmembers++];
@@ -527,7 +573,7 @@ static const char *skip_value(Scan *sc, const char *p, int depth) {
         if (sc->end - p >= 4 && memcmp(p, "null", 4) == 0) return p + 4;
         GIVE_UP(sc, "bad literal");
     default: {
-        const char *q = skip_num(p, &is_int);
+        const char *q = skip_num(p, sc->end, &is_int);
         if (!q) GIVE_UP(sc, "bad value");
         return q;
     }
@@ -846,7 +892,7 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
                     seen_corr = 1;
                     if (*m->vs == '-' || (*m->vs >= '0' && *m->vs <= '9')) {
                         int is_int;
-                        skip_num(m->vs, &is_int);
+                        skip_num(m->vs, sc->end, &is_int);
                         if (!is_int) {
                             corr = NO_ID;
                         } else if (parse_i64(m->vs, m->ve, &corr)) {
@@ -1000,7 +1046,7 @@ static const char *event(Scan *sc, const char *p) {
                         if (!q) GIVE_UP(sc, "bad string");
                         p = q + 1;
                     } else {
-                        p = skip_num(p, &is_int);
+                        p = skip_num(p, sc->end, &is_int);
                         if (!p || !is_int) GIVE_UP(sc, "pid/tid is not an int or a string");
                         if (p - vs > 19 || (p - vs == 19 && *vs != '-')) GIVE_UP(sc, "pid/tid too long");
                     }

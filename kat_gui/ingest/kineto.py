@@ -482,6 +482,7 @@ def _as_int(v: Any) -> int:
     return NO_ID
 
 
+_MEMCPY, _MEMSET = int(EventKind.MEMCPY), int(EventKind.MEMSET)
 # Bits of the scanner's flags column (kat_gui/ingest/_kscan.c).
 _F_PID_TEXT, _F_TID_TEXT, _F_TS_SLOW, _F_DUR_SLOW, _F_TYPED, _F_NO_ARGS = 1, 2, 4, 8, 16, 32
 
@@ -715,17 +716,18 @@ class _Builder:
         typed_args: dict[int, _Args],
     ) -> None:
         """Copy and collective columns of one piece of a compiled scan (rows ``lo + i`` of ``typed_args``)."""
-        idx = [i for i in typed_args if kind[lo + i] in (EventKind.MEMCPY, EventKind.MEMSET)]
+        typed = np.fromiter(typed_args, dtype=np.int64, count=len(typed_args))
+        typed_kind = kind[lo + typed]
+        idx = typed[(typed_kind == _MEMCPY) | (typed_kind == _MEMSET)].tolist()
         if idx:
             if "bytes" not in extra:
                 extra["bytes"] = np.full(n, NO_ID, dtype=np.int64)
                 extra["copy_kind"] = np.zeros(n, dtype=np.int8)
             rows = np.array(idx, dtype=np.int64) + lo
             extra["bytes"][rows] = [_as_int(typed_args[i].nbytes) for i in idx]
-            for r in rows.tolist():
-                if kind[r] == EventKind.MEMCPY:
-                    cid = int(sc.name[r])
-                    extra["copy_kind"][r] = self._copy_kind(int(sc.name_gid[cid]), sc.names[cid])
+            for r in rows[kind[rows] == _MEMCPY].tolist():
+                cid = int(sc.name[r])
+                extra["copy_kind"][r] = self._copy_kind(int(sc.name_gid[cid]), sc.names[cid])
         coll_idx = [i for i, a in typed_args.items() if a.coll is not None or a.seq is not None]
         if coll_idx:
             part: dict[str, np.ndarray] = {}
@@ -839,9 +841,15 @@ class _Builder:
         sync = np.flatnonzero(kind == EventKind.SYNC).tolist()
         # cuda_sync sits on a GPU stream when it names a device, else on the host thread that waited.
         gpu[sync] = [type(typed_args[i].device) is int for i in sync]
-        upid, pinv = np.unique(pid, return_inverse=True)
-        utid, tinv = np.unique(tid, return_inverse=True)
-        combo = (gpu.astype(np.int64) * len(upid) + pinv) * len(utid) + tinv
+        # One sortable key per (gpu, pid, tid): new tracks are made in that order, whatever the key's form.
+        p0, t0 = (int(pid.min()), int(tid.min())) if len(pid) else (0, 0)
+        n_pid, n_tid = int(pid.max()) - p0 + 1 if len(pid) else 1, int(tid.max()) - t0 + 1 if len(tid) else 1
+        if 2 * n_pid * n_tid < 2**62:
+            combo = (gpu.astype(np.int64) * n_pid + (pid - p0)) * n_tid + (tid - t0)
+        else:
+            upid, pinv = np.unique(pid, return_inverse=True)
+            utid, tinv = np.unique(tid, return_inverse=True)
+            combo = (gpu.astype(np.int64) * len(upid) + pinv) * len(utid) + tinv
         ucombo, first, inv = np.unique(combo, return_index=True, return_inverse=True)
         local = np.empty(len(ucombo), dtype=np.int32)
         for j, i in enumerate(first.tolist()):
