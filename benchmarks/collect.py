@@ -19,6 +19,7 @@ ORDER = [
     ("detection.md", "Detection quality on the simulator suite", "benchmarks/detection.py"),
     ("detect_speed.md", "Detection speed", "benchmarks/detect_speed.py"),
     ("explain.md", "Explanations", "benchmarks/explain.py"),
+    ("explain_adapter.md", "Domain-adapted explainer (held-out)", "benchmarks/explain.py --heldout"),
     ("render.md", "GUI rendering", "benchmarks/render.py"),
     ("compare.md", "Run comparison", "benchmarks/compare.py"),
 ]

@@ -304,6 +304,7 @@ def _load_data_module():
         "kat_explainer_data", ROOT / "tools" / "explainer" / "data.py"
     )
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

@@ -174,7 +174,12 @@ def test_user_model_that_is_missing_or_not_gguf_is_an_error(tmp_path):
 def test_bundled_model_phrases_the_facts_and_everything_shown_is_grounded():
     tokens: list[str] = []
     exp = explain_findings(
-        [CASES["gpu"]], default_topology(RANKS8), {"ranks": RANKS8}, on_token=tokens.append, timeout_s=180
+        [CASES["gpu"]],
+        default_topology(RANKS8),
+        {"ranks": RANKS8},
+        on_token=tokens.append,
+        timeout_s=180,
+        use_adapter=False,  # the base model alone: select style (the adapter: tests/test_explainer_model.py)
     )
     assert exp.source == "model", exp.reason
     assert exp.model and "135M" in exp.model
@@ -212,6 +217,7 @@ def test_cancel_stops_between_tokens():
             on_token=seen.append,
             cancel=lambda: len(seen) >= 2,
             timeout_s=180,
+            use_adapter=False,
         )
     assert len(seen) == 2  # stopped right after the token that produced the second sentence
 
@@ -401,16 +407,16 @@ def test_prefix_is_evaluated_once_then_restored_from_disk_with_the_same_answer(k
     model.llama.reset()
     assert model.warm_prefix(pre)[0] == "evaluated"
     assert model.warm_prefix(pre)[0] == "resident"
-    cold = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    cold = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180, use_adapter=False)
     model.llama.reset()  # as a new process would start: nothing evaluated
-    warm = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    warm = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180, use_adapter=False)
     assert warm.timings["prefix"] == "disk"
     assert (warm.raw_text, warm.text, warm.source) == (cold.raw_text, cold.text, cold.source)
     # A damaged file: ignored, the prefix evaluated again, the explanation unchanged.
     (f,) = kv_dir.glob("*" + prefix_cache.SUFFIX)
     f.write_bytes(f.read_bytes()[:-1000])
     model.llama.reset()
-    again = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180)
+    again = explain_findings([CASES["hbm"]], topo, meta, timeout_s=180, use_adapter=False)
     assert again.timings["prefix"] == "evaluated" and again.raw_text == cold.raw_text
     assert again.grounding["shown_verified"] == again.grounding["shown_sentences"]
 
