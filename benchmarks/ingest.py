@@ -10,6 +10,11 @@ kernel events/s, and writes a Markdown table to ``benchmarks/results/ingest.md``
   default JSON backend, no multiprocessing so that both tools use one core).
 
 Usage: ``python benchmarks/ingest.py [--runs 3] [--synth DIR ...] [--hta-timeout 600] [--hta-synth-max-mb 200]``
+
+``--reader FILE ...`` instead compares the Kineto reader's two paths on each file (the compiled scanner and the
+msgspec path, ``KAT_KINETO_SCANNER=0``): file bytes -> RankTrace in a worker pinned to one core, median of
+``--runs``, plus the wall time of a full ``kat ingest`` with each path, and writes that table as the section
+"Kineto reader: compiled scanner vs msgspec path" of ``benchmarks/results/ingest.md`` (the rest is kept).
 """
 
 from __future__ import annotations
@@ -88,6 +93,78 @@ def _worker(tool: str, paths: list[str]) -> dict:
     return {"seconds": seconds, "rows": kept, "maxrss_mb": _peak_rss_mb(), "import_rss_mb": import_rss}
 
 
+def _reader_worker(mode: str, path: str, runs: int) -> dict:
+    """Time kineto.read on one core: ``mode`` is "scanner" or "python" (the env switch is read per call)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    os.environ["KAT_KINETO_SCANNER"] = "1" if mode == "scanner" else "0"
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from kat_gui.ingest import kineto
+
+    if mode == "scanner" and not kineto.scanner_enabled():
+        raise SystemExit("the compiled scanner is not built")
+    walls, cpus, rows = [], [], 0
+    for _ in range(runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        trace = kineto.read(path)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        rows = len(trace)
+        del trace
+    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "rows": rows}
+
+
+READER_HEADING = "## Kineto reader: compiled scanner vs msgspec path"
+
+
+def reader_main(files: list[str], runs: int) -> str:
+    out = [
+        READER_HEADING,
+        "",
+        "| input | events (kernels) | path | reader wall s | reader CPU s | events/s | kernel events/s | `kat ingest` wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in files:
+        total, kernels = _count_events([path])
+        size_mb = Path(path).stat().st_size / 1e6
+        for mode in ("python", "scanner"):
+            cmd = [sys.executable, __file__, "--reader-worker", mode, "--runs", str(runs), path]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            env = dict(os.environ, KAT_KINETO_SCANNER="1" if mode == "scanner" else "0")
+            ingest = []
+            for _ in range(runs):
+                with tempfile.TemporaryDirectory() as tmp:
+                    t0 = time.perf_counter()
+                    subprocess.run([str(Path(sys.executable).with_name("kat")), "ingest", "-o",
+                                    str(Path(tmp) / "run.kat.h5"), path],
+                                   env=env, capture_output=True, check=True)  # fmt: skip
+                    ingest.append(time.perf_counter() - t0)
+            s = r["wall"]
+            row = (
+                f"| {Path(path).name}, {size_mb:.0f} MB | {total:,} ({kernels:,}) | {mode} | {s:.3f} | {r['cpu']:.3f} "
+                f"| {total / s / 1e6:.2f} M | {kernels / s / 1e6:.2f} M | {statistics.median(ingest):.2f} |"
+            )
+            print(row, flush=True)
+            out.append(row)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    out += [
+        "",
+        f"Reader: `kineto.read` (file bytes -> RankTrace) in a worker pinned to one core, median of {runs} runs; "
+        f"`kat ingest`: the whole CLI run (imports, reader, store write), median of {runs}. "
+        f"Python {sys.version.split()[0]}, load average at the end {load[0]:.1f} on {os.cpu_count()} shared cores.",
+        "",
+    ]
+    section = "\n".join(out)
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    if READER_HEADING in old:
+        head, _, rest = old.partition(READER_HEADING)
+        tail = rest.split("\n## ", 1)
+        old = head + ("## " + tail[1] if len(tail) > 1 else "")
+    RESULTS.write_text(old.rstrip("\n") + "\n\n" + section)
+    return section
+
+
 def _count_events(paths: list[str]) -> tuple[int, int]:
     """(all traceEvents entries, kernel events) over the files, counted independently of both tools."""
     import gzip
@@ -129,7 +206,9 @@ def measure(tool: str, paths: list[str], runs: int, timeout_s: float) -> dict:
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--reader-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--reader", action="store_true", help="compare the Kineto reader's two paths on PATHS")
+    ap.add_argument("paths", nargs="*", help="with --reader: the files to read")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument(
         "--synth",
@@ -151,6 +230,11 @@ def main(argv: list[str] | None = None) -> str:
     if args.worker:
         print(json.dumps(_worker(args.worker, args.paths)))
         return ""
+    if args.reader_worker:
+        print(json.dumps(_reader_worker(args.reader_worker, args.paths[0], args.runs)))
+        return ""
+    if args.reader:
+        return reader_main(args.paths, args.runs)
 
     datasets = [
         ("largest real file (HTA df_index_resolver, 1 rank)",
