@@ -1,22 +1,36 @@
 """PyTorch profiler / Kineto JSON (``*.json``, ``*.json.gz``; one file = one rank) -> :class:`RankTrace`.
 
-How it stays fast and small (see FORMATS.md for the format itself):
+Two paths give the same RankTrace (every column, string, args and track table, meta):
 
-- The whole document is decoded once by msgspec into ``{key: Raw}``: this validates the JSON and gives the
-  ``traceEvents`` array as a zero-copy view without building any event.
-- The array is cut at event boundaries into ~4 MiB pieces, and each piece is decoded into a typed
-  :class:`_Ev` (``ts``/``dur``/``args`` kept as raw text). Only one piece's events exist as objects at a time,
-  so a file that is 90% ``python_function`` never holds those events as dicts or structs. A cut found by
-  pattern is proven right by the piece decoding as a JSON array (a cut inside an event cannot); if that ever
-  fails the array falls back to a one-``Raw``-per-event split.
-- Times come from the decimal text of ``ts``/``dur`` (see :mod:`kat_gui.ingest.timeparse`): exact to the ns.
-- ``args`` of kept events are not decoded one by one: the raw texts of a piece are joined and scanned with
-  numpy (:func:`_scan_args`) for the per-instance ids; ``correlation`` is read from its digits, and the texts
-  minus the id spans are the keys that intern args as JSON text (decoded once per distinct key). Only events
-  whose args feed other columns (memcpy bytes, collective fields, cuda_sync device, the first event of a
-  track) or whose args are not flat objects with integer ids take a typed msgspec decode.
-- Per-event Python work is kept to C-level iteration (``map``/``attrgetter``, ``Counter``, list filters), and
-  the cyclic GC is paused while reading (no cycles are built; its passes over fresh objects cost time).
+- **Compiled scanner** (``_kscan.c``, built by the install when a C compiler is there; off with
+  ``KAT_KINETO_SCANNER=0``). A plain file is mapped, not copied. One C pass validates the whole document
+  (strict JSON, escapes, surrogate pairs, UTF-8) and, for the events kept, returns columns: kind, interned
+  name, pid/tid, exact ts/dur (the same half-up rule as :mod:`kat_gui.ingest.timeparse`; other number texts
+  come back as spans for timeparse itself), correlation, and an args key (the args text minus the instance
+  members, which the interned text drops too, so equal keys mean equal args text). Python then does only
+  what shows in the tables' order, piece by piece in the pieces of the msgspec path below: new names and
+  args keys, tracks, and a typed msgspec decode of the few events whose args feed columns (memcpy bytes,
+  collectives, cuda_sync device, the first event of a track). Whatever the scanner does not handle exactly
+  like this path (escaped keys, a key twice, pid text that ``int()`` reads another way, numbers out of range,
+  a piece cut that would fall inside an event, any bad input) raises ``_kscan.Unsupported`` and the msgspec
+  path reads the file, so errors read as they always did.
+- **msgspec path** (the reference, and the fallback):
+
+  - The whole document is decoded once by msgspec into ``{key: Raw}``: this validates the JSON and gives
+    the ``traceEvents`` array as a zero-copy view without building any event.
+  - The array is cut at event boundaries into ~4 MiB pieces, and each piece is decoded into a typed
+    :class:`_Ev` (``ts``/``dur``/``args`` kept as raw text). Only one piece's events exist as objects at a time,
+    so a file that is 90% ``python_function`` never holds those events as dicts or structs. A cut found by
+    pattern is proven right by the piece decoding as a JSON array (a cut inside an event cannot); if that ever
+    fails the array falls back to a one-``Raw``-per-event split.
+  - Times come from the decimal text of ``ts``/``dur`` (see :mod:`kat_gui.ingest.timeparse`): exact to the ns.
+  - ``args`` of kept events are not decoded one by one: the raw texts of a piece are joined and scanned with
+    numpy (:func:`_scan_args`) for the per-instance ids; ``correlation`` is read from its digits, and the texts
+    minus the id spans are the keys that intern args as JSON text (decoded once per distinct key). Only events
+    whose args feed other columns (memcpy bytes, collective fields, cuda_sync device, the first event of a
+    track) or whose args are not flat objects with integer ids take a typed msgspec decode.
+  - Per-event Python work is kept to C-level iteration (``map``/``attrgetter``, ``Counter``, list filters), and
+    the cyclic GC is paused while reading (no cycles are built; its passes over fresh objects cost time).
 """
 
 from __future__ import annotations
