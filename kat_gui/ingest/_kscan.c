@@ -277,12 +277,17 @@ typedef struct {
 
 static const uint8_t IS_WS[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
 
+static inline uint64_t load64(const char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
 static inline const char *ws(const char *p) {
     /* Kineto writes one space after ':' and ',' and indents events: test that space before looping */
     if (*p == ' ') p++;
-    if (LIKELY(!IS_WS[(uint8_t)*p])) return p;
-    do p++;
-    while (IS_WS[(uint8_t)*p]);
+    if (LIKELY((uint8_t)*p > ' ')) return p; /* every JSON whitespace byte is <= ' ' */
+    while (IS_WS[(uint8_t)*p]) p++;
     return p;
 }
 
@@ -519,14 +524,54 @@ static const char *skip_container(Scan *sc, const char *p, int depth, int record
         const char *q = scan_str(p + 1, end, &fl);
         if (!q) GIVE_UP(sc, "bad string");
         const char *ke = q + 1;
-        p = ws(ke);
-        if (*p != ':') GIVE_UP(sc, "bad object");
-        p = ws(p + 1);
+        /* Kineto writes '"key": value': one test for that layout, the general walk otherwise */
+        if (LIKELY(ke[0] == ':' && ke[1] == ' ' && (uint8_t)ke[2] > ' ')) {
+            p = ke + 2;
+        } else {
+            p = ws(ke);
+            if (*p != ':') GIVE_UP(sc, "bad object");
+            p = ws(p + 1);
+        }
         const char *vs = p;
         if ((*p >= '0' && *p <= '9') || *p == '-') {
             int is_int;
             p = skip_num(p, end, &is_int);
             if (!p) GIVE_UP(sc, "bad number");
+        } else if (*p == '"') {
+            int vfl = 0;
+            q = scan_str(p + 1, end, &vfl);
+            if (!q) GIVE_UP(sc, "bad string");
+            p = q + 1;
+        } else if (*p == '[') {
+            /* arrays of numbers ("grid": [132, 1, 1]) without a call per element */
+            if (depth + 1 > MAX_DEPTH) GIVE_UP(sc, "nesting too deep");
+            p = ws(p + 1);
+            if (*p == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    if ((*p >= '0' && *p <= '9') || *p == '-') {
+                        int is_int;
+                        p = skip_num(p, end, &is_int);
+                        if (!p) GIVE_UP(sc, "bad number");
+                    } else {
+                        p = skip_value(sc, p, depth + 2);
+                        if (!p) return NULL;
+                    }
+                    if (*p == ',') {
+                        p = ws(p + 1);
+                        continue;
+                    }
+                    p = ws(p);
+                    if (*p == ',') {
+                        p = ws(p + 1);
+                        continue;
+                    }
+                    if (*p == ']') break;
+                    GIVE_UP(sc, "bad array");
+                }
+                p++;
+            }
         } else {
             p = skip_value(sc, p, depth + 1);
             if (!p) return NULL;
@@ -542,6 +587,10 @@ static const char *skip_container(Scan *sc, const char *p, int depth, int record
             } else {
                 sc->members_overflow = 1;
             }
+        }
+        if (*p == ',') {
+            p = ws(p + 1);
+            continue;
         }
         p = ws(p);
         if (*p == ',') {
@@ -580,13 +629,39 @@ static const char *skip_value(Scan *sc, const char *p, int depth) {
     }
 }
 
-/* Exact µs text -> ns for plain non-negative decimals, like timeparse's fast path; 0 when it is not one. */
-static inline int fast_us(const char *s, const char *e, int64_t *out) {
-    const char *p = s;
-    int64_t v = 0;
-    while (p < e && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+/* The value of 8 ASCII digits at s (first digit most significant): three multiply-and-fold steps. */
+static inline uint64_t digits8(uint64_t w) {
+    w -= 0x3030303030303030ull;
+    w = (w * 10 + (w >> 8)) & 0x00FF00FF00FF00FFull;
+    w = (w * 100 + (w >> 16)) & 0x0000FFFF0000FFFFull;
+    return (w * 10000 + (w >> 32)) & 0xFFFFFFFFull;
+}
+
+/* The value of the n <= 16 digits at s; 16 bytes at s must be readable (digits or not past the n). */
+static inline uint64_t digits16(const char *s, ptrdiff_t n) {
+    uint64_t a = load64(s), b = load64(s + 8);
+    if (n == 8) return digits8(a);
+    if (n < 8) return n ? digits8(a << (8 * (8 - n)) | (0x3030303030303030ull >> (8 * n))) : 0;
+    if (n == 16) return digits8(a) * 100000000ull + digits8(b);
+    static const uint64_t P10[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+    ptrdiff_t k = n - 8;
+    return digits8(a) * P10[k] + digits8(b << (8 * (8 - k)) | (0x3030303030303030ull >> (8 * k)));
+}
+
+/* Exact µs text -> ns for plain non-negative decimals, like timeparse's fast path; 0 when it is not one.
+ * lim: the end of the readable buffer (the digit loads read 16 bytes). */
+static inline int fast_us(const char *s, const char *e, const char *lim, int64_t *out) {
+    const char *p = skip_digits(s, lim);
+    if (p > e) p = e; /* a number token is never followed by a digit; this only guards */
     ptrdiff_t nint = p - s;
     if (nint == 0 || nint > 16 || (nint == 16 && *s > '8')) return 0;
+    int64_t v;
+    if (LIKELY(lim - s >= 16)) {
+        v = (int64_t)digits16(s, nint);
+    } else {
+        v = 0;
+        for (const char *c = s; c < p; c++) v = v * 10 + (*c - '0');
+    }
     int64_t frac = 0;
     int k = 0;
     if (p < e) {
@@ -604,8 +679,6 @@ static inline int fast_us(const char *s, const char *e, int64_t *out) {
                 if (*p < '0' || *p > '9') return 0;
             frac += up;
         }
-    } else {
-        frac = 0;
     }
     *out = v * 1000 + frac;
     return 1;
@@ -829,13 +902,13 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
     }
     /* ts, dur: exact fast path, else the text goes to Python's timeparse */
     int64_t ts = 0, dur = 0;
-    if (HAS(K_TS) && !fast_us(f[K_TS].s, f[K_TS].e, &ts)) {
+    if (HAS(K_TS) && !fast_us(f[K_TS].s, f[K_TS].e, sc->end, &ts)) {
         flags |= F_TS_SLOW;
         if (buf_i64(&sc->slow_ts, (int64_t)i) || buf_i64(&sc->slow_ts, f[K_TS].s - sc->base) ||
             buf_i64(&sc->slow_ts, f[K_TS].e - sc->base))
             return -1;
     }
-    if (HAS(K_DUR) && !fast_us(f[K_DUR].s, f[K_DUR].e, &dur)) {
+    if (HAS(K_DUR) && !fast_us(f[K_DUR].s, f[K_DUR].e, sc->end, &dur)) {
         flags |= F_DUR_SLOW;
         if (buf_i64(&sc->slow_dur, (int64_t)i) || buf_i64(&sc->slow_dur, f[K_DUR].s - sc->base) ||
             buf_i64(&sc->slow_dur, f[K_DUR].e - sc->base))
@@ -930,12 +1003,6 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
     sc->ae[i] = ae;
     sc->n = i + 1;
     return 0;
-}
-
-static inline uint64_t load64(const char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
 }
 
 /* p[0:n] == lit[0:n] for n <= 8, given 8 readable bytes at p; lit folds to a constant. */
@@ -1062,8 +1129,13 @@ static const char *event(Scan *sc, const char *p) {
                     if (!p) return NULL;
                     break;
                 default: /* ts, dur */
-                    p = skip_value(sc, p, 3);
-                    if (!p) return NULL;
+                    if ((*p >= '0' && *p <= '9') || *p == '-') {
+                        p = skip_num(p, end, &is_int);
+                        if (!p) GIVE_UP(sc, "bad number");
+                    } else {
+                        p = skip_value(sc, p, 3);
+                        if (!p) return NULL;
+                    }
                 }
                 f[k].s = vs;
                 f[k].e = p;
