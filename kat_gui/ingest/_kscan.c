@@ -264,6 +264,7 @@ typedef struct {
     CatEntry *cats;
     int ncats, catcap;
     int last_cat, x_ph;
+    int cat_cache[64]; /* cat index + 1 by find_cat's slot */
     const char *cur_ev;
     Member members[MAX_ARGS_MEMBERS];
     int nmembers, members_overflow;
@@ -442,7 +443,7 @@ static PyObject *decode_str(Scan *sc, const char *s, size_t n, int fl) {
 }
 
 /* The end of a run of ASCII digits at p; 8 bytes at a time where 8 bytes are left before end. */
-static inline const char *skip_digits(const char *p, const char *end) {
+static inline __attribute__((always_inline)) const char *skip_digits(const char *p, const char *end) {
     while (end - p >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -664,7 +665,10 @@ static inline int fast_us(const char *s, const char *e, const char *lim, int64_t
     }
     int64_t frac = 0;
     int k = 0;
-    if (p < e) {
+    if (e - p == 4 && *p == '.' && (unsigned)(p[1] - '0') < 10 && (unsigned)(p[2] - '0') < 10 &&
+        (unsigned)(p[3] - '0') < 10) { /* Kineto's "%.3f" */
+        frac = (p[1] - '0') * 100 + (p[2] - '0') * 10 + (p[3] - '0');
+    } else if (p < e) {
         if (*p != '.') return 0;
         p++;
         for (; p < e && k < 3; k++, p++) {
@@ -713,10 +717,15 @@ static int find_ph(Scan *sc, const char *s, size_t n, int fl) {
 }
 
 static int find_cat(Scan *sc, const char *s, size_t n, int fl) {
-    int last = sc->last_cat;
-    if (last >= 0 && same_text(sc->cats[last].s, s, n, sc->cats[last].n)) return last;
+    /* categories alternate (runtime call, kernel, ...): a slot by length and end bytes finds most of them */
+    unsigned h = n ? ((unsigned)n * 31u + (uint8_t)s[0] * 7u + (uint8_t)s[n - 1]) & 63u : 0;
+    int hit = sc->cat_cache[h] - 1;
+    if (hit >= 0 && sc->cats[hit].n == n && memcmp(sc->cats[hit].s, s, n) == 0) return hit;
     for (int i = 0; i < sc->ncats; i++)
-        if (same_text(sc->cats[i].s, s, n, sc->cats[i].n)) return sc->last_cat = i;
+        if (same_text(sc->cats[i].s, s, n, sc->cats[i].n)) {
+            sc->cat_cache[h] = i + 1;
+            return i;
+        }
     if (sc->ncats == sc->catcap) {
         int cap = sc->catcap ? sc->catcap * 2 : 32;
         if (cap > 4096) {
@@ -753,7 +762,8 @@ static int find_cat(Scan *sc, const char *s, size_t n, int fl) {
     e->kind = kind;
     e->n_all = e->n_other = e->n_kept = 0;
     e->first_kept = -1;
-    return sc->last_cat = sc->ncats++;
+    sc->cat_cache[h] = sc->ncats + 1;
+    return sc->ncats++;
 }
 
 static int grow_cols(Scan *sc) {
@@ -790,7 +800,15 @@ static int grow_cols(Scan *sc) {
  * flagged). Others ("-5", "1_000", non-ASCII) give up. Returns 0, -1 (Python error) or -2 (give up). */
 static int id_value(Scan *sc, const char *vs, const char *ve, int is_str, int fl, int64_t *out, int *text) {
     *text = 0;
-    if (!is_str) return parse_i64(vs, ve, out) == 0 ? 0 : (sc->why = "pid/tid out of range", -2);
+    if (!is_str) {
+        if (LIKELY(ve - vs <= 4 && *vs != '-')) { /* pid 4000, tid 7 */
+            int64_t v = 0;
+            for (const char *c = vs; c < ve; c++) v = v * 10 + (*c - '0');
+            *out = v;
+            return 0;
+        }
+        return parse_i64(vs, ve, out) == 0 ? 0 : (sc->why = "pid/tid out of range", -2);
+    }
     const char *s = vs + 1, *e = ve - 1;
     if (fl) {
         sc->why = "pid/tid text with escapes or non-ASCII";
@@ -932,6 +950,7 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
         }
         as = f[K_ARGS].s - sc->base;
         ae = f[K_ARGS].e - sc->base;
+        if (buf_reserve(kb, (size_t)(ae - as))) return -1; /* the key is a subsequence of the args text */
         /* The key is the args text with each instance member cut out from its key to the next member's key
          * (the last one: to its value's end). JSON tokens delimit themselves, so the key still names the
          * remaining members and their raw values one to one. */
@@ -980,10 +999,12 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
                 break;
             }
             if (!strip) continue;
-            if (buf_put(kb, cursor, (size_t)(k - cursor))) return -1;
+            memcpy(kb->p + kb->len, cursor, (size_t)(k - cursor));
+            kb->len += (size_t)(k - cursor);
             cursor = j + 1 < sc->nmembers ? sc->members[j + 1].ks : m->ve;
         }
-        if (buf_put(kb, cursor, (size_t)(f[K_ARGS].e - cursor))) return -1;
+        memcpy(kb->p + kb->len, cursor, (size_t)(f[K_ARGS].e - cursor));
+        kb->len += (size_t)(f[K_ARGS].e - cursor);
     }
     int64_t kid = intern(&sc->keys, kb->p ? kb->p : "", kb->len, &is_new);
     if (kid < 0) return -1;
