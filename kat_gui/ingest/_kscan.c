@@ -444,12 +444,11 @@ static PyObject *decode_str(Scan *sc, const char *s, size_t n, int fl) {
 
 /* The end of a run of ASCII digits at p; 8 bytes at a time where 8 bytes are left before end. */
 static inline __attribute__((always_inline)) const char *skip_digits(const char *p, const char *end) {
-    while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        /* a byte is a digit when its high nibble is 3 both before and after adding 6 */
-        uint64_t bad = ((w & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull) |
-                       (((w + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull);
+    while (LIKELY(end - p >= 8)) {
+        /* x = byte ^ '0' is below 10 for a digit: then neither x nor x + 0x76 has its top bit set. A carry
+         * out of a non-digit byte can only mark later bytes, and only the first non-digit counts. */
+        uint64_t x = load64(p) ^ 0x3030303030303030ull;
+        uint64_t bad = ((x + 0x7676767676767676ull) | x) & 0x8080808080808080ull;
         if (bad) return p + (__builtin_ctzll(bad) >> 3);
         p += 8;
     }
@@ -460,14 +459,19 @@ static inline __attribute__((always_inline)) const char *skip_digits(const char 
 /* A JSON number at p; returns its end or NULL. *is_int: no fraction, no exponent. */
 static inline __attribute__((always_inline)) const char *skip_num(const char *p, const char *end, int *is_int) {
     *is_int = 1;
-    if (*p == '-') p++;
-    if (*p == '0') {
-        p++;
-    } else if (*p >= '1' && *p <= '9') {
+    if (LIKELY((unsigned)(*p - '1') < 9)) {
         p = skip_digits(p + 1, end);
     } else {
-        return NULL;
+        if (*p == '-') p++;
+        if (*p == '0') {
+            p++;
+        } else if (*p >= '1' && *p <= '9') {
+            p = skip_digits(p + 1, end);
+        } else {
+            return NULL;
+        }
     }
+    if (LIKELY(*p != '.' && (*p | 0x20) != 'e')) return p;
     if (*p == '.') {
         *is_int = 0;
         p++;
