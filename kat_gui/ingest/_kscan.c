@@ -237,11 +237,12 @@ typedef struct {
     int64_t n_all, n_other, n_kept, first_kept;
 } CatEntry;
 
+/* What the walk of a kept event's args object notes for keep_event: the instance members to cut from the
+ * dedup key (from the key's opening quote to the next member's key, the last one to its value's end), the
+ * correlation value, and whether a member asks for the typed decode. */
 typedef struct {
-    const char *ks, *ke; /* key with its quotes */
-    const char *vs, *ve; /* value */
-    int kesc;
-} Member;
+    const char *s, *e;
+} Span;
 
 typedef struct {
     const char *base, *end;
@@ -266,8 +267,9 @@ typedef struct {
     int last_cat, x_ph;
     int cat_cache[64]; /* cat index + 1 by find_cat's slot */
     const char *cur_ev;
-    Member members[MAX_ARGS_MEMBERS];
-    int nmembers, members_overflow;
+    Span strip[MAX_ARGS_MEMBERS];
+    int nmembers, nstrip, strip_open, kesc, ncorr, typed;
+    const char *corr_s, *corr_e;
 } Scan;
 
 #define GIVE_UP(sc, reason)      \
@@ -582,15 +584,40 @@ static const char *skip_container(Scan *sc, const char *p, int depth, int record
             if (!p) return NULL;
         }
         if (record) {
-            if (sc->nmembers < MAX_ARGS_MEMBERS) {
-                Member *m = &sc->members[sc->nmembers++];
-                m->ks = ks;
-                m->ke = ke;
-                m->vs = vs;
-                m->ve = p;
-                m->kesc = fl & S_ESC;
-            } else {
-                sc->members_overflow = 1;
+            sc->nmembers++;
+            if (sc->strip_open) {
+                sc->strip[sc->nstrip - 1].e = ks;
+                sc->strip_open = 0;
+            }
+            sc->kesc |= fl & S_ESC;
+            int strip = 0;
+            switch (ke - ks) {
+            case 5:
+                if (memcmp(ks, "\"Seq\"", 5) == 0) strip = 1, sc->typed = 1;
+                break;
+            case 8:
+                strip = memcmp(ks, "\"device\"", 8) == 0 || memcmp(ks, "\"stream\"", 8) == 0 ||
+                        memcmp(ks, "\"Ev Idx\"", 8) == 0;
+                break;
+            case 13:
+                if (memcmp(ks, "\"External id\"", 13) == 0) {
+                    strip = 1;
+                } else if (memcmp(ks, "\"correlation\"", 13) == 0) {
+                    strip = 1;
+                    sc->ncorr++;
+                    sc->corr_s = vs;
+                    sc->corr_e = p;
+                }
+                break;
+            case 17:
+                if (memcmp(ks, "\"Collective name\"", 17) == 0) sc->typed = 1;
+                break;
+            }
+            if (strip && sc->nstrip < MAX_ARGS_MEMBERS) {
+                sc->strip[sc->nstrip].s = ks;
+                sc->strip[sc->nstrip].e = p;
+                sc->nstrip++;
+                sc->strip_open = 1;
             }
         }
         if (*p == ',') {
@@ -948,9 +975,31 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
             sc->why = "args is not an object";
             return -2;
         }
-        if (sc->members_overflow) {
+        if (sc->nmembers > MAX_ARGS_MEMBERS) {
             sc->why = "args with too many members";
             return -2;
+        }
+        if (sc->kesc) {
+            sc->why = "args key with escapes";
+            return -2;
+        }
+        if (sc->ncorr > 1) {
+            sc->why = "correlation twice";
+            return -2;
+        }
+        if (sc->typed) flags |= F_TYPED;
+        if (sc->ncorr) {
+            const char *vs = sc->corr_s;
+            if (*vs == '-' || (*vs >= '0' && *vs <= '9')) {
+                int is_int;
+                skip_num(vs, sc->end, &is_int);
+                if (!is_int) {
+                    corr = NO_ID;
+                } else if (parse_i64(vs, sc->corr_e, &corr)) {
+                    sc->why = "correlation out of range";
+                    return -2;
+                }
+            }
         }
         as = f[K_ARGS].s - sc->base;
         ae = f[K_ARGS].e - sc->base;
@@ -958,54 +1007,11 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
         /* The key is the args text with each instance member cut out from its key to the next member's key
          * (the last one: to its value's end). JSON tokens delimit themselves, so the key still names the
          * remaining members and their raw values one to one. */
-        int seen_corr = 0;
         const char *cursor = f[K_ARGS].s;
-        for (int j = 0; j < sc->nmembers; j++) {
-            const Member *m = &sc->members[j];
-            if (m->kesc) {
-                sc->why = "args key with escapes";
-                return -2;
-            }
-            const char *k = m->ks;
-            int strip = 0;
-            switch (m->ke - k) {
-            case 5:
-                if (memcmp(k, "\"Seq\"", 5) == 0) strip = 1, flags |= F_TYPED;
-                break;
-            case 8:
-                strip = memcmp(k, "\"device\"", 8) == 0 || memcmp(k, "\"stream\"", 8) == 0 ||
-                        memcmp(k, "\"Ev Idx\"", 8) == 0;
-                break;
-            case 13:
-                if (memcmp(k, "\"External id\"", 13) == 0) {
-                    strip = 1;
-                } else if (memcmp(k, "\"correlation\"", 13) == 0) {
-                    strip = 1;
-                    if (seen_corr) {
-                        sc->why = "correlation twice";
-                        return -2;
-                    }
-                    seen_corr = 1;
-                    if (*m->vs == '-' || (*m->vs >= '0' && *m->vs <= '9')) {
-                        int is_int;
-                        skip_num(m->vs, sc->end, &is_int);
-                        if (!is_int) {
-                            corr = NO_ID;
-                        } else if (parse_i64(m->vs, m->ve, &corr)) {
-                            sc->why = "correlation out of range";
-                            return -2;
-                        }
-                    }
-                }
-                break;
-            case 17:
-                if (memcmp(k, "\"Collective name\"", 17) == 0) flags |= F_TYPED;
-                break;
-            }
-            if (!strip) continue;
-            memcpy(kb->p + kb->len, cursor, (size_t)(k - cursor));
-            kb->len += (size_t)(k - cursor);
-            cursor = j + 1 < sc->nmembers ? sc->members[j + 1].ks : m->ve;
+        for (int j = 0; j < sc->nstrip; j++) {
+            memcpy(kb->p + kb->len, cursor, (size_t)(sc->strip[j].s - cursor));
+            kb->len += (size_t)(sc->strip[j].s - cursor);
+            cursor = sc->strip[j].e;
         }
         memcpy(kb->p + kb->len, cursor, (size_t)(f[K_ARGS].e - cursor));
         kb->len += (size_t)(f[K_ARGS].e - cursor);
@@ -1094,8 +1100,7 @@ static const char *event(Scan *sc, const char *p) {
     Field f[K_N];
     unsigned present = 0;
     int ph = -1, ci = -1;
-    sc->nmembers = 0;
-    sc->members_overflow = 0;
+    sc->nmembers = sc->nstrip = sc->strip_open = sc->kesc = sc->ncorr = sc->typed = 0;
     p = ws(p + 1);
     if (*p != '}') {
         for (;;) {
