@@ -4,6 +4,7 @@ model only phrases it, and every sentence it writes is grounding-checked before 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -307,6 +308,12 @@ def _states_diagnosis(kept: list[str], facts: list[Fact], hyps: list) -> bool:
     hypothesis' component id (or saying no anomaly was found, for a healthy run)."""
     head = facts[0].text.rstrip(".") if facts else ""
     if any(" ".join(k.split()).rstrip(".") == head for k in kept):
+        return True
+    # Free style rephrases the headline ("The most likely cause is host CPU stalls on rank 7, ..."): its core,
+    # the cause and who ("host CPU stalls on rank 7", or "GPU7 (rank 7)" for a straggler), must be there as is.
+    core = re.sub(r"^Most likely cause:\s*", "", head)
+    core = re.split(r",? confidence|\s+is the straggler|\s+arrives late", core)[0].strip().lower()
+    if core and any(core in " ".join(k.split()).lower() for k in kept):
         return True
     if not hyps:
         return any("no anomaly" in k.lower() for k in kept)
