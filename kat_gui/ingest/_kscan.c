@@ -245,15 +245,21 @@ typedef struct {
 } Span;
 
 typedef struct {
+    int64_t pid, tid;
+    int32_t fl, id; /* id + 1, 0 = empty */
+} PairSlot;
+
+typedef struct {
     const char *base, *end;
     const char *why; /* reason when giving up */
     PyObject *cat_kind;
     /* columns of kept events */
     size_t n, cap;
     uint8_t *kind, *flags;
-    int32_t *name, *key;
+    int32_t *name, *key, *pair;
     int64_t *pid, *tid, *ts, *dur, *corr, *as, *ae;
-    Intern names, keys, texts;
+    Intern names, keys, texts, pairs; /* pairs: (pid, tid, text bits) of kept events */
+    PairSlot pair_cache[16];
     PyObject *name_list, *text_list;
     Buf key_first; /* per key id: args span of its first event */
     Buf scratch;   /* key being built; decoded strings */
@@ -812,6 +818,7 @@ static int grow_cols(Scan *sc) {
     GROW(flags, uint8_t);
     GROW(name, int32_t);
     GROW(key, int32_t);
+    GROW(pair, int32_t);
     GROW(pid, int64_t);
     GROW(tid, int64_t);
     GROW(ts, int64_t);
@@ -1025,6 +1032,27 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
     sc->flags[i] = flags;
     sc->name[i] = (int32_t)nid;
     sc->key[i] = (int32_t)kid;
+    {
+        /* one small id per (pid, tid) column pair: the reader finds an event's track from it */
+        int tfl = flags & (F_PID_TEXT | F_TID_TEXT);
+        unsigned slot = (unsigned)(((uint64_t)pid * 0x9E3779B97F4A7C15ull ^ (uint64_t)tid) * 0xff51afd7ed558ccdull >> 60);
+        PairSlot *ps = &sc->pair_cache[slot];
+        if (ps->id && ps->pid == pid && ps->tid == tid && ps->fl == tfl) {
+            sc->pair[i] = ps->id - 1;
+        } else {
+            char pk[17];
+            memcpy(pk, &pid, 8);
+            memcpy(pk + 8, &tid, 8);
+            pk[16] = (char)tfl;
+            int64_t pair = intern(&sc->pairs, pk, sizeof(pk), &is_new);
+            if (pair < 0) return -1;
+            sc->pair[i] = (int32_t)pair;
+            ps->pid = pid;
+            ps->tid = tid;
+            ps->fl = tfl;
+            ps->id = (int32_t)pair + 1;
+        }
+    }
     sc->pid[i] = pid;
     sc->tid[i] = tid;
     sc->ts[i] = ts;
@@ -1285,6 +1313,7 @@ static void scan_free(Scan *sc) {
     PyMem_Free(sc->flags);
     PyMem_Free(sc->name);
     PyMem_Free(sc->key);
+    PyMem_Free(sc->pair);
     PyMem_Free(sc->pid);
     PyMem_Free(sc->tid);
     PyMem_Free(sc->ts);
@@ -1295,6 +1324,7 @@ static void scan_free(Scan *sc) {
     intern_free(&sc->names);
     intern_free(&sc->keys);
     intern_free(&sc->texts);
+    intern_free(&sc->pairs);
     Py_XDECREF(sc->name_list);
     Py_XDECREF(sc->text_list);
     buf_free(&sc->key_first);
@@ -1320,7 +1350,7 @@ static PyObject *result(Scan *sc, PyObject *top) {
     if (!d) return NULL;
     size_t n = sc->n;
 #define COL(field, T) set_item(d, #field, PyByteArray_FromStringAndSize(n ? (const char *)sc->field : "", (Py_ssize_t)(n * sizeof(T))))
-    if (COL(kind, uint8_t) || COL(flags, uint8_t) || COL(name, int32_t) || COL(key, int32_t) || COL(pid, int64_t) ||
+    if (COL(kind, uint8_t) || COL(flags, uint8_t) || COL(name, int32_t) || COL(key, int32_t) || COL(pair, int32_t) || COL(pid, int64_t) ||
         COL(tid, int64_t) || COL(ts, int64_t) || COL(dur, int64_t) || COL(corr, int64_t) || COL(as, int64_t) ||
         COL(ae, int64_t))
         goto fail;

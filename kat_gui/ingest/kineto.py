@@ -486,6 +486,34 @@ def _scan_args(raws: list[msgspec.Raw]) -> tuple[list[bytes], np.ndarray, np.nda
     return joined.split(b"\x00"), corr, typed
 
 
+def _unique_few(values: np.ndarray, most: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(values, return_index=True, return_inverse=True)`` for a 1-D int array. A piece's events
+    sit on a few tracks, so up to ``most`` distinct values are found by one pass each instead of a sort."""
+    n = len(values)
+    inv = np.full(n, -1, dtype=np.intp)
+    found: list[int] = []
+    firsts: list[int] = []
+    i = 0
+    while i < n:
+        if len(found) == most:
+            return np.unique(values, return_index=True, return_inverse=True)
+        v = values[i]
+        inv[values == v] = len(found)
+        found.append(int(v))
+        firsts.append(i)
+        free = inv[i:] < 0
+        j = int(free.argmax())
+        i = i + j if free[j] else n
+    order = np.argsort(np.array(found, dtype=values.dtype), kind="stable")
+    rank = np.empty(len(found), dtype=np.intp)
+    rank[order] = np.arange(len(found))
+    return (
+        np.array(found, dtype=values.dtype)[order],
+        np.array(firsts, dtype=np.intp)[order],
+        rank[inv] if n else inv,
+    )
+
+
 def _as_int(v: Any) -> int:
     if type(v) is int:
         return v
@@ -511,6 +539,7 @@ class _Scanned:
         self.flags = np.frombuffer(res["flags"], dtype=np.uint8)
         self.name = np.frombuffer(res["name"], dtype=np.int32)
         self.key = np.frombuffer(res["key"], dtype=np.int32)
+        self.pair = np.frombuffer(res["pair"], dtype=np.int32)
         self.pid = np.frombuffer(res["pid"], dtype=np.int64)
         self.tid = np.frombuffer(res["tid"], dtype=np.int64)
         self.ts = np.frombuffer(res["ts"], dtype=np.int64)
@@ -679,8 +708,12 @@ class _Builder:
         kind, flags, corr = sc.kind, sc.flags, sc.corr
         typed_all = ((flags & _F_TYPED) != 0) | _NEEDS_TYPED_ARGS[kind]
         text_ids = (flags & (_F_PID_TEXT | _F_TID_TEXT)) != 0
-        track = np.empty(n, dtype=np.int32)
         extra: dict[str, np.ndarray] = {}
+        # Tracks are made once at the end, in the order the per-piece work would make them (piece of first
+        # use, then key); they need the pids/tids as _ids maps them and the typed args of each piece.
+        all_pid, all_tid = sc.pid, sc.tid
+        all_typed: dict[int, _Args] = {}
+        starts: list[int] = []
         lo = name_lo = key_lo = 0
         for hi, _done, name_hi, key_hi in pieces:
             for cid in range(name_lo, name_hi):
@@ -695,17 +728,19 @@ class _Builder:
                 for k in range(key_lo, key_hi):
                     start, end = sc.key_first[k]
                     sc.key_aid[k] = self._new_args(sc.data[start:end] if end else b"{}")
-                pid, tid = sc.pid[lo:hi], sc.tid[lo:hi]
                 if text_ids[lo:hi].any():
                     # Same order of first use as _ids: the piece's pids, then its tids.
-                    pid, tid = pid.copy(), tid.copy()
-                    for col, bit in ((pid, _F_PID_TEXT), (tid, _F_TID_TEXT)):
-                        for i in np.flatnonzero(flags[lo:hi] & bit).tolist():
+                    if all_pid is sc.pid:
+                        all_pid, all_tid = sc.pid.copy(), sc.tid.copy()
+                    for col, bit in ((all_pid, _F_PID_TEXT), (all_tid, _F_TID_TEXT)):
+                        for i in (lo + np.flatnonzero(flags[lo:hi] & bit)).tolist():
                             col[i] = self._text_id(sc.texts[col[i]])
-                track[lo:hi] = self._tracks(pid, tid, kind[lo:hi], typed_args, raw_of)
+                starts.append(lo)
+                all_typed.update((lo + i, a) for i, a in typed_args.items())
                 if typed_args:
                     self._typed_columns(extra, n, lo, kind, sc, typed_args)
             lo, name_lo, key_lo = hi, name_hi, key_hi
+        track = self._scanned_tracks(sc, all_pid, all_tid, all_typed, starts)
         events: dict[str, np.ndarray] = {
             "start_ns": sc.ts,
             "end_ns": sc.ts + np.maximum(sc.dur, 0),
@@ -719,6 +754,40 @@ class _Builder:
                 events[col] = extra[col] if col in extra else np.full(n, COLUMN_DEFAULTS[col], dtype=dt)
         events["track"] = track
         return events
+
+    def _scanned_tracks(
+        self, sc: _Scanned, pid: np.ndarray, tid: np.ndarray, typed_args: dict[int, _Args], starts: list[int]
+    ) -> np.ndarray:
+        """Track id of each event of a compiled scan, made in the order that :meth:`_tracks` piece by piece
+        makes them: by the piece of first use, then by (gpu, pid, tid). ``pid``/``tid``: the columns as
+        :meth:`_ids` maps them; ``starts``: the first event of each piece; ``typed_args``: by event."""
+        kind = sc.kind
+        gpu = _IS_GPU[kind]
+        sync = np.flatnonzero(kind == EventKind.SYNC).tolist()
+        gpu[sync] = [type(typed_args[i].device) is int for i in sync]
+        # The scanner numbers the (pid, tid) column pairs; with the gpu bit that names a track's key.
+        combo = sc.pair * 2 + gpu
+        present = np.flatnonzero(np.bincount(combo))
+        if len(present) <= 32:  # argmax of a bool array stops at the first hit
+            first = [int(np.argmax(combo == c)) for c in present.tolist()]
+        else:
+            at = np.full(int(present[-1]) + 1, len(combo), dtype=np.intp)
+            np.minimum.at(at, combo, np.arange(len(combo)))
+            first = at[present].tolist()
+        keys = [(bool(gpu[i]), int(pid[i]), int(tid[i])) for i in first]
+        piece_of = np.searchsorted(np.asarray(starts), first, side="right").tolist()
+        local = np.zeros(int(present[-1]) + 1, dtype=np.int32)
+        raw_of = sc.raw_of(0)
+        for j in sorted(range(len(first)), key=lambda j: (piece_of[j], keys[j], first[j])):
+            key, i = keys[j], first[j]
+            t = self.tracks.get(key)
+            if t is None:
+                a = typed_args.get(i)
+                if a is None:
+                    a = self._decode_args([raw_of(i)])[0]
+                t = self._new_track(key, a)
+            local[present[j]] = t
+        return local[combo]
 
     def _typed_columns(
         self,
@@ -864,7 +933,7 @@ class _Builder:
             upid, pinv = np.unique(pid, return_inverse=True)
             utid, tinv = np.unique(tid, return_inverse=True)
             combo = (gpu.astype(np.int64) * len(upid) + pinv) * len(utid) + tinv
-        ucombo, first, inv = np.unique(combo, return_index=True, return_inverse=True)
+        ucombo, first, inv = _unique_few(combo)
         local = np.empty(len(ucombo), dtype=np.int32)
         for j, i in enumerate(first.tolist()):
             key = (bool(gpu[i]), int(pid[i]), int(tid[i]))
