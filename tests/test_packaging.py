@@ -106,6 +106,9 @@ def test_build_hook_copies_resources_and_manifest(tmp_path, monkeypatch):
     assert (dest / "models" / "manifest.json").read_bytes() == (
         ROOT / "models" / "manifest.json"
     ).read_bytes()
+    # KAT's explainer adapter and its card travel beside the manifest (the explainer finds them there).
+    for name in ("kat-explainer-lora.gguf", "kat-explainer-lora.md"):
+        assert (dest / "models" / name).read_bytes() == (ROOT / "models" / name).read_bytes(), name
 
     # The run-time lookup prefers such a packaged copy and falls back to the source tree.
     from kat_gui import resource_files
