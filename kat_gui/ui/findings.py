@@ -194,6 +194,10 @@ class FindingsPanel(QtWidgets.QWidget):
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(20)
+        # Kernel names are long C++ signatures: one line each, cut in the middle so both ends stay readable
+        # (word wrap would show only "void ..." in a 20-px row).
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setColumnWidth(1, 320)
         self.table.clicked.connect(
