@@ -235,14 +235,33 @@ typedef struct {
     PyObject *str;
     int kind; /* -1: not kept */
     int64_t n_all, n_other, n_kept, first_kept;
+    int last_tpl; /* template of this category's last kept event, or -1 */
 } CatEntry;
 
 /* What the walk of a kept event's args object notes for keep_event: the instance members to cut from the
  * dedup key (from the key's opening quote to the next member's key, the last one to its value's end), the
  * correlation value, and whether a member asks for the typed decode. */
 typedef struct {
-    const char *s, *e;
+    const char *s, *e;   /* cut from the key */
+    const char *vs, *ve; /* the member's value */
 } Span;
+
+/* The args text of an earlier kept event whose instance members all hold integers, with those values as
+ * holes. An args object that equals it byte for byte outside the holes, with an integer token in each hole,
+ * is valid JSON (the template was validated; one integer token replaces another) and has the template's
+ * dedup key, typed flag and members: it needs no walk and no key of its own. */
+#define TPL_HOLES 8
+#define TPL_N 16
+#define TPL_MAX_BYTES 4096
+typedef struct {
+    char *text;
+    size_t len;
+    int nholes, corr_hole;
+    uint32_t hs[TPL_HOLES], he[TPL_HOLES];
+    int32_t key;
+    uint8_t typed;
+    int8_t next; /* the template that matched the next event of the same category last time, or -1 */
+} Tpl;
 
 typedef struct {
     int64_t pid, tid;
@@ -276,6 +295,10 @@ typedef struct {
     Span strip[MAX_ARGS_MEMBERS];
     int nmembers, nstrip, strip_open, kesc, ncorr, typed;
     const char *corr_s, *corr_e;
+    Tpl tpl[TPL_N];
+    int ntpl, tpl_next, tpl_hit; /* tpl_hit: template the current event's args matched, or -1 */
+    int64_t tpl_corr;
+    uint8_t tpl_hint[256]; /* template index + 1 that last matched, by a name fingerprint */
 } Scan;
 
 #define GIVE_UP(sc, reason)      \
@@ -622,6 +645,8 @@ static const char *skip_container(Scan *sc, const char *p, int depth, int record
             if (strip && sc->nstrip < MAX_ARGS_MEMBERS) {
                 sc->strip[sc->nstrip].s = ks;
                 sc->strip[sc->nstrip].e = p;
+                sc->strip[sc->nstrip].vs = vs;
+                sc->strip[sc->nstrip].ve = p;
                 sc->nstrip++;
                 sc->strip_open = 1;
             }
@@ -799,6 +824,7 @@ static int find_cat(Scan *sc, const char *s, size_t n, int fl) {
     e->kind = kind;
     e->n_all = e->n_other = e->n_kept = 0;
     e->first_kept = -1;
+    e->last_tpl = -1;
     sc->cat_cache[h] = sc->ncats + 1;
     return sc->ncats++;
 }
@@ -920,6 +946,9 @@ static inline int event_key(const char *k, size_t n) {
     return -1;
 }
 
+static int tpl_add(Scan *sc, const char *as, const char *ae, int32_t key, uint8_t typed, const Field *f,
+                   unsigned present);
+
 /* The kept-event part: columns, interning, args key. Returns 0, -1 (Python error) or -2 (give up). */
 static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat) {
     if (sc->n == sc->cap && grow_cols(sc)) return -1;
@@ -982,6 +1011,18 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
             sc->why = "args is not an object";
             return -2;
         }
+    }
+    int64_t kid;
+    int cur = sc->tpl_hit; /* the template of this event's args, for the next event's first guess */
+    if (HAS(K_ARGS) && sc->tpl_hit >= 0) {
+        const Tpl *t = &sc->tpl[sc->tpl_hit];
+        if (t->typed) flags |= F_TYPED;
+        corr = sc->tpl_corr;
+        as = f[K_ARGS].s - sc->base;
+        ae = f[K_ARGS].e - sc->base;
+        kid = t->key;
+    } else {
+    if (HAS(K_ARGS)) {
         if (sc->nmembers > MAX_ARGS_MEMBERS) {
             sc->why = "args with too many members";
             return -2;
@@ -1023,9 +1064,20 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
         memcpy(kb->p + kb->len, cursor, (size_t)(f[K_ARGS].e - cursor));
         kb->len += (size_t)(f[K_ARGS].e - cursor);
     }
-    int64_t kid = intern(&sc->keys, kb->p ? kb->p : "", kb->len, &is_new);
+    kid = intern(&sc->keys, kb->p ? kb->p : "", kb->len, &is_new);
     if (kid < 0) return -1;
     if (is_new && (buf_i64(&sc->key_first, as) || buf_i64(&sc->key_first, ae))) return -1;
+    if (HAS(K_ARGS)) {
+        for (int j = 0; j < sc->ntpl && cur < 0; j++)
+            if (sc->tpl[j].key == (int32_t)kid) cur = j;
+        if (cur < 0) {
+            cur = tpl_add(sc, f[K_ARGS].s, f[K_ARGS].e, (int32_t)kid, (uint8_t)sc->typed, f, present);
+            if (cur == -2) return -1;
+        }
+    }
+    }
+    if (cat->last_tpl >= 0 && cur >= 0) sc->tpl[cat->last_tpl].next = (int8_t)cur;
+    cat->last_tpl = cur;
     if (cat->first_kept < 0) cat->first_kept = (int64_t)i;
     cat->n_kept++;
     sc->kind[i] = (uint8_t)cat->kind;
@@ -1122,6 +1174,112 @@ static inline int resolve_cat(Scan *sc, const Field *f, unsigned present) {
     return find_cat(sc, f[K_CAT].s + 1, (size_t)(f[K_CAT].e - f[K_CAT].s - 2), f[K_CAT].fl);
 }
 
+/* The end of the args object at p when it matches template t (see Tpl), else NULL; *corr: its correlation. */
+static inline const char *tpl_match(const Tpl *t, const char *p, const char *end, int64_t *corr) {
+    size_t pos = 0;
+    *corr = NO_ID;
+    for (int h = 0; h < t->nholes; h++) {
+        size_t l = t->hs[h] - pos;
+        if ((size_t)(end - p) < l || memcmp(p, t->text + pos, l) != 0) return NULL;
+        p += l;
+        if (!((*p >= '0' && *p <= '9') || *p == '-')) return NULL;
+        int is_int;
+        const char *e = skip_num(p, end, &is_int);
+        if (!e || !is_int) return NULL;
+        if (h == t->corr_hole && parse_i64(p, e, corr)) return NULL;
+        p = e;
+        pos = t->he[h];
+    }
+    size_t l = t->len - pos;
+    if ((size_t)(end - p) < l || memcmp(p, t->text + pos, l) != 0) return NULL;
+    return p + l;
+}
+
+static inline unsigned name_slot(const Field *f, unsigned present) {
+    if (!HAS(K_NAME)) return 0;
+    const char *s = f[K_NAME].s, *e = f[K_NAME].e; /* with quotes */
+    size_t n = (size_t)(e - s);
+    return ((unsigned)n * 31u + (uint8_t)s[1] * 7u + (uint8_t)e[-2] * 131u) & 255u;
+}
+
+/* The args at p of an event that may be kept (category ci, or -1 when not known yet): a template's end
+ * (sc->tpl_hit set) or NULL. Tries first the template that followed this category's last one last time
+ * (event sequences repeat every iteration), then the one this name matched last, then the rest. */
+static inline const char *tpl_args(Scan *sc, const char *p, const Field *f, unsigned present, int ci) {
+    if (!sc->ntpl) return NULL;
+    const char *q;
+    int pred = -1;
+    if (ci >= 0 && sc->cats[ci].last_tpl >= 0) {
+        pred = sc->tpl[sc->cats[ci].last_tpl].next;
+        if (pred >= 0 && (q = tpl_match(&sc->tpl[pred], p, sc->end, &sc->tpl_corr))) {
+            sc->tpl_hit = pred;
+            return q;
+        }
+    }
+    unsigned slot = name_slot(f, present);
+    int hint = sc->tpl_hint[slot] - 1;
+    if (hint >= 0 && hint != pred && (q = tpl_match(&sc->tpl[hint], p, sc->end, &sc->tpl_corr))) {
+        sc->tpl_hit = hint;
+        return q;
+    }
+    for (int i = 0; i < sc->ntpl; i++) {
+        if (i == hint || i == pred) continue;
+        if ((q = tpl_match(&sc->tpl[i], p, sc->end, &sc->tpl_corr))) {
+            sc->tpl_hit = i;
+            sc->tpl_hint[slot] = (uint8_t)(i + 1);
+            return q;
+        }
+    }
+    return NULL;
+}
+
+/* After a walked kept event (sc->strip, sc->typed as the walk left them): keep its args as a template when
+ * every instance member holds an integer. Returns its index, -1 when it is not kept, -2 on memory failure. */
+static int tpl_add(Scan *sc, const char *as, const char *ae, int32_t key, uint8_t typed, const Field *f,
+                   unsigned present) {
+    size_t len = (size_t)(ae - as);
+    if (len > TPL_MAX_BYTES || sc->nstrip > TPL_HOLES) return -1;
+    Tpl t;
+    t.nholes = sc->nstrip;
+    t.corr_hole = -1;
+    for (int h = 0; h < sc->nstrip; h++) {
+        const Span *m = &sc->strip[h];
+        int is_int;
+        if (!((*m->vs >= '0' && *m->vs <= '9') || *m->vs == '-')) return -1;
+        if (skip_num(m->vs, sc->end, &is_int) != m->ve || !is_int) return -1;
+        t.hs[h] = (uint32_t)(m->vs - as);
+        t.he[h] = (uint32_t)(m->ve - as);
+        if (m->ve - m->vs > 0 && sc->ncorr && m->vs == sc->corr_s) t.corr_hole = h;
+    }
+    Tpl *slot;
+    if (sc->ntpl < TPL_N) {
+        slot = &sc->tpl[sc->ntpl++];
+    } else {
+        slot = &sc->tpl[sc->tpl_next];
+        sc->tpl_next = (sc->tpl_next + 1) % TPL_N;
+        PyMem_Free(slot->text);
+        slot->text = NULL;
+    }
+    t.text = PyMem_Malloc(len ? len : 1);
+    if (!t.text) {
+        slot->len = 0;
+        slot->nholes = 0;
+        slot->key = -1;
+        PyErr_NoMemory();
+        return -2;
+    }
+    memcpy(t.text, as, len);
+    t.len = len;
+    t.key = key;
+    t.typed = typed;
+    t.next = -1;
+    *slot = t;
+    for (int j = 0; j < sc->ntpl; j++)
+        if (sc->tpl[j].next == (int8_t)(slot - sc->tpl)) sc->tpl[j].next = -1; /* a replaced template */
+    sc->tpl_hint[name_slot(f, present)] = (uint8_t)(slot - sc->tpl + 1);
+    return (int)(slot - sc->tpl);
+}
+
 /* One event object at p ('{'); returns the byte after its '}' or NULL (error set, or sc->why). */
 static const char *event(Scan *sc, const char *p) {
     const char *end = sc->end;
@@ -1129,6 +1287,7 @@ static const char *event(Scan *sc, const char *p) {
     unsigned present = 0;
     int ph = -1, ci = -1;
     sc->nmembers = sc->nstrip = sc->strip_open = sc->kesc = sc->ncorr = sc->typed = 0;
+    sc->tpl_hit = -1;
     p = ws(p + 1);
     if (*p != '}') {
         for (;;) {
@@ -1180,7 +1339,8 @@ static const char *event(Scan *sc, const char *p) {
                     if (*p == '{') {
                         /* members are needed only when the event may be kept */
                         int skip = ph >= 0 && ci >= 0 && (!sc->ph[ph].is_x || sc->cats[ci].kind < 0);
-                        p = skip_container(sc, p, 3, !skip);
+                        const char *t = skip ? NULL : tpl_args(sc, p, f, present, ci);
+                        p = t ? t : skip_container(sc, p, 3, !skip);
                     } else {
                         p = skip_value(sc, p, 3);
                     }
@@ -1335,6 +1495,7 @@ static void scan_free(Scan *sc) {
     buf_free(&sc->pieces);
     for (int i = 0; i < sc->nph; i++) Py_XDECREF(sc->ph[i].str);
     for (int i = 0; i < sc->ncats; i++) Py_XDECREF(sc->cats[i].str);
+    for (int i = 0; i < sc->ntpl; i++) PyMem_Free(sc->tpl[i].text);
     PyMem_Free(sc->cats);
 }
 
