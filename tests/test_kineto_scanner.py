@@ -460,3 +460,40 @@ def test_mapping_rule(tmp_path: Path) -> None:
     gz = tmp_path / "big.json.gz"
     gz.write_bytes(gzip.compress(big.read_bytes()))
     assert isinstance(kineto._load_bytes(gz, mapped=True), bytes)
+
+
+_TPL_ARGS = (
+    b'{"External id": %s, "queued": 0, "device": %s, "context": 1, "stream": %s, "correlation": %s, '
+    b'"grid": [132, 1, 1], "Seq": %s}'
+)
+TEMPLATE_VARIANTS = {  # (External id, device, stream, correlation, Seq) of the odd event; scanner takes it
+    "same_layout": ((b"9", b"0", b"7", b"9", b"3"), True),
+    "longer_ids": ((b"123456789", b"12", b"70", b"-123456789012", b"40000"), True),
+    "string_id": ((b'"9"', b"0", b"7", b"9", b"3"), True),
+    "float_id": ((b"9.5", b"0", b"7", b"9", b"3"), True),
+    "string_correlation": ((b"9", b"0", b"7", b'"9"', b"3"), True),
+    "float_correlation": ((b"9", b"0", b"7", b"9e0", b"3"), True),
+    "huge_correlation": ((b"9", b"0", b"7", b"12345678901234567890", b"3"), False),
+    "bad_number": ((b"9x", b"0", b"7", b"9", b"3"), False),
+    "leading_zero": ((b"09", b"0", b"7", b"9", b"3"), False),
+    "truncated_id": ((b"9, ", b"0", b"7", b"9", b"3"), False),
+    "nested_id": ((b"[9]", b"{}", b"7", b"9", b"3"), True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPLATE_VARIANTS))
+def test_args_templates(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events whose args repeat an earlier event's layout skip the walk: every value in an id hole and every
+    byte outside the holes must still be checked like the walk checks them."""
+    ids, takes = TEMPLATE_VARIANTS[case]
+    ev = b'{"ph": "X", "cat": "kernel", "name": "k%d", "pid": 0, "tid": 7, "ts": %d.5, "dur": 2, "args": %s}'
+    events = [ev % (i % 2, i, _TPL_ARGS % (b"%d" % i, b"0", b"7", b"%d" % i, b"%d" % i)) for i in range(6)]
+    events.insert(3, ev % (0, 3, _TPL_ARGS % ids))
+    doc = b'{"traceEvents": [' + b", ".join(events) + b"]}"
+    _check(_write(tmp_path, doc), monkeypatch)
+    assert _takes(_write(tmp_path, doc)) == takes
+    for old, new in ((b'"queued": 0', b'"queued": 1'), (b'"context": 1, ', b'"context": 1,  '),
+                     (b"[132, 1, 1]", b"[132, 1, 1 ]"), (b'"device": ', b'"device" : ')):  # fmt: skip
+        # one event differs outside the holes: its own walk (and key) decides
+        odd = events[:3] + [events[3].replace(old, new)] + events[4:]
+        _check(_write(tmp_path, b'{"traceEvents": [' + b", ".join(odd) + b"]}", "odd.json"), monkeypatch)
