@@ -917,6 +917,16 @@ static int id_value(Scan *sc, const char *vs, const char *ve, int is_str, int fl
 
 /* ------------------------------------------------------------------ events */
 
+/* A pid/tid written as a plain integer of 1 to 4 digits (validated JSON): its value, without a call. */
+static inline int small_id(const char *s, const char *e, int64_t *out) {
+    ptrdiff_t n = e - s;
+    if (n > 4 || (unsigned)(*s - '0') >= 10) return 0;
+    int64_t v = 0;
+    for (; s < e; s++) v = v * 10 + (*s - '0');
+    *out = v;
+    return 1;
+}
+
 typedef struct {
     const char *s, *e; /* value span */
     int fl;            /* string flags */
@@ -975,12 +985,14 @@ static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat)
     /* pid, tid */
     int64_t pid = -1, tid = -1;
     int text, r;
-    if (HAS(K_PID)) {
+    if (HAS(K_PID) && LIKELY(small_id(f[K_PID].s, f[K_PID].e, &pid))) {
+    } else if (HAS(K_PID)) {
         r = id_value(sc, f[K_PID].s, f[K_PID].e, *f[K_PID].s == '"', f[K_PID].fl, &pid, &text);
         if (r) return r;
         if (text) flags |= F_PID_TEXT;
     }
-    if (HAS(K_TID)) {
+    if (HAS(K_TID) && LIKELY(small_id(f[K_TID].s, f[K_TID].e, &tid))) {
+    } else if (HAS(K_TID)) {
         r = id_value(sc, f[K_TID].s, f[K_TID].e, *f[K_TID].s == '"', f[K_TID].fl, &tid, &text);
         if (r) return r;
         if (text) flags |= F_TID_TEXT;
@@ -1171,7 +1183,13 @@ static inline int resolve_ph(Scan *sc, const Field *f, unsigned present) {
 
 static inline int resolve_cat(Scan *sc, const Field *f, unsigned present) {
     if (!HAS(K_CAT)) return find_cat(sc, "", 0, 0);
-    return find_cat(sc, f[K_CAT].s + 1, (size_t)(f[K_CAT].e - f[K_CAT].s - 2), f[K_CAT].fl);
+    const char *s = f[K_CAT].s + 1;
+    size_t n = (size_t)(f[K_CAT].e - f[K_CAT].s - 2);
+    if (n) { /* find_cat's first look, without the call */
+        int hit = sc->cat_cache[((unsigned)n * 31u + (uint8_t)s[0] * 7u + (uint8_t)s[n - 1]) & 63u] - 1;
+        if (hit >= 0 && sc->cats[hit].n == n && memcmp(sc->cats[hit].s, s, n) == 0) return hit;
+    }
+    return find_cat(sc, s, n, f[K_CAT].fl);
 }
 
 /* The end of the args object at p when it matches template t (see Tpl), else NULL; *corr: its correlation. */
