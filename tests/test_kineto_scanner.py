@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import mmap
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -497,3 +499,28 @@ def test_args_templates(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPat
         # one event differs outside the holes: its own walk (and key) decides
         odd = events[:3] + [events[3].replace(old, new)] + events[4:]
         _check(_write(tmp_path, b'{"traceEvents": [' + b", ".join(odd) + b"]}", "odd.json"), monkeypatch)
+
+
+@needs_scanner
+def test_file_truncated_while_scanned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped file cut short during the scan (reads past its new end fault with SIGBUS) ends the scan; the
+    msgspec path then reads what is left and reports it, and the process lives on."""
+    events = [
+        _ev(name=f"k{i}", ts=1000.5 + i, args={"correlation": i, "grid": [i, 1, 1]}) for i in range(20000)
+    ]
+    path = _write(tmp_path, {"traceEvents": events})
+    size = path.stat().st_size
+    assert size > 1 << 20
+    monkeypatch.setattr(kineto, "_PIECE_BYTES", 64 << 10)
+    monkeypatch.setenv("KAT_KINETO_SCANNER", "1")
+    calls = []
+
+    def progress(frac: float, msg: str) -> None:
+        if not calls:
+            # At a page boundary: no zeroed tail for the scan to stop at, the next page is gone.
+            os.truncate(path, size // 3 // mmap.PAGESIZE * mmap.PAGESIZE)
+        calls.append(frac)
+
+    with pytest.raises(KatInputError, match="not valid JSON"):
+        kineto.read(path, progress=progress)
+    assert calls

@@ -22,6 +22,11 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <setjmp.h>
+#include <signal.h>
+#define GUARD_SIGBUS 1
+#endif
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -1572,6 +1577,110 @@ fail:
 /* scan(data, cat_kind: dict[str, int], piece_bytes: int, on_piece: callable | None) -> dict
  * data: bytes, or a contiguous buffer whose byte just past the end is readable (an mmap of a file whose size
  * is not a multiple of the page size: the rest of the last page reads as zeros). */
+/* The document walk of scan(): the result dict, or NULL (an exception set, or sc->why). */
+static __attribute__((noinline)) PyObject *scan_doc(Scan *sc, PyObject *top, long long piece_bytes,
+                                                    PyObject *on_piece) {
+    PyObject *out = NULL;
+    const char *p = ws(sc->base), *end = sc->end;
+    int seen_events = 0;
+    if (*p != '{') {
+        sc->why = "the document is not a JSON object";
+        goto done;
+    }
+    p = ws(p + 1);
+    if (*p != '}') {
+        for (;;) {
+            if (*p != '"') {
+                sc->why = "bad top-level key";
+                goto done;
+            }
+            int fl = 0;
+            const char *q = scan_str(p + 1, end, &fl);
+            if (!q || (fl & S_ESC)) {
+                sc->why = "bad or escaped top-level key";
+                goto done;
+            }
+            const char *ks = p + 1;
+            size_t kn = (size_t)(q - ks);
+            p = ws(q + 1);
+            if (*p != ':') {
+                sc->why = "bad top-level object";
+                goto done;
+            }
+            p = ws(p + 1);
+            const char *vs = p;
+            if (kn == 11 && memcmp(ks, "traceEvents", 11) == 0) {
+                if (seen_events || *p != '[') {
+                    sc->why = "traceEvents twice or not a list";
+                    goto done;
+                }
+                seen_events = 1;
+                p = events(sc, p, (int64_t)piece_bytes, on_piece);
+                if (!p) goto done;
+                PyObject *t = Py_BuildValue("(sLL)", "traceEvents", (long long)(vs - sc->base), (long long)(p - sc->base));
+                if (!t || PyList_Append(top, t)) {
+                    Py_XDECREF(t);
+                    goto done;
+                }
+                Py_DECREF(t);
+            } else {
+                p = skip_value(sc, p, 1);
+                if (!p) goto done;
+                PyObject *key = PyUnicode_DecodeUTF8(ks, (Py_ssize_t)kn, "strict");
+                if (!key) goto done;
+                PyObject *t = Py_BuildValue("(NLL)", key, (long long)(vs - sc->base), (long long)(p - sc->base));
+                if (!t || PyList_Append(top, t)) {
+                    Py_XDECREF(t);
+                    goto done;
+                }
+                Py_DECREF(t);
+            }
+            p = ws(p);
+            if (*p == ',') {
+                p = ws(p + 1);
+                continue;
+            }
+            if (*p == '}') break;
+            sc->why = "bad top-level object";
+            goto done;
+        }
+    }
+    p = ws(p + 1);
+    if (p != end) {
+        sc->why = "trailing characters after the JSON object";
+        goto done;
+    }
+    if (!seen_events) {
+        sc->why = "no traceEvents";
+        goto done;
+    }
+    out = result(sc, top);
+done:
+    return out;
+}
+
+#ifdef GUARD_SIGBUS
+/* A file mapped by the reader can shrink while it is scanned (another process truncating or rewriting it):
+ * a read past its new end raises SIGBUS. While a scan runs, a SIGBUS inside the scanned buffer ends the scan
+ * as Unsupported (the reader then reads the file again its own way); any other SIGBUS goes to the handler
+ * that was there before. The scan holds the GIL, so one scan at a time arms this. */
+static sigjmp_buf bus_jmp;
+static volatile sig_atomic_t bus_armed;
+static const char *volatile bus_lo, *volatile bus_hi;
+static struct sigaction bus_old;
+
+static void on_bus(int sig, siginfo_t *si, void *uctx) {
+    (void)sig;
+    (void)uctx;
+    const char *a = (const char *)si->si_addr;
+    if (bus_armed && a >= bus_lo && a < bus_hi) {
+        bus_armed = 0;
+        siglongjmp(bus_jmp, 1);
+    }
+    sigaction(SIGBUS, &bus_old, NULL); /* not ours: the faulting access runs again under the old handler */
+}
+#endif
+
 static PyObject *kscan_scan(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
     PyObject *cat_kind, *on_piece;
@@ -1590,80 +1699,29 @@ static PyObject *kscan_scan(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *top = PyList_New(0), *out = NULL;
     if (!sc.name_list || !sc.text_list || !top) goto done;
 
-    const char *p = ws(sc.base), *end = sc.end;
-    int seen_events = 0;
-    if (*p != '{') {
-        sc.why = "the document is not a JSON object";
+#ifdef GUARD_SIGBUS
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_bus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    bus_lo = sc.base;
+    bus_hi = sc.end + 4096; /* the sentinel byte past the end sits in the last page */
+    if (sigsetjmp(bus_jmp, 1)) {
+        sigaction(SIGBUS, &bus_old, NULL);
+        sc.why = "the file shrank while it was read";
+        out = NULL;
         goto done;
     }
-    p = ws(p + 1);
-    if (*p != '}') {
-        for (;;) {
-            if (*p != '"') {
-                sc.why = "bad top-level key";
-                goto done;
-            }
-            int fl = 0;
-            const char *q = scan_str(p + 1, end, &fl);
-            if (!q || (fl & S_ESC)) {
-                sc.why = "bad or escaped top-level key";
-                goto done;
-            }
-            const char *ks = p + 1;
-            size_t kn = (size_t)(q - ks);
-            p = ws(q + 1);
-            if (*p != ':') {
-                sc.why = "bad top-level object";
-                goto done;
-            }
-            p = ws(p + 1);
-            const char *vs = p;
-            if (kn == 11 && memcmp(ks, "traceEvents", 11) == 0) {
-                if (seen_events || *p != '[') {
-                    sc.why = "traceEvents twice or not a list";
-                    goto done;
-                }
-                seen_events = 1;
-                p = events(&sc, p, (int64_t)piece_bytes, on_piece);
-                if (!p) goto done;
-                PyObject *t = Py_BuildValue("(sLL)", "traceEvents", (long long)(vs - sc.base), (long long)(p - sc.base));
-                if (!t || PyList_Append(top, t)) {
-                    Py_XDECREF(t);
-                    goto done;
-                }
-                Py_DECREF(t);
-            } else {
-                p = skip_value(&sc, p, 1);
-                if (!p) goto done;
-                PyObject *key = PyUnicode_DecodeUTF8(ks, (Py_ssize_t)kn, "strict");
-                if (!key) goto done;
-                PyObject *t = Py_BuildValue("(NLL)", key, (long long)(vs - sc.base), (long long)(p - sc.base));
-                if (!t || PyList_Append(top, t)) {
-                    Py_XDECREF(t);
-                    goto done;
-                }
-                Py_DECREF(t);
-            }
-            p = ws(p);
-            if (*p == ',') {
-                p = ws(p + 1);
-                continue;
-            }
-            if (*p == '}') break;
-            sc.why = "bad top-level object";
-            goto done;
-        }
+    if (sigaction(SIGBUS, &sa, &bus_old) == 0) bus_armed = 1;
+#endif
+    out = scan_doc(&sc, top, piece_bytes, on_piece);
+#ifdef GUARD_SIGBUS
+    if (bus_armed) {
+        bus_armed = 0;
+        sigaction(SIGBUS, &bus_old, NULL);
     }
-    p = ws(p + 1);
-    if (p != end) {
-        sc.why = "trailing characters after the JSON object";
-        goto done;
-    }
-    if (!seen_events) {
-        sc.why = "no traceEvents";
-        goto done;
-    }
-    out = result(&sc, top);
+#endif
 done:
     if (!out && !PyErr_Occurred()) PyErr_SetString(Unsupported, sc.why ? sc.why : "unsupported input");
     Py_XDECREF(top);

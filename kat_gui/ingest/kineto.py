@@ -584,6 +584,9 @@ def _read_scanned(
 
     with _gc_paused():
         res = _kscan.scan(data, {c: int(k) for c, k in builder.cat_kind.items()}, _PIECE_BYTES, on_piece)
+        if isinstance(data, mmap.mmap) and os.stat(path).st_size != len(data):
+            # Shrunk or rewritten while mapped: reading the mapping past its new end would fault (SIGBUS).
+            raise _kscan.Unsupported("the file changed while it was read")
         top = res.pop("top")
         if len({key for key, _, _ in top}) != len(top):
             return None  # a top-level key twice: the msgspec path applies its own rule
