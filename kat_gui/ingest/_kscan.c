@@ -30,6 +30,7 @@
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HOT_INLINE static inline __attribute__((always_inline))
 
 #define MAX_DEPTH 64
 #define MAX_ARGS_MEMBERS 256
@@ -698,7 +699,7 @@ static const char *skip_value(Scan *sc, const char *p, int depth) {
 }
 
 /* The value of 8 ASCII digits at s (first digit most significant): three multiply-and-fold steps. */
-static inline uint64_t digits8(uint64_t w) {
+HOT_INLINE uint64_t digits8(uint64_t w) {
     w -= 0x3030303030303030ull;
     w = (w * 10 + (w >> 8)) & 0x00FF00FF00FF00FFull;
     w = (w * 100 + (w >> 16)) & 0x0000FFFF0000FFFFull;
@@ -706,7 +707,7 @@ static inline uint64_t digits8(uint64_t w) {
 }
 
 /* The value of the n <= 16 digits at s; 16 bytes at s must be readable (digits or not past the n). */
-static inline uint64_t digits16(const char *s, ptrdiff_t n) {
+HOT_INLINE uint64_t digits16(const char *s, ptrdiff_t n) {
     uint64_t a = load64(s), b = load64(s + 8);
     if (n == 8) return digits8(a);
     if (n < 8) return n ? digits8(a << (8 * (8 - n)) | (0x3030303030303030ull >> (8 * n))) : 0;
@@ -718,7 +719,16 @@ static inline uint64_t digits16(const char *s, ptrdiff_t n) {
 
 /* Exact µs text -> ns for plain non-negative decimals, like timeparse's fast path; 0 when it is not one.
  * lim: the end of the readable buffer (the digit loads read 16 bytes). */
-static inline int fast_us(const char *s, const char *e, const char *lim, int64_t *out) {
+HOT_INLINE int fast_us(const char *s, const char *e, const char *lim, int64_t *out) {
+    /* "%.3f" without a scan: a validated JSON number whose 4th last byte is '.' and that starts with a digit
+     * has digits before that point (a number holds one '.', an exponent comes after it) and three after. */
+    if (e - s >= 5 && e[-4] == '.' && (unsigned)(*s - '0') < 10 && (unsigned)(e[-3] - '0') < 10 &&
+        (unsigned)(e[-2] - '0') < 10 && (unsigned)(e[-1] - '0') < 10 && lim - s >= 16) {
+        ptrdiff_t n = e - 4 - s;
+        if (n > 16 || (n == 16 && *s > '8')) return 0;
+        *out = (int64_t)digits16(s, n) * 1000 + (e[-3] - '0') * 100 + (e[-2] - '0') * 10 + (e[-1] - '0');
+        return 1;
+    }
     const char *p = skip_digits(s, lim);
     if (p > e) p = e; /* a number token is never followed by a digit; this only guards */
     ptrdiff_t nint = p - s;
@@ -965,7 +975,7 @@ static int tpl_add(Scan *sc, const char *as, const char *ae, int32_t key, uint8_
                    unsigned present);
 
 /* The kept-event part: columns, interning, args key. Returns 0, -1 (Python error) or -2 (give up). */
-static int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat) {
+HOT_INLINE int keep_event(Scan *sc, const Field *f, unsigned present, CatEntry *cat) {
     if (sc->n == sc->cap && grow_cols(sc)) return -1;
     size_t i = sc->n;
     uint8_t flags = 0;
@@ -1142,7 +1152,7 @@ static inline int eq_lit(uint64_t w, const char *lit, int n) {
 }
 
 /* Known event keys by their quoted text (the closing quote proves the key ends there). */
-static inline int fast_key(const char *p, const char *end, const char **q) {
+HOT_INLINE int fast_key(const char *p, const char *end, const char **q) {
     if (end - p < 8) return -2;
     uint64_t w = load64(p);
     switch (p[1]) {
