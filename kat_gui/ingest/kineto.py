@@ -7,10 +7,16 @@ Two paths give the same RankTrace (every column, string, args and track table, m
   (strict JSON, escapes, surrogate pairs, UTF-8) and, for the events kept, returns columns: kind, interned
   name, pid/tid, exact ts/dur (the same half-up rule as :mod:`kat_gui.ingest.timeparse`; other number texts
   come back as spans for timeparse itself), correlation, and an args key (the args text minus the instance
-  members, which the interned text drops too, so equal keys mean equal args text). Python then does only
-  what shows in the tables' order, piece by piece in the pieces of the msgspec path below: new names and
-  args keys, tracks, and a typed msgspec decode of the few events whose args feed columns (memcpy bytes,
-  collectives, cuda_sync device, the first event of a track). Whatever the scanner does not handle exactly
+  members, which the interned text drops too, so equal keys mean equal args text). A kept event whose args
+  text equals an earlier event's byte for byte except for integer instance ids reuses that event's key and
+  skips the walk of its args (the ids are still read as integer tokens, every other byte compared), and each
+  (pid, tid) pair gets a small id. Python then does only what shows in the tables' order, in the pieces of
+  the msgspec path below: new names and args keys and a typed msgspec decode of the few events whose args
+  feed columns (memcpy bytes, collectives, cuda_sync device, the first event of a track), piece by piece;
+  tracks once, from the pair ids, in the order the pieces would make them. A mapped file that shrinks while
+  it is scanned ends the scan (the SIGBUS of a read past its new end is caught inside the mapping; the size
+  is checked again before Python slices the mapping) and the file is read again by the msgspec path; a
+  shrink in the few ms after that check is not covered. Whatever the scanner does not handle exactly
   like this path (escaped keys, a key twice, pid text that ``int()`` reads another way, numbers out of range,
   a piece cut that would fall inside an event, any bad input) raises ``_kscan.Unsupported`` and the msgspec
   path reads the file, so errors read as they always did.
