@@ -524,3 +524,28 @@ def test_file_truncated_while_scanned(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(KatInputError, match="not valid JSON"):
         kineto.read(path, progress=progress)
     assert calls
+
+
+def test_args_templates_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More distinct args layouts than template slots, cycling: slots are replaced while guesses still point
+    at them, and every event must still get its own key, correlation and typed flag."""
+    events = []
+    for i in range(600):
+        layout = (i * 7) % 41
+        args = {
+            "External id": i,
+            "device": 0,
+            "stream": 7 + layout % 3,
+            "correlation": i,
+            f"attr{layout}": layout,
+        }
+        if layout % 5 == 0:
+            args["Collective name"] = "allreduce"
+            args["Seq"] = i
+        events.append(
+            _ev(name=f"k{layout % 9}", cat=("kernel", "gpu_memcpy")[layout % 2], ts=1000.5 + i, args=args)
+        )
+    path = _write(tmp_path, {"traceEvents": events})
+    ref = _check(path, monkeypatch)
+    assert _takes(path)
+    assert len(ref.args) == 41
