@@ -1335,11 +1335,15 @@ static const char *event(Scan *sc, const char *p) {
                 k = event_key(p + 1, (size_t)(q - p - 1));
             }
             p = q + 1;
-            if (*p != ':') {
-                p = ws(p);
-                if (*p != ':') GIVE_UP(sc, "bad event");
+            if (LIKELY(p[0] == ':' && p[1] == ' ' && (uint8_t)p[2] > ' ')) { /* Kineto's '"key": value' */
+                p += 2;
+            } else {
+                if (*p != ':') {
+                    p = ws(p);
+                    if (*p != ':') GIVE_UP(sc, "bad event");
+                }
+                p = ws(p + 1);
             }
-            p = ws(p + 1);
             const char *vs = p;
             int vfl = 0, is_int;
             if (k < 0) {
@@ -1401,6 +1405,10 @@ static const char *event(Scan *sc, const char *p) {
                 }
             }
             if (*p == ',') {
+                if (LIKELY(p[1] == ' ' && p[2] == '"')) { /* Kineto's ', "' */
+                    p += 2;
+                    continue;
+                }
                 p = ws(p + 1);
                 continue;
             }
