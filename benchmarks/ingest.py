@@ -271,7 +271,10 @@ def main(argv: list[str] | None = None) -> str:
             print(f"  {tool:10s} {_fmt(r, total, kernels)}", flush=True)
     table = _markdown(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table)
+    # The reader sections that `--reader` appends stay below this table.
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    cut = old.find("\n## Kineto reader")
+    RESULTS.write_text(table.rstrip("\n") + "\n" + (old[cut:] if cut >= 0 else ""))
     print(table)
     return table
 
