@@ -9,22 +9,22 @@ the shipped ``models/kat-explainer-lora.metrics.json`` (``make explainer`` print
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kat_gui.explain.model_files import sha256_of  # noqa: E402
+
 MODELS = ROOT / "models"
 ADAPTER_ID = "kat-explainer-lora"
 FILE = f"{ADAPTER_ID}.gguf"
 TOLERANCE = 0.05  # metrics of a rebuild within 5 points of the shipped ones count as reproduced
 COMPARED = ("faithful_claims", "faithful_strict", "coverage", "shown")
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _pct(x: float | None) -> str:
