@@ -78,8 +78,10 @@ def bundled_adapter_path(adapter_id: str | None = None) -> Path | None:
     if env:
         return Path(env)
     entry = adapter_entry(adapter_id)
-    if entry is None:
-        return None
+    return None if entry is None else _shipped_adapter_file(entry)
+
+
+def _shipped_adapter_file(entry: AdapterEntry) -> Path:
     path = MANIFEST.parent / entry.file
     if not path.is_file():
         raise KatInputError(
@@ -93,18 +95,7 @@ def verify_adapter(adapter_id: str | None = None) -> Path | None:
     entry = adapter_entry(adapter_id)
     if entry is None:
         return None
-    path = MANIFEST.parent / entry.file
-    if not path.is_file():
-        raise KatInputError(
-            path, "the explainer adapter is missing; restore it from the repository (models/)"
-        )
-    size = path.stat().st_size
-    if size != entry.bytes:
-        raise KatInputError(path, f"size {size} bytes, the manifest says {entry.bytes}: the file is damaged")
-    digest = sha256_of(path)
-    if digest != entry.sha256:
-        raise KatInputError(path, f"sha256 {digest} does not match the manifest ({entry.sha256})")
-    return path
+    return _check_size_and_sha(_shipped_adapter_file(entry), entry.bytes, entry.sha256)
 
 
 def load_manifest(path: Path = MANIFEST) -> tuple[str, dict[str, ModelEntry]]:
@@ -145,13 +136,16 @@ def verify_bundled(model_id: str | None = None) -> Path:
     """Check size and sha256 of the bundled model against the manifest; returns its path."""
     default, entries = load_manifest()
     entry = entries[model_id or default]
-    path = bundled_model_path(entry.id)
+    return _check_size_and_sha(bundled_model_path(entry.id), entry.bytes, entry.sha256)
+
+
+def _check_size_and_sha(path: Path, size_bytes: int, sha256: str) -> Path:
     size = path.stat().st_size
-    if size != entry.bytes:
-        raise KatInputError(path, f"size {size} bytes, the manifest says {entry.bytes}: the file is damaged")
+    if size != size_bytes:
+        raise KatInputError(path, f"size {size} bytes, the manifest says {size_bytes}: the file is damaged")
     digest = sha256_of(path)
-    if digest != entry.sha256:
-        raise KatInputError(path, f"sha256 {digest} does not match the manifest ({entry.sha256})")
+    if digest != sha256:
+        raise KatInputError(path, f"sha256 {digest} does not match the manifest ({sha256})")
     return path
 
 
