@@ -110,16 +110,20 @@ def explain_findings(
 
     Without ``model_path`` the bundled model runs with KAT's explainer adapter (``models/``, see
     :mod:`kat_gui.explain.model_files`) in the style it was trained for (``free``); a user model, or the bundled one
-    without its adapter, defaults to ``select``. A user-given ``model_path`` that is missing or does not load raises
-    KatInputError naming it; the bundled model failing (not installed, damaged, timing out) falls back to the
-    deterministic narrative with the reason. ``cancel()`` returning True stops generation between tokens and raises
-    :class:`Cancelled`. ``use_adapter=False`` runs the bundled model without its adapter.
+    without its adapter, defaults to ``select``; asking for a style other than the adapter's runs the base alone.
+    A user-given ``model_path`` that is missing or does not load raises KatInputError naming it; the bundled model
+    failing (not installed, damaged, timing out) falls back to the deterministic narrative with the reason.
+    ``cancel()`` returning True stops generation between tokens and raises :class:`Cancelled`.
+    ``use_adapter=False`` runs the bundled model without its adapter.
     """
     if style is not None and style not in prompt.STYLES:
         raise ValueError(f"style must be one of {prompt.STYLES}")
     adapter, adapter_style, adapter_note = (None, None, None)
     if use_llm and model_path is None and use_adapter:
         adapter, adapter_style, adapter_note = _bundled_adapter()
+        if style is not None and adapter is not None and style != adapter_style:
+            # The adapter was trained for one prompt style; asked for another, the base model answers alone.
+            adapter, adapter_style = None, None
     style = style or adapter_style or "select"
     adapter_name = adapter.name if adapter is not None else None
     t0 = time.perf_counter()
