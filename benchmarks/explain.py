@@ -122,7 +122,8 @@ exp = explain_findings(findings, graph, meta, timeout_s=120)
 t = exp.timings
 print(json.dumps({"first_token_s": t["first_token_s"], "total_s": t["total_s"], "load_s": t["load_s"],
                   "prefix": t.get("prefix"), "prompt_tokens": t.get("prompt_tokens"), "threads": t.get("threads"),
-                  "source": exp.source, "process_s": time.perf_counter() - t0}))
+                  "source": exp.source, "style": exp.style, "adapter": exp.adapter,
+                  "process_s": time.perf_counter() - t0}))
 """
 
 
@@ -221,7 +222,8 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         for kind, what in (("cold", "empty prefix cache"), ("disk", "prefix cache from an earlier process")):
             xs = pr[kind]
             lines.append(
-                f"- Fresh process per explanation (`{env['process_case']}`, `select`, {what}, {len(xs)} runs, "
+                f"- Fresh process per explanation (`{env['process_case']}`, default: "
+                f"`{xs[0].get('style', 'select')}` style, adapter {xs[0].get('adapter')}, {what}, {len(xs)} runs, "
                 f"threads {sorted({x['threads'] for x in xs})}, prefix {sorted({str(x['prefix']) for x in xs})}, "
                 f"prompt tokens {xs[0]['prompt_tokens']}): median first token "
                 f"**{_med([x['first_token_s'] for x in xs])}**, total {_med([x['total_s'] for x in xs])}, model "
@@ -234,12 +236,13 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "",
         "## Notes",
         "",
-        "- `select` is the default style: under a grammar the model answers with fact numbers (the headline first, "
-        "then 1-3 others in the order it chooses) and the text is those computed fact sentences, so it is grounded "
-        "by construction (it is still verified). The 135M model mostly picks the facts in their computed order. "
-        "`free` asks the same model for an unconstrained summary: the verifier drops most of what the 135M model "
-        "writes (invented percentages, prose about GPUs in general), so those runs fall back to the deterministic "
-        "narrative; it is kept for larger user models (`--model`).",
+        "- The default is `free` style with KAT's explainer adapter (`models/kat-explainer-lora.gguf`, trained on "
+        "KAT's own facts): the adapted model writes a short explanation that copies the facts' numbers, and every "
+        "sentence is still verified. `select` (the base model alone, asked explicitly or with `--no-adapter`): "
+        "under a grammar the model answers with fact numbers and the text is those computed fact sentences, "
+        "grounded by construction; faster (shorter prompt, ~7 generated tokens). Without the adapter the 135M base "
+        "cannot write freely (held-out: 0% of its explanations fully grounded, "
+        "`benchmarks/results/explain_adapter.md`).",
         "- Latency: prompt evaluation is the whole cost on this CPU (~150-250 tokens/s). The prompt puts the fixed "
         "instructions first and the run's facts last (cut to 8 words each, 14 for the headline; the user sees the "
         "full sentences), so the first ~70 tokens are the same on every run. Their evaluated state stays in the "
