@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kat_gui.reasoning import COMPONENT_NOUN, Hypothesis, fmt
+from kat_gui.reasoning import COMPONENT_NOUN, OWN_NUMBER, Hypothesis, fmt
 
 MAX_EVIDENCE_FACTS = 3
 MAX_COUNTER_FACTS = 2
@@ -44,7 +44,7 @@ def _who(h: Hypothesis) -> str:
 
 
 def _upper_first(s: str) -> str:
-    """"rank 7" -> "Rank 7"; "GPU7 (rank 7)" stays as it is (str.capitalize would write "Gpu7")."""
+    """ "rank 7" -> "Rank 7"; "GPU7 (rank 7)" stays as it is (str.capitalize would write "Gpu7")."""
     return s[:1].upper() + s[1:]
 
 
@@ -84,12 +84,8 @@ def _evidence_order(h: Hypothesis) -> list[dict]:
         "spans_hosts": 5,
         "steps": 6,
     }
-    main = {
-        "gpu": "compute_bound_slowdown",
-        "hbm": "memory_bound_slowdown",
-        "pcie": "host_copy_slowdown",
-        "cpu": "launch_interval_ratio",
-    }.get(h.component)
+    # Links: every own-number fact is told (transfer and, when present, the other slowdowns).
+    main = None if h.component in ("nvlink", "nic") else OWN_NUMBER.get(h.component)
     if any(e.get("key") == "last_at" for e in h.evidence):
         # A straggler: its own launch pacing is not the story, its late collective launches are.
         main = "launch_delay_share" if h.component == "cpu" else "__none__"

@@ -5,7 +5,13 @@ Public API: ``build_hypotheses(findings, topology, meta) -> list[Hypothesis]``, 
 ``knowledge.load_knowledge()``, ``knowledge.playbooks_for(component)``.
 """
 
-from kat_gui.reasoning.hypotheses import COMPONENT_NOUN, COMPONENT_TITLE, Hypothesis, build_hypotheses
+from kat_gui.reasoning.hypotheses import (
+    COMPONENT_NOUN,
+    COMPONENT_TITLE,
+    OWN_NUMBER,
+    Hypothesis,
+    build_hypotheses,
+)
 from kat_gui.reasoning.knowledge import Check, Playbook, load_knowledge, playbook, playbooks_for
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "COMPONENT_TITLE",
     "Check",
     "Hypothesis",
+    "OWN_NUMBER",
     "Playbook",
     "build_hypotheses",
     "load_knowledge",

@@ -204,6 +204,17 @@ def _steps_text(steps: list | tuple, n_abnormal: object) -> str:
     return s
 
 
+# The evidence number that measures each component itself (the rest are effects: waits, skew, stretch).
+OWN_NUMBER = {
+    "gpu": "compute_bound_slowdown",
+    "hbm": "memory_bound_slowdown",
+    "pcie": "host_copy_slowdown",
+    "cpu": "launch_interval_ratio",
+    "nvlink": "transfer_ratio",
+    "nic": "transfer_ratio",
+}
+
+
 def _evidence(f: dict, comp: str) -> list[dict]:
     """One evidence item per known evidence number of the finding; the value is copied as is."""
     ev = dict(f.get("evidence") or {})
@@ -219,11 +230,8 @@ def _evidence(f: dict, comp: str) -> list[dict]:
     steps = ev.get("steps")
     if isinstance(steps, (list, tuple)) and len(steps) == 2:
         add("steps", "the fault spans " + _steps_text(steps, ev.get("abnormal_steps")))
-    main_key = {
-        "gpu": "compute_bound_slowdown",
-        "hbm": "memory_bound_slowdown",
-        "pcie": "host_copy_slowdown",
-    }.get(comp)
+    # Only the per-GPU slowdowns lead; launch pacing and transfer keep their place in the order below.
+    main_key = OWN_NUMBER.get(comp) if comp in ("gpu", "hbm", "pcie") else None
     order = [main_key] if main_key else []
     order += [
         "compute_bound_slowdown",

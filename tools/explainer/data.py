@@ -49,7 +49,7 @@ from kat_gui.explain import prompt  # noqa: E402
 from kat_gui.explain.core import _sanitized, load_store_inputs  # noqa: E402
 from kat_gui.explain.facts import Fact, build_facts  # noqa: E402
 from kat_gui.explain.grounding import content_words, numbers, verify  # noqa: E402
-from kat_gui.reasoning import build_hypotheses  # noqa: E402
+from kat_gui.reasoning import OWN_NUMBER, build_hypotheses  # noqa: E402
 
 GENERATOR_VERSION = "kat-explainer-data/1"
 DEFAULT_SEED = 20261125
@@ -426,7 +426,7 @@ def rescale(findings: list[dict], rng: random.Random) -> list[dict]:
         g = copy.deepcopy(f)
         ev = g.get("evidence") or {}
         k = rng.choice((0.35, 0.6, 1.4, 2.2, 3.5, 5.0)) * rng.uniform(0.9, 1.1)
-        main = _MAIN.get(str(g.get("component")))
+        main = OWN_NUMBER.get(str(g.get("component")))
         mv = ev.get(main) if main else None
         if isinstance(mv, (int, float)) and not isinstance(mv, bool):
             # The finding's own number stays an effect the detector would report (>= 5 % / 1.05x).
@@ -476,14 +476,6 @@ _OPTIONAL = (
     "peer_wait_ns",
     "hung_collectives",
 )
-_MAIN = {
-    "gpu": "compute_bound_slowdown",
-    "hbm": "memory_bound_slowdown",
-    "pcie": "host_copy_slowdown",
-    "cpu": "launch_interval_ratio",
-    "nvlink": "transfer_ratio",
-    "nic": "transfer_ratio",
-}
 
 
 def drop_optional(findings: list[dict], rng: random.Random) -> list[dict]:
@@ -495,7 +487,7 @@ def drop_optional(findings: list[dict], rng: random.Random) -> list[dict]:
         if "silent_ns" in ev or "last_at" in ev:
             keep = {"silent_ns", "last_at", "collectives", "launch_delay_share"}
         else:
-            keep = {_MAIN.get(str(g.get("component")), "")}
+            keep = {OWN_NUMBER.get(str(g.get("component")), "")}
         cand = [k for k in _OPTIONAL if k in ev and k not in keep]
         for k in rng.sample(cand, k=min(len(cand), rng.randint(1, 3))):
             ev.pop(k, None)
@@ -514,6 +506,38 @@ def unusual_kernels(findings: list[dict], vocab: tuple[str, ...], rng: random.Ra
     return out
 
 
+def _unslowed(rng: random.Random) -> dict:
+    """Evidence of a rank whose own kernels, copies and launches are not slower than its peers'."""
+    return {
+        "slowdown_vs_peers": 0.0,
+        "compute_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
+        "memory_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
+        "host_copy_slowdown": round(rng.uniform(-0.01, 0.02), 4),
+        "launch_interval_ratio": round(rng.uniform(0.98, 1.02), 4),
+    }
+
+
+def _rank_finding(
+    finding: dict, comp: str, cid: str, conf: float, summary: str, ev: dict, reason: str
+) -> dict:
+    """A single-rank finding in the detector's format, placed where ``finding`` was."""
+    return {
+        "component": comp,
+        "component_id": cid,
+        "ranks": [int(finding["ranks"][0])],
+        "confidence": round(conf, 3),
+        "start_ns": finding.get("start_ns"),
+        "end_ns": finding.get("end_ns"),
+        "summary": summary,
+        "kind": "timing",
+        "nodes": [],
+        "evidence": ev,
+        "reason": reason,
+        "id": 0,
+        "kernels": list(finding.get("kernels") or []),
+    }
+
+
 def straggler(finding: dict, meta: dict, rng: random.Random, comp: str) -> dict:
     """A straggler finding as the detector writes it (``comp`` cpu: the host launched its collectives late;
     unknown: launched on time, cause not visible) on the rank of a single-rank ``finding``."""
@@ -522,11 +546,7 @@ def straggler(finding: dict, meta: dict, rng: random.Random, comp: str) -> dict:
     last = max(n // 2 + 1, int(n * rng.uniform(0.55, 0.95)))
     share = round(rng.uniform(0.16, 0.6), 4)
     ev = {
-        "slowdown_vs_peers": 0.0,
-        "compute_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "memory_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "host_copy_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "launch_interval_ratio": round(rng.uniform(0.98, 1.02), 4),
+        **_unslowed(rng),
         "last_at": last,
         "collectives": n,
         "last_at_p_value": 0.001,
@@ -540,32 +560,15 @@ def straggler(finding: dict, meta: dict, rng: random.Random, comp: str) -> dict:
         "abnormal_steps": rng.randint(1, 20),
     }
     conf = rng.uniform(0.55, 0.9) * (1.0 if comp == "cpu" else 0.8)
-    return {
-        "component": comp,
-        "component_id": "CPU host0 numa0" if comp == "cpu" else f"GPU{r}",
-        "ranks": [r],
-        "confidence": round(conf, 3),
-        "start_ns": finding.get("start_ns"),
-        "end_ns": finding.get("end_ns"),
-        "summary": f"rank {r} is the straggler",
-        "kind": "timing",
-        "nodes": [],
-        "evidence": ev,
-        "reason": "straggler",
-        "id": 0,
-        "kernels": list(finding.get("kernels") or []),
-    }
+    cid = "CPU host0 numa0" if comp == "cpu" else f"GPU{r}"
+    return _rank_finding(finding, comp, cid, conf, f"rank {r} is the straggler", ev, "straggler")
 
 
 def late_unknown(finding: dict, rng: random.Random) -> dict:
     """A rank arriving late without slower kernels or launches (the detector's per-rank ``unknown`` finding)."""
     r = int(finding["ranks"][0])
     ev = {
-        "slowdown_vs_peers": 0.0,
-        "compute_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "memory_bound_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "host_copy_slowdown": round(rng.uniform(-0.01, 0.02), 4),
-        "launch_interval_ratio": round(rng.uniform(0.98, 1.02), 4),
+        **_unslowed(rng),
         "late_share_of_step": round(rng.uniform(0.02, 0.3), 4),
         "arrival_skew_ns": round(10 ** rng.uniform(4, 6), 1),
         "wait_share": round(rng.uniform(0.2, 0.9), 4),
@@ -573,21 +576,9 @@ def late_unknown(finding: dict, rng: random.Random) -> dict:
         "steps": [s := rng.randint(3, 40), s + rng.randint(3, 30)],
         "abnormal_steps": rng.randint(3, 30),
     }
-    return {
-        "component": "unknown",
-        "component_id": f"GPU{r}",
-        "ranks": [r],
-        "confidence": round(rng.uniform(0.4, 0.69), 3),
-        "start_ns": finding.get("start_ns"),
-        "end_ns": finding.get("end_ns"),
-        "summary": f"rank {r}: arrives late to collectives with no slower kernels or launches",
-        "kind": "timing",
-        "nodes": [],
-        "evidence": ev,
-        "reason": "late",
-        "id": 0,
-        "kernels": list(finding.get("kernels") or []),
-    }
+    conf = rng.uniform(0.4, 0.69)
+    summary = f"rank {r}: arrives late to collectives with no slower kernels or launches"
+    return _rank_finding(finding, "unknown", f"GPU{r}", conf, summary, ev, "late")
 
 
 def healthy_meta(meta: dict, rng: random.Random) -> dict:
