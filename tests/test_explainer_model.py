@@ -53,15 +53,13 @@ def test_a_damaged_adapter_is_reported(tmp_path, monkeypatch):
         verify_adapter()
 
 
-def test_adapter_switches():
-    import os
-
+def test_adapter_switches(monkeypatch, tmp_path):
     assert bundled_adapter_path() is not None
-    os.environ["KAT_EXPLAINER_ADAPTER"] = "0"
-    try:
-        assert bundled_adapter_path() is None
-    finally:
-        del os.environ["KAT_EXPLAINER_ADAPTER"]
+    monkeypatch.setenv("KAT_EXPLAINER_ADAPTER", "0")
+    assert bundled_adapter_path() is None
+    other = tmp_path / "other.gguf"
+    monkeypatch.setenv("KAT_EXPLAINER_ADAPTER", str(other))
+    assert bundled_adapter_path() == other
 
 
 @pytest.mark.llm
