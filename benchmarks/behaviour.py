@@ -9,8 +9,8 @@ What a snapshot holds, one file per command and input (all through ``kat_gui.cli
   suite case, its healthy twin (same seed, no fault) against the faulty run;
 - ``kat ingest`` failures as the one line they print (exit code included).
 
-Stores are written under ``--work`` (default ``bench-out/behaviour``, reused between snapshots so that the paths
-inside the JSON agree); simulated traces are cached there.
+Stores are written under ``--work`` (default ``bench-out/behaviour``); simulated traces are cached there, and the
+work folder is written as ``<work>`` in the outputs so that snapshots made in different folders compare.
 
 Usage:
     python benchmarks/behaviour.py snapshot OUTDIR [--quick] [--work DIR]
@@ -62,6 +62,14 @@ REAL_PAIRS = (
     ("concurrent_example__concurrent_s16__profile16", "concurrent_example__concurrent_s1__profile1"),
     ("mfu_2gpu_before", "mfu_2gpu_after"),
 )
+
+
+def _normalise(out: Path, work: Path) -> None:
+    """Write the work folder as ``<work>`` in every output, so snapshots made in different folders compare."""
+    for p in out.iterdir():
+        text = p.read_text(encoding="utf-8")
+        if str(work) in text:
+            p.write_text(text.replace(str(work), "<work>"), encoding="utf-8")
 
 
 def _one_run(name: str, inputs: list[Path], work: Path, out: Path) -> Path | None:
@@ -123,6 +131,7 @@ def snapshot(out: Path, work: Path, quick: bool) -> None:
             if stores[name] and stores[f"{name}__twin"]:
                 _compare(stores[f"{name}__twin"], stores[name], f"{name}__twin__vs__{name}", out)
         print(f"{name:<60} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    _normalise(out, work)
     print(f"snapshot of {len(list(out.iterdir()))} files in {out} ({time.perf_counter() - t0:.0f} s)")
 
 
