@@ -1,4 +1,5 @@
-"""The event schema shared by every stage: columns, dtypes, event kinds, track kinds, component classes.
+"""The event schema shared by every stage: columns, dtypes, event kinds, track kinds, component classes, and
+:class:`RankTrace`, the columnar batch a reader hands to the store.
 
 An *event* is one timed interval on one *track*. A track is one GPU stream of one rank, or one host thread
 of one rank. Events are held columnar (one numpy array per column) and never as per-event Python objects.
@@ -9,7 +10,9 @@ has no absolute base) and are never stored as floats: an epoch in ns needs 61 bi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +103,53 @@ def track_label(rank: int, kind: TrackKind, device: int, stream: int, tid: int) 
     if kind == TrackKind.GPU_STREAM:
         return f"rank {rank} · GPU {device} · stream {stream}"
     return f"rank {rank} · host thread {tid}"
+
+
+@dataclass
+class TrackInfo:
+    """One lane: a GPU stream or a host thread of one rank."""
+
+    kind: TrackKind
+    device: int  # GPU index for GPU streams; -1 for host threads
+    stream: int  # CUDA stream id for GPU streams; -1 for host threads
+    pid: int  # process id (host threads) or the source's pid value for GPU rows
+    tid: int  # thread id (host threads) or stream id (GPU rows)
+
+
+@dataclass
+class RankTrace:
+    """One rank's events, columnar, with local string and args tables.
+
+    ``events`` holds every column of :data:`kat_gui.events.EVENT_COLUMNS` plus ``track`` (int32 index into
+    ``tracks``), all of one length, in any order (the store sorts). ``events["name"]``, ``coll`` and ``pg`` index
+    ``strings``; ``events["args"]`` indexes ``args`` (JSON text). Absolute ns times.
+    """
+
+    rank: int | None
+    source: str  # path of the file it came from
+    format: str  # reader FORMAT
+    tracks: list[TrackInfo]
+    events: dict[str, np.ndarray]
+    strings: list[str]
+    args: list[str] = field(default_factory=list)
+    # Free-form metadata kept in the store: device properties, distributedInfo, process groups, time base,
+    # host name (scrubbed in exports), exporter version, counts of skipped events by category...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events["start_ns"])
+
+    def validate(self) -> None:
+        """Check the column contract (types, lengths, index ranges). Raises AssertionError on a reader bug."""
+        n = len(self)
+        for name, dt in EVENT_COLUMNS.items():
+            col = self.events[name]
+            assert col.dtype == dt, f"column {name} has dtype {col.dtype}, expected {dt}"
+            assert len(col) == n, f"column {name} has length {len(col)}, expected {n}"
+        tr = self.events["track"]
+        assert tr.dtype == np.int32 and len(tr) == n
+        if n:
+            assert tr.min() >= 0 and tr.max() < len(self.tracks), "track index out of range"
+            assert (self.events["end_ns"] >= self.events["start_ns"]).all(), "event ends before it starts"
+            names = self.events["name"]
+            assert names.min() >= 0 and names.max() < len(self.strings), "name id out of range"

@@ -24,16 +24,10 @@ from kat_gui.errors import KatInputError
 from kat_gui.events import CopyKind, EventKind
 from kat_gui.progress import Progress
 
-try:  # the detector's kernel classes and step alignment; a small fallback keeps compare usable alone
-    from kat_gui.detect.align import assign_steps, launch_times, match_collectives
-    from kat_gui.detect.classify import CLASS_NAMES, COLLECTIVE
-    from kat_gui.detect.frame import load_frame
-
-    HAVE_DETECT = True
-except ImportError:  # pragma: no cover - detect ships with compare
-    HAVE_DETECT = False
-    CLASS_NAMES = ("other", "compute", "memory", "collective", "copy_host", "copy_peer")
-    COLLECTIVE = 3
+from kat_gui.detect.align import assign_steps, launch_times, match_collectives
+from kat_gui.detect.classify import CLASS_NAMES, COLLECTIVE
+from kat_gui.detect.frame import load_frame
+from kat_gui.detect.stats import count_before_by_rank
 
 
 @dataclass
@@ -88,19 +82,6 @@ class RunData:
         return int(steps[max(i, 0)])
 
 
-def _collective_order_steps(rank: np.ndarray, start: np.ndarray, is_coll: np.ndarray) -> np.ndarray:
-    """Segment number per event: collectives started before it on its rank (see the module docstring)."""
-    order = np.lexsort((start, rank))
-    c = is_coll[order].astype(np.int64)
-    cum = np.cumsum(c) - c
-    r = rank[order]
-    first = np.r_[True, r[1:] != r[:-1]] if len(r) else np.zeros(0, bool)
-    base = np.maximum.accumulate(np.where(first, cum, 0)) if len(r) else cum
-    out = np.empty(len(rank), dtype=np.int64)
-    out[order] = cum - base
-    return out
-
-
 def load_run(path_or_store: str | os.PathLike | object, progress: Progress | None = None) -> RunData:
     """Read a ``.kat.h5`` store (a path, or an open TraceStore) into :class:`RunData`.
 
@@ -136,7 +117,7 @@ def load_run(path_or_store: str | os.PathLike | object, progress: Progress | Non
         method = steps.method
         is_coll = (g["cls"] == COLLECTIVE) & (g["kind"] == EventKind.KERNEL)
         if method == "none" and is_coll.any():
-            step = _collective_order_steps(g["rank"], g["start_ns"], is_coll)
+            step = count_before_by_rank(g["rank"], g["start_ns"], is_coll)
             method = "collective_order"
         dur = (g["end_ns"] - g["start_ns"]).astype(np.int64)
         wait = np.zeros(fr.n_gpu, dtype=np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 
 from kat_gui.detect.classify import COLLECTIVE
 from kat_gui.detect.frame import RunFrame
+from kat_gui.detect.stats import count_before_by_rank, segments
 from kat_gui.events import EventKind
 
 _REL_BITS = 44  # relative ns fit in 44 bits (~4.9 h of trace); rank goes above them
@@ -87,16 +88,8 @@ def assign_steps(fr: RunFrame, launch_ns: np.ndarray) -> Steps:
     marker = _marker_name(fr)
     if marker is not None:
         is_m = (g["name"] == marker) & (g["kind"] == EventKind.KERNEL)
-        step = np.empty(n, dtype=np.int64)
-        # Exclusive count of marker kernels started before each event, per rank (gpu rows are per track,
-        # so order by (rank, start) first).
-        order = np.lexsort((g["start_ns"], g["rank"]))
-        m_o = is_m[order].astype(np.int64)
-        cum = np.cumsum(m_o) - m_o
-        r_o = g["rank"][order]
-        first = np.r_[True, r_o[1:] != r_o[:-1]]
-        base = np.maximum.accumulate(np.where(first, cum, 0))
-        step[order] = cum - base
+        # gpu rows are per track, so the count runs in (rank, start) order
+        step = count_before_by_rank(g["rank"], g["start_ns"], is_m)
         return Steps(step, "marker_kernel", fr.strings[marker], int(step.max() + 1) if n else 0)
     return Steps(np.zeros(n, dtype=np.int64), "none", None, 1 if n else 0)
 
@@ -160,15 +153,6 @@ class Collectives:
         return len(self.skew_ns)
 
 
-def _segments(sorted_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and length of each run of equal values in a sorted key."""
-    if not len(sorted_key):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    first = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    length = np.diff(np.r_[first, len(sorted_key)])
-    return first, length
-
-
 def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
     g = fr.gpu
     rows = np.flatnonzero((g["cls"] == COLLECTIVE) & (g["kind"] == EventKind.KERNEL))
@@ -186,7 +170,7 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
     order = np.lexsort((start, group, rank))
     rows, rank, start, group, seq, has_pg = (a[order] for a in (rows, rank, start, group, seq, has_pg))
     rg = (rank.astype(np.int64) << 32) ^ (group & 0xFFFFFFFF)
-    first, length = _segments(rg)
+    first, length = segments(rg)
     ordinal = np.arange(len(rows), dtype=np.int64) - np.repeat(first, length)
     # Use recorded sequence numbers only where the whole (rank, group) has them.
     seq_ok = np.repeat(np.minimum.reduceat(seq, first) >= 0, length) if len(first) else np.zeros(0, bool)
@@ -216,7 +200,7 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
 
     order = np.lexsort((start, inst))
     rows, rank, inst, group, start, end = (a[order] for a in (rows, rank, inst, group, start, end))
-    first, length = _segments(inst)
+    first, length = segments(inst)
     last_idx = first + length - 1
     first_start = start[first]
     last_start = start[last_idx]
@@ -348,7 +332,7 @@ def _clock_offsets(
     dom = lut[np.searchsorted(fr.ranks, rank)]
     order = np.lexsort((end, inst))
     e_s = end[order]
-    first, length = _segments(inst[order])
+    first, length = segments(inst[order])
     med_end = e_s[first + (length - 1) // 2]
     resid = end - med_end[np.searchsorted(inst[order][first], inst)]
     off = np.zeros(len(labels), dtype=np.int64)

@@ -15,6 +15,20 @@ def segments(sorted_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.diff(np.r_[first, len(sorted_key)])
 
 
+def count_before_by_rank(rank: np.ndarray, start_ns: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """Per event: how many ``mark`` events of its own rank start before it (rows ordered by (rank, start), ties
+    in input order). Step numbers from per-step marker kernels, or segments from collective order."""
+    order = np.lexsort((start_ns, rank))
+    m_o = mark[order].astype(np.int64)
+    cum = np.cumsum(m_o) - m_o
+    r_o = rank[order]
+    first = np.r_[True, r_o[1:] != r_o[:-1]] if len(r_o) else np.zeros(0, bool)
+    base = np.maximum.accumulate(np.where(first, cum, 0)) if len(r_o) else cum
+    out = np.empty(len(rank), dtype=np.int64)
+    out[order] = cum - base
+    return out
+
+
 def group_sort(group: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Order sorting rows by (group, value) with one argsort: ``value`` is squeezed into [0, 0.5) and added
     to the group id (float64 keeps ~1e-9 resolution of the value range, plenty for medians)."""

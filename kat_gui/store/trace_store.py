@@ -17,8 +17,7 @@ import h5py
 import numpy as np
 
 from kat_gui.errors import KatInputError
-from kat_gui.events import EVENT_COLUMNS, NO_ID, SCHEMA_VERSION, EventKind, TrackKind, track_label
-from kat_gui.ingest.base import RankTrace
+from kat_gui.events import EVENT_COLUMNS, NO_ID, SCHEMA_VERSION, EventKind, RankTrace, TrackKind, track_label
 from kat_gui.store.lod import LOD_COLUMNS, LOD_KEEP_FRACTION, build_lod
 
 STORE_MARKER = "KAT TraceStore"
