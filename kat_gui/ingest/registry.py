@@ -230,15 +230,3 @@ def _resolve_rank(path: Path, trace: RankTrace, options: IngestOptions) -> tuple
         return from_name, "file name"
     raise KatInputError(path, f"cannot tell which rank {path.name} is: name it rank-N or pass --rank N")
 
-
-__all__ = [
-    "READER_MODULES",
-    "expand_paths",
-    "plan",
-    "rank_from_filename",
-    "read_head",
-    "read_traces",
-    "reader_for",
-    "readers",
-    "sniff_format",
-]
