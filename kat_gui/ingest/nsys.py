@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,16 @@ GPU_INFO_COLUMNS = {  # meta key -> candidate columns in TARGET_INFO_GPU / TARGE
     "compute_minor": ("computeMinor", "computeCapabilityMinor"),
     "uuid": ("uuid",),
 }
+
+
+def _os_pid(global_id: Any) -> Any:
+    """The OS pid packed in a ``globalPid`` / ``globalTid`` (bits 24..47); int or numpy array alike."""
+    return (global_id >> 24) & 0xFFFFFF
+
+
+def _os_tid(global_tid: Any) -> Any:
+    """The OS tid packed in a ``globalTid`` (bits 0..23)."""
+    return global_tid & 0xFFFFFF
 
 
 def _connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -210,6 +221,14 @@ class _Builder:
             self.args.append(text)
         return aid
 
+    def _track(self, key: tuple[int, int, int, int], info: TrackInfo) -> int:
+        """The id of the track ``key``; ``info`` describes it the first time the key is seen."""
+        track = self.track_ids.get(key)
+        if track is None:
+            track = self.track_ids[key] = len(self.tracks)
+            self.tracks.append(info)
+        return track
+
     def gpu_tracks(self, device: np.ndarray, stream: np.ndarray, pid: np.ndarray) -> np.ndarray:
         if len(device) == 0:
             return np.empty(0, dtype=np.int32)
@@ -218,22 +237,16 @@ class _Builder:
         for i, j in enumerate(first.tolist()):
             dev, stm = int(device[j]), int(stream[j])
             key = (int(TrackKind.GPU_STREAM), dev, stm, 0)
-            if key not in self.track_ids:
-                self.track_ids[key] = len(self.tracks)
-                self.tracks.append(TrackInfo(TrackKind.GPU_STREAM, dev, stm, int(pid[j]), stm))
-            ids[i] = self.track_ids[key]
+            ids[i] = self._track(key, TrackInfo(TrackKind.GPU_STREAM, dev, stm, int(pid[j]), stm))
         return ids[inverse]
 
     def host_tracks(self, global_tid: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(global_tid, return_inverse=True)
         ids = np.empty(len(uniq), dtype=np.int32)
         for i, gtid in enumerate(uniq.tolist()):
-            pid, tid = (gtid >> 24) & 0xFFFFFF, gtid & 0xFFFFFF
+            pid, tid = _os_pid(gtid), _os_tid(gtid)
             key = (int(TrackKind.HOST_THREAD), -1, pid, tid)
-            if key not in self.track_ids:
-                self.track_ids[key] = len(self.tracks)
-                self.tracks.append(TrackInfo(TrackKind.HOST_THREAD, -1, -1, pid, tid))
-            ids[i] = self.track_ids[key]
+            ids[i] = self._track(key, TrackInfo(TrackKind.HOST_THREAD, -1, -1, pid, tid))
         return ids[inverse.reshape(-1)]
 
     def add(self, kind: EventKind, start: np.ndarray, end: np.ndarray, track: np.ndarray, **cols: np.ndarray):
@@ -380,9 +393,11 @@ def _read(
     )
 
 
-def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
-    cols = set(_columns(conn, T_KERNEL))
-    name_col = "demangledName" if "demangledName" in cols else "shortName"
+def _select_gpu_activity(
+    conn: sqlite3.Connection, table: str, more: dict[str, str], required: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """The columns every GPU activity table has (times, device, stream, correlation, globalPid), then
+    ``more``; device and stream must exist, as must ``required``."""
     exprs = {
         "start": "start",
         "end": "end",
@@ -390,14 +405,25 @@ def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
         "stream": "streamId",
         "corr": "correlationId",
         "gpid": "globalPid",
-        "name": name_col,
-        "short": "shortName" if "shortName" in cols else name_col,
+        **more,
     }
+    return _select_ints(conn, table, exprs, required=("deviceId", "streamId", *required))
+
+
+def _per_code(codes: np.ndarray, value_of: Callable[[int], int], dtype: type) -> np.ndarray:
+    """``value_of(code)`` for each row of ``codes``, called once per distinct code (a table holds few)."""
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    return np.array([value_of(c) for c in uniq.tolist()], dtype=dtype)[inverse.reshape(-1)]
+
+
+def _read_kernels(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
+    cols = set(_columns(conn, T_KERNEL))
+    name_col = "demangledName" if "demangledName" in cols else "shortName"
     arg_cols = [c for c in KERNEL_ARG_COLUMNS if c in cols]
+    exprs = {"name": name_col, "short": "shortName" if "shortName" in cols else name_col}
     exprs.update({c: c for c in arg_cols})
-    k = _select_ints(conn, T_KERNEL, exprs, required=("deviceId", "streamId", name_col))
-    pid = (k["gpid"] >> 24) & 0xFFFFFF
-    track = b.gpu_tracks(k["device"], k["stream"], pid)
+    k = _select_gpu_activity(conn, T_KERNEL, exprs, required=(name_col,))
+    track = b.gpu_tracks(k["device"], k["stream"], _os_pid(k["gpid"]))
     args = _args_ids(b, k, arg_cols)
     b.add(
         EventKind.KERNEL,
@@ -422,58 +448,28 @@ def _args_ids(b: _Builder, cols: dict[str, np.ndarray], arg_cols: list[str]) -> 
 
 
 def _read_memcpy(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
-    m = _select_ints(
-        conn,
-        T_MEMCPY,
-        {
-            "start": "start",
-            "end": "end",
-            "device": "deviceId",
-            "stream": "streamId",
-            "corr": "correlationId",
-            "gpid": "globalPid",
-            "bytes": "bytes",
-            "copy_kind": "copyKind",
-        },
-        required=("deviceId", "streamId"),
-    )
-    track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
-    codes, inverse = np.unique(m["copy_kind"], return_inverse=True)
-    name_ids = np.array(
-        [b.string(f"Memcpy {MEMCPY_KIND_NAMES.get(c, f'kind {c}')}") for c in codes.tolist()], dtype=np.int32
+    m = _select_gpu_activity(conn, T_MEMCPY, {"bytes": "bytes", "copy_kind": "copyKind"})
+    track = b.gpu_tracks(m["device"], m["stream"], _os_pid(m["gpid"]))
+    name = _per_code(
+        m["copy_kind"], lambda c: b.string(f"Memcpy {MEMCPY_KIND_NAMES.get(c, f'kind {c}')}"), np.int32
     )
     b.add(
         EventKind.MEMCPY,
         m["start"] + offset,
         m["end"] + offset,
         track,
-        name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
+        name=name,
         correlation=m["corr"],
         bytes=m["bytes"],
-        copy_kind=np.array(
-            [int(COPY_KIND_OF_CUPTI.get(c, max(-128, min(c, 127)))) for c in codes.tolist()], np.int8
-        )[inverse.reshape(-1)]
-        if len(codes)
-        else np.empty(0, np.int8),
+        copy_kind=_per_code(
+            m["copy_kind"], lambda c: int(COPY_KIND_OF_CUPTI.get(c, max(-128, min(c, 127)))), np.int8
+        ),
     )
 
 
 def _read_memset(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
-    m = _select_ints(
-        conn,
-        T_MEMSET,
-        {
-            "start": "start",
-            "end": "end",
-            "device": "deviceId",
-            "stream": "streamId",
-            "corr": "correlationId",
-            "gpid": "globalPid",
-            "bytes": "bytes",
-        },
-        required=("deviceId", "streamId"),
-    )
-    track = b.gpu_tracks(m["device"], m["stream"], (m["gpid"] >> 24) & 0xFFFFFF)
+    m = _select_gpu_activity(conn, T_MEMSET, {"bytes": "bytes"})
+    track = b.gpu_tracks(m["device"], m["stream"], _os_pid(m["gpid"]))
     b.add(
         EventKind.MEMSET,
         m["start"] + offset,
@@ -505,32 +501,15 @@ def _read_runtime(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
 def _read_sync(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
     # Placed on the GPU stream they wait for, like Kineto's cuda_sync rows; event and context syncs name no
     # stream and go on the device's stream -1 lane.
-    s = _select_ints(
-        conn,
-        T_SYNC,
-        {
-            "start": "start",
-            "end": "end",
-            "device": "deviceId",
-            "stream": "streamId",
-            "corr": "correlationId",
-            "gpid": "globalPid",
-            "sync": "syncType",
-        },
-        required=("deviceId", "streamId"),
-    )
+    s = _select_gpu_activity(conn, T_SYNC, {"sync": "syncType"})
     stream = np.where(s["stream"] == NO_STREAM_U32, -1, s["stream"])
-    track = b.gpu_tracks(s["device"], stream, (s["gpid"] >> 24) & 0xFFFFFF)
-    codes, inverse = np.unique(s["sync"], return_inverse=True)
-    name_ids = np.array(
-        [b.string(SYNC_TYPE_NAMES.get(c, f"Sync type {c}")) for c in codes.tolist()], dtype=np.int32
-    )
+    track = b.gpu_tracks(s["device"], stream, _os_pid(s["gpid"]))
     b.add(
         EventKind.SYNC,
         s["start"] + offset,
         s["end"] + offset,
         track,
-        name=name_ids[inverse.reshape(-1)] if len(codes) else np.empty(0, np.int32),
+        name=_per_code(s["sync"], lambda c: b.string(SYNC_TYPE_NAMES.get(c, f"Sync type {c}")), np.int32),
         correlation=s["corr"],
     )
 
@@ -643,7 +622,7 @@ def _names_of_tracks(conn: sqlite3.Connection, tables: set[str], tracks: list[Tr
         ).fetchall()
         names = {}
         for gtid, name in rows:
-            key = ((gtid >> 24) & 0xFFFFFF, gtid & 0xFFFFFF)
+            key = (_os_pid(gtid), _os_tid(gtid))
             if key in threads:
                 names[f"{key[0]}/{key[1]}"] = _text(name)
         out["thread_names"] = names
