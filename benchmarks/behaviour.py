@@ -7,7 +7,8 @@ What a snapshot holds, one file per command and input (all through ``kat_gui.cli
   suite's development seed set (``benchmarks/suite.py``);
 - ``kat compare --json`` on the real pairs (HTA's trace_diff pair, Nsight profile1/profile16) and, for every faulty
   suite case, its healthy twin (same seed, no fault) against the faulty run;
-- ``kat ingest`` failures as the one line they print (exit code included).
+- ``kat ingest`` failures as the one line they print (exit code included); a single file that names no rank is
+  ingested again with ``--rank 0``.
 
 Stores are written under ``--work`` (default ``bench-out/behaviour``); simulated traces are cached there, and the
 work folder is written as ``<work>`` in the outputs so that snapshots made in different folders compare.
@@ -65,17 +66,21 @@ REAL_PAIRS = (
 
 
 def _normalise(out: Path, work: Path) -> None:
-    """Write the work folder as ``<work>`` in every output, so snapshots made in different folders compare."""
+    """Write the work and data folders as ``<work>`` and ``<shared>`` in every output, so snapshots made in
+    different folders (a worktree of an older commit, say) compare."""
     for p in out.iterdir():
         text = p.read_text(encoding="utf-8")
-        if str(work) in text:
-            p.write_text(text.replace(str(work), "<work>"), encoding="utf-8")
+        new = text.replace(str(work), "<work>").replace(str(SHARED), "<shared>")
+        if new != text:
+            p.write_text(new, encoding="utf-8")
 
 
 def _one_run(name: str, inputs: list[Path], work: Path, out: Path) -> Path | None:
     store = work / f"{name}.kat.h5"
     store.unlink(missing_ok=True)
     rc, _, err = _cli(["ingest", *map(str, inputs), "-o", str(store), "--name", name])
+    if rc and "pass --rank" in err and len(inputs) == 1:  # a single-GPU file that names no rank
+        rc, _, err = _cli(["ingest", str(inputs[0]), "-o", str(store), "--name", name, "--rank", "0"])
     (out / f"{name}.ingest.txt").write_text(f"exit {rc}\n{err.strip()}\n" if rc else "exit 0\n")
     if rc:
         return None
