@@ -237,12 +237,8 @@ def test_check_detection_rejects_wrong_schema():
 
 
 def test_baseline_end_to_end_on_simulated_scenario(tmp_path):
-    simulate = pytest.importorskip(
-        "kat_gui.simulate", reason="the simulator (kat_gui.simulate) is not built yet"
-    )
-    if not hasattr(simulate, "simulate"):
-        pytest.skip("the simulator (kat_gui.simulate.simulate) is not built yet")
     from benchmarks import baseline_zscore, suite
+    from kat_gui import simulate
 
     spec = suite.e2e_case()
     run_dir = suite.generate_case(simulate, spec, tmp_path / "case", seed=1)

@@ -388,9 +388,7 @@ def test_hang_stops_the_faulty_rank_and_blocks_its_peers(short_runs):
 
 
 def test_ingest_reads_back_the_labelled_instances(short_runs):
-    ingest = pytest.importorskip("kat_gui.ingest", reason="kat_gui.ingest not available yet")
-    if not hasattr(ingest, "read_traces"):
-        pytest.skip("kat_gui.ingest.read_traces not available yet")
+    from kat_gui import ingest
     from kat_gui.events import EventKind
 
     for name in ("healthy_tp8_2node_trtllm", "hang_tp4", "healthy_tp4_mixed_sglang"):
