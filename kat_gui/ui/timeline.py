@@ -396,12 +396,14 @@ class AnomalyItem(pg.GraphicsObject):
             if mask.any():
                 p.setPen(pg.mkPen(SYMPTOM_COLOR, width=1))
                 p.setBrush(brush)
-                p.drawRects(*_rect_array(x[mask], y[mask], w[mask], h[mask]).drawargs())
+                rects = _rect_array(x[mask], y[mask], w[mask], h[mask])  # alive while drawn: drawargs
+                p.drawRects(*rects.drawargs())  # hands Qt a raw pointer into its buffer
         root = role == ROLE_ROOT
         if root.any():
             p.setPen(pg.mkPen(ROOT_COLOR, width=2))
             p.setBrush(QtGui.QBrush(QtGui.QColor(214, 39, 40, 45)))
-            p.drawRects(*_rect_array(x[root], y[root], w[root], h[root]).drawargs())
+            rects = _rect_array(x[root], y[root], w[root], h[root])
+            p.drawRects(*rects.drawargs())
 
 
 class SelectionItem(pg.GraphicsObject):
@@ -546,11 +548,10 @@ class OverviewItem(pg.GraphicsObject):
             # One tick per pixel column is enough: dedupe by pixel so a million anomalies still draw fast.
             cols = np.unique(np.floor(x[sel] / px))
             p.setBrush(pg.mkBrush(color))
-            p.drawRects(
-                *_rect_array(
-                    cols * px, np.full(len(cols), y0), np.full(len(cols), 2 * px), np.full(len(cols), h)
-                ).drawargs()
+            rects = _rect_array(
+                cols * px, np.full(len(cols), y0), np.full(len(cols), 2 * px), np.full(len(cols), h)
             )
+            p.drawRects(*rects.drawargs())  # ``rects`` kept alive: drawargs is a raw pointer into it
 
 
 NOTE_COLOR = "#1F6FEB"
