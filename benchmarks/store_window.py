@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kat_gui.events import EVENT_COLUMNS, EventKind, TrackKind, empty_columns
-from kat_gui.ingest.base import RankTrace, TrackInfo
+from kat_gui.events import EVENT_COLUMNS, EventKind, RankTrace, TrackInfo, TrackKind, empty_columns
 from kat_gui.store import TraceStore
 
 T_BASE_NS = 1_700_000_000_000_000_000
@@ -71,15 +70,17 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--chunk-rows", type=int, default=None, help="experiment: override the store's chunk rows")
+    ap.add_argument(
+        "--chunk-rows", type=int, default=None, help="experiment: override the store's chunk rows"
+    )
     ap.add_argument("--compression", choices=["gzip1", "gzip4", "lzf"], default=None, help="experiment")
     a = ap.parse_args()
-    from kat_gui.store import trace_store
+    from kat_gui.store import writer
 
     if a.chunk_rows:
-        trace_store.CHUNK_ROWS = a.chunk_rows
+        writer.CHUNK_ROWS = a.chunk_rows
     if a.compression:
-        trace_store.COMPRESSION = {
+        writer.COMPRESSION = {
             "gzip1": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
             "gzip4": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
             "lzf": {"compression": "lzf", "shuffle": True},

@@ -16,11 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kat_gui.errors import Cancelled, KatInputError
-from kat_gui.events import EVENT_COLUMNS, SCHEMA_VERSION, EventKind, TrackKind, empty_columns
-from kat_gui.ingest.base import RankTrace, TrackInfo
+from kat_gui.events import (
+    EVENT_COLUMNS,
+    SCHEMA_VERSION,
+    EventKind,
+    RankTrace,
+    TrackInfo,
+    TrackKind,
+    empty_columns,
+)
 from kat_gui.store import TraceStore
+from kat_gui.store import layout as layout_mod
 from kat_gui.store import lod as lod_mod
-from kat_gui.store import trace_store as ts_mod
+from kat_gui.store import window as window_mod
+from kat_gui.store import writer as writer_mod
 
 T0 = 1_700_000_000_000_000_000
 STRING_COLS = ("name", "coll", "pg")
@@ -30,9 +39,9 @@ STRING_COLS = ("name", "coll", "pg")
 def tiny_layout(chunk_rows: int = 32, long_min: int = 2, long_div: int = 8, lod_min: int = 8):
     """Small chunks / long lists / LOD stop so that small test stores exercise multi-chunk searches."""
     with (
-        mock.patch.object(ts_mod, "CHUNK_ROWS", chunk_rows),
-        mock.patch.object(ts_mod, "LONG_MIN", long_min),
-        mock.patch.object(ts_mod, "LONG_DIVISOR", long_div),
+        mock.patch.object(writer_mod, "CHUNK_ROWS", chunk_rows),
+        mock.patch.object(writer_mod, "LONG_MIN", long_min),
+        mock.patch.object(writer_mod, "LONG_DIVISOR", long_div),
         mock.patch.object(lod_mod, "LOD_MIN_RECTS", lod_min),
     ):
         yield
@@ -367,7 +376,7 @@ def _summary_store(tmp_path) -> Path:
     path = tmp_path / "small.kat.h5"
     with (
         tiny_layout(chunk_rows=64, lod_min=20),
-        mock.patch.object(ts_mod, "LOD_SMALL_ROWS", 60),
+        mock.patch.object(writer_mod, "LOD_SMALL_ROWS", 60),
         TraceStore.create(path, "small") as w,
     ):
         for r in range(4):
@@ -400,15 +409,15 @@ def test_small_levels_answer_coarse_views_in_one_read_per_column(tmp_path):
         assert any(c > 60 for lv in levels for _l, _w, c in lv)  # some levels only in /lod
         assert all(any(c <= 60 for _l, _w, c in lv) for lv in levels if lv)
         reads = [0]
-        st._lod = {c: _CountingReads(ds, reads) for c, ds in st._lod.items()}
-        st._lod_small_ds = {c: _CountingReads(ds, reads) for c, ds in st._lod_small_ds.items()}
+        st._windows.lod = {c: _CountingReads(ds, reads) for c, ds in st._windows.lod.items()}
+        st._windows.lod_small = {c: _CountingReads(ds, reads) for c, ds in st._windows.lod_small.items()}
         # Full view at 200 px: every track's answer comes from its coarsest (copied) level.
         full = st.window(range(len(st.tracks)), t0 - span, t1 + span, 3 * span // 200)
         assert all(w.summary for w in full.values())
-        assert reads[0] == len(ts_mod.SUMMARY_COLUMNS)  # one read per column for all 12 tracks
+        assert reads[0] == len(layout_mod.SUMMARY_COLUMNS)  # one read per column for all 12 tracks
         st.window(range(len(st.tracks)), t0, t0 + span // 3, span // 3000)
         st.window(range(len(st.tracks)), t0 - span, t1 + span, 3 * span // 1000)
-        assert reads[0] == len(ts_mod.SUMMARY_COLUMNS)  # and nothing more for other coarse views
+        assert reads[0] == len(layout_mod.SUMMARY_COLUMNS)  # and nothing more for other coarse views
         with pytest.raises(ValueError):
             full[0].start_ns[0] = 0  # views of the shared table are read-only
 
@@ -429,15 +438,15 @@ def test_small_levels_give_the_same_windows_as_lod_and_old_stores(tmp_path):
         queries.append((a, b, int(rng.choice([1, 1_000, 16_000, 100_000, max(1, (b - a) // 50)]))))
     with TraceStore.open(path) as st:
         with_small = _windows(st, queries)
-        assert st._lod_small  # read whole
-        assert st._long_all  # /long read whole too
+        assert st._windows._lod_small_all  # read whole
+        assert st._windows._long_all  # /long read whole too
     with (
-        mock.patch.object(ts_mod, "LOD_SMALL_READ_BYTES", 0),
-        mock.patch.object(ts_mod, "LONG_READ_BYTES", 0),
+        mock.patch.object(window_mod, "LOD_SMALL_READ_BYTES", 0),
+        mock.patch.object(window_mod, "LONG_READ_BYTES", 0),
         TraceStore.open(path) as st,
     ):
         assert _windows(st, queries) == with_small
-        assert st._lod_small is False and st._long_all is False
+        assert st._windows._lod_small_all is False and st._windows._long_all is False
     assert any(w["summary"] for w in with_small) and any(not w["summary"] for w in with_small)
     with h5py.File(path, "r+") as f:
         del f["lod_small"]

@@ -12,8 +12,14 @@ Public API (see ``docs/store-format.md`` for the on-disk layout):
   ``window(tracks, t0_ns, t1_ns, resolution_ns)``, ``track_events(track, columns)``,
   ``events(columns, kinds)``, ``event(track, index)``, ``args(args_id)``,
   ``put_table / get_table / put_json / get_json`` for results (detection, annotations...).
+
+Modules: ``layout`` (column sets, :class:`TrackRow`, :class:`Window`), ``writer`` (:class:`StoreWriter`),
+``lod`` (summary levels), ``window`` (window queries), ``results`` (``/results``: JSON and tables),
+``reader`` (:class:`TraceStore`).
 """
 
-from kat_gui.store.trace_store import StoreWriter, TraceStore, TrackRow, Window
+from kat_gui.store.layout import TrackRow, Window
+from kat_gui.store.reader import TraceStore
+from kat_gui.store.writer import StoreWriter
 
 __all__ = ["StoreWriter", "TraceStore", "TrackRow", "Window"]
