@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kat_gui import cli, pipeline
-from kat_gui.compare import Anchor, compare_runs, compare_stores, load_run
+from kat_gui.compare import Anchor, Params, compare_runs, compare_stores, load_run
 from kat_gui.compare.stats import benjamini_hochberg, group_stats, mann_whitney
 from kat_gui.errors import KatInputError
 
@@ -206,8 +206,6 @@ def test_two_healthy_churned_seeds_show_no_significant_row(tmp_path, case):
     c = compare_runs(h, d)
     sig = c.significant()
     assert sig == [], [(x.kind, x.rank, x.name[:40], x.effect) for x in sig]
-    from kat_gui.compare.engine import Params
-
     plain = compare_runs(h, d, params=Params(common_mode=False))
     assert plain.significant(), "the churned runs do differ in workload (otherwise this test proves nothing)"
 
@@ -225,12 +223,12 @@ def test_collective_workload_model_uses_recorded_sizes(tmp_path):
         coll = run.gpu["cls"] == 3
         if vocab == "sglang":
             assert (run.gpu["size"][coll] > 0).all(), "c10d collectives record In msg nelems"
-        from kat_gui.compare.engine import _common_mode_ratios  # the model itself, on one run twice
+        from kat_gui.compare.workload import common_mode_ratios  # the model itself, on one run twice
 
         c = compare_runs(run, run)
         assert c.significant() == []
-        per_run, pos, ratios, sizes = _model_inputs(run)
-        wm = _common_mode_ratios(per_run, pos, ratios, sizes)
+        kernels, ratios = _model_inputs(run)
+        wm = common_mode_ratios(kernels, ratios)
         names = {run.names[i] for i in np.unique(run.gpu["name"][coll]).tolist()}
         kinds = {wm_name: k for wm_name, k in _covariates(wm, run).items() if wm_name in names}
         assert kinds and set(kinds.values()) <= want, kinds
@@ -239,24 +237,26 @@ def test_collective_workload_model_uses_recorded_sizes(tmp_path):
 
 
 def _model_inputs(run):
-    """The per-run arrays compare_runs hands the workload model, for a run compared with itself."""
-    from kat_gui.compare.engine import _occurrence, _op_ratios
+    """The kernel samples and ratios compare_runs hands the workload model, for a run compared with itself."""
+    from kat_gui.compare.samples import KernelSamples, occurrence
+    from kat_gui.compare.workload import op_ratios
 
     g = run.gpu
     pos = np.searchsorted(run.steps, g["step"])
     keep = g["step"] >= 0
     nm = g["name"][keep].astype(np.int64)
     rk = g["rank"][keep].astype(np.int64)
-    one = (
-        nm,
-        g["cls"][keep].astype(np.int64),
-        rk,
-        g["dur_ns"][keep],
-        _occurrence(rk, pos[keep], nm, g["start_ns"][keep]),
+    one = KernelSamples(
+        name_id=nm,
+        cls=g["cls"][keep].astype(np.int64),
+        rank=rk,
+        dur_ns=g["dur_ns"][keep],
+        occurrence=occurrence(rk, pos[keep], nm, g["start_ns"][keep]),
+        position=pos[keep],
+        size=g["size"][keep],
     )
-    per_run = [one, one]
-    ratios = _op_ratios(per_run, int(nm.max()) + 1)
-    return per_run, [pos[keep], pos[keep]], ratios, [g["size"][keep], g["size"][keep]]
+    kernels = [one, one]
+    return kernels, op_ratios(kernels, int(nm.max()) + 1)
 
 
 def _covariates(wm, run) -> dict[str, str]:
@@ -269,8 +269,6 @@ def test_different_workload_is_reported_as_such_not_as_a_slowdown(tmp_path):
     a different workload, not a slower network: no significant row, and a grey row per collective saying
     that its instances ran at a workload the healthy run never reached. Without the like-with-like check the
     same all-reduces would be reported as slowdowns (checked with Params(common_mode=False))."""
-    from kat_gui.compare.engine import Params
-
     base = sim.SCENARIOS["healthy_tp4_decode"].with_(n_steps=24, n_layers=4, batch_size=16)
     base = base.with_(confounders=dataclasses.replace(base.confounders, batch_churn=0.0))
     h = load_run(_sim_store(tmp_path, "b16", base, 0))

@@ -13,16 +13,8 @@ Public API:
   (schema ``kat.compare/1``).
 """
 
-from kat_gui.compare.engine import (
-    SCHEMA,
-    Anchor,
-    Comparison,
-    Difference,
-    Params,
-    RunSummary,
-    compare_runs,
-    compare_stores,
-)
+from kat_gui.compare.engine import compare_runs, compare_stores
+from kat_gui.compare.result import SCHEMA, Anchor, Comparison, Difference, Params, RunSummary
 from kat_gui.compare.run import RunData, load_run
 
 __all__ = [

@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from kat_gui.compare.engine import Comparison, Difference, compare_stores
+from kat_gui.compare.engine import compare_stores
+from kat_gui.compare.result import Comparison, Difference
 from kat_gui.errors import KatInputError
 from kat_gui.progress import TerminalProgress
 

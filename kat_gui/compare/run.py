@@ -20,25 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
+from kat_gui.detect.align import assign_steps, launch_times, match_collectives
+from kat_gui.detect.classify import COLLECTIVE
+from kat_gui.detect.frame import load_frame
+from kat_gui.detect.stats import count_before_by_rank
 from kat_gui.errors import KatInputError
 from kat_gui.events import CopyKind, EventKind
 from kat_gui.progress import Progress
-
-from kat_gui.detect.align import assign_steps, launch_times, match_collectives
-from kat_gui.detect.classify import CLASS_NAMES, COLLECTIVE
-from kat_gui.detect.frame import load_frame
-from kat_gui.detect.stats import count_before_by_rank
 
 
 @dataclass
 class RunData:
     """One run, reduced to what the diff needs (columnar; one row per GPU kernel/memcpy/memset).
 
-    ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``CLASS_NAMES``), ``rank``, ``step``
-    (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0 otherwise),
-    ``start_ns`` (the store's clock, as the timeline shows it), ``track``, ``index`` (the event in the store),
+    ``gpu``: ``name`` (index into ``names``), ``cls`` (kernel class code, ``detect.classify.CLASS_NAMES``),
+    ``rank``, ``step`` (-1 outside every step), ``dur_ns`` (own duration), ``wait_ns`` (collective wait, 0
+    otherwise), ``start_ns`` (the store's clock, as the timeline shows it), ``track``, ``index`` (the event in
+    the store),
     ``size`` (the instance's recorded message size, -1 when unknown: bytes of a host-to-device copy, ``In msg
-    nelems`` of a collective; what the workload model of :mod:`kat_gui.compare.engine` regresses on).
+    nelems`` of a collective; what the workload model of :mod:`kat_gui.compare.workload` regresses on).
     ``meta["clock_offsets_ns"]``: rank -> offset of its host clock (subtract it to compare times across
     hosts; from detection's collective alignment). ``step_rank``: per (rank, step) ``rank``, ``step``, ``start_ns``,
     ``end_ns`` (GPU span of the step on that rank), ``busy_ns`` (sum of own durations), ``wait_ns``.

@@ -71,7 +71,7 @@ def locate(
             return None
         sel = (g["name"] == nid) & in_steps
     elif d.kind in ("class", "class_rank") and d.kernel_class:
-        from kat_gui.compare.run import CLASS_NAMES
+        from kat_gui.detect.classify import CLASS_NAMES
 
         if d.kernel_class not in CLASS_NAMES:
             return None

@@ -1,0 +1,181 @@
+"""The result types of a run-vs-run comparison: thresholds (:class:`Params`), the alignment request
+(:class:`Anchor`), one row of the diff (:class:`Difference`), a run's summary (:class:`RunSummary`) and the
+whole diff (:class:`Comparison`, serialised as schema ``kat.compare/1``).
+
+Units: every time and duration is in ns (``_ns`` fields); ``rel_*`` and ``effect`` are relative changes
+(degraded/healthy - 1, so +0.10 = 10 % slower); ``p_value``/``q_value`` are probabilities. The field names
+of :class:`Params` and :class:`Difference` are written into the JSON output as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kat_gui.compare.run import RunData
+
+SCHEMA = "kat.compare/1"
+
+# Row kinds, in the order a reader meets them. Symptom kinds are effects of a cause elsewhere.
+KINDS = ("kernel", "kernel_rank", "class", "class_rank", "rank_busy", "rank_idle", "rank_wait", "step_time")
+SYMPTOM_KINDS = ("rank_wait", "step_time")
+RANK_METRIC_KINDS = ("rank_busy", "rank_idle", "rank_wait")  # one sample per (rank, step)
+STRUCTURAL_KINDS = (
+    "only_healthy",
+    "only_degraded",
+    "collective_renamed",
+    "ranks_changed",
+    "rank_stopped",
+    "different_workload",
+)
+
+
+@dataclass
+class Params:
+    """Thresholds of the diff. ``alpha``: false discovery rate; ``min_effect``: smallest relative change that
+    counts; ``min_abs_ns``: smallest median shift that counts; ``min_n``: fewest samples per side to test;
+    ``min_per_step``: a kernel found in one run only is a structural change when it runs at least this often
+    per compared step (a one-off kernel is not); ``max_samples``: per row and side, quantiles and tests use
+    a random subset of at most about this many samples (counts and totals stay exact); ``min_step_share``:
+    per-rank busy/idle/wait rows must move by at least this share of the healthy median step time (which
+    rank waits a few µs more is decided by the GPUs' speed lottery, not by a fault); ``min_wait_share``: the
+    same for collective waits, which that lottery moves by up to 2-3 % of a step (the slowest GPU sets
+    everyone's wait); ``common_mode``: divide out what moves every rank of a step alike (the workload, see
+    :mod:`kat_gui.compare.workload`) and demote symptoms without a cause; ``min_effect_modelled``: the
+    smallest relative change that counts for a kernel whose durations a workload model adjusted (and for
+    the collective class when any was)."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.04
+    min_abs_ns: float = 200.0
+    min_n: int = 8
+    min_per_step: float = 0.5
+    max_samples: int = 20_000
+    min_step_share: float = 0.01
+    min_wait_share: float = 0.03
+    common_mode: bool = True
+    min_effect_modelled: float = 0.08
+
+
+@dataclass
+class Anchor:
+    """Which step of each run lines up with the other's. Steps are the trace's numbers (``ProfilerStep#N``);
+    a time (ns, the store's clock) stands for the step running then. Unset sides default to the first step."""
+
+    healthy_step: int | None = None
+    degraded_step: int | None = None
+    healthy_ns: int | None = None
+    degraded_ns: int | None = None
+
+
+@dataclass
+class Difference:
+    """One row of the diff. Times in ns; ``rel_*`` are degraded/healthy - 1. ``rank`` is the degraded rank
+    (None for pooled rows). ``significant`` is the grey/colour switch of the GUI."""
+
+    kind: str
+    label: str
+    name: str = ""
+    kernel_class: str = ""
+    rank: int | None = None
+    n_healthy: int = 0
+    n_degraded: int = 0
+    total_healthy_ns: float = 0.0
+    total_degraded_ns: float = 0.0
+    mean_healthy_ns: float = 0.0
+    mean_degraded_ns: float = 0.0
+    p50_healthy_ns: float = 0.0
+    p50_degraded_ns: float = 0.0
+    p99_healthy_ns: float = 0.0
+    p99_degraded_ns: float = 0.0
+    rel_p50: float = 0.0
+    rel_mean: float = 0.0
+    effect: float = 0.0
+    auc: float = 0.5
+    p_value: float = 1.0
+    q_value: float = 1.0
+    significant: bool = False
+    symptom: bool = False
+    note: str = ""
+
+    @property
+    def delta_total_ns(self) -> float:
+        return self.total_degraded_ns - self.total_healthy_ns
+
+    @property
+    def delta_p50_ns(self) -> float:
+        return self.p50_degraded_ns - self.p50_healthy_ns
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["delta_total_ns"] = self.delta_total_ns
+        d["delta_p50_ns"] = self.delta_p50_ns
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    ranks: list[int]
+    gpus: int
+    steps: int
+    step_method: str
+    start_ns: int
+    end_ns: int
+    kernels: int
+
+    @classmethod
+    def of(cls, run: RunData) -> RunSummary:
+        return cls(
+            name=run.name,
+            path=run.path,
+            ranks=[int(r) for r in run.ranks],
+            gpus=run.n_gpus,
+            steps=int(len(run.steps)),
+            step_method=run.step_method,
+            start_ns=run.span_ns[0],
+            end_ns=run.span_ns[1],
+            kernels=int(len(run.gpu["dur_ns"])),
+        )
+
+
+@dataclass
+class Comparison:
+    """The diff of two runs. ``differences`` is ranked (see the module docstring); ``step_time_*_ns`` are the
+    per-step times of the compared steps (for overlaid histograms); ``ranks`` has one entry per degraded
+    rank with its busy/idle/wait changes; ``alignment`` says which steps were compared and how."""
+
+    healthy: RunSummary
+    degraded: RunSummary
+    alignment: dict[str, Any]
+    differences: list[Difference]
+    step_time_healthy_ns: np.ndarray
+    step_time_degraded_ns: np.ndarray
+    ranks: list[dict[str, Any]]
+    params: Params = field(default_factory=Params)
+
+    def significant(self) -> list[Difference]:
+        return [d for d in self.differences if d.significant]
+
+    def top(self, n: int = 10, kinds: tuple[str, ...] | None = None) -> list[Difference]:
+        """The first ``n`` ranked rows, optionally of some kinds only."""
+        rows = self.differences if kinds is None else [d for d in self.differences if d.kind in kinds]
+        return rows[:n]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "healthy": asdict(self.healthy),
+            "degraded": asdict(self.degraded),
+            "alignment": self.alignment,
+            "params": asdict(self.params),
+            "step_time": {
+                "healthy_ns": [int(x) for x in self.step_time_healthy_ns],
+                "degraded_ns": [int(x) for x in self.step_time_degraded_ns],
+            },
+            "ranks": self.ranks,
+            "differences": [d.to_json() for d in self.differences],
+        }
