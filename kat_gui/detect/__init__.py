@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 
 from kat_gui.detect import classify
-from kat_gui.detect.engine import DETECTOR_VERSION, DetectResult, Params, detect_frame
+from kat_gui.detect.engine import DETECTOR_VERSION, detect_frame
 from kat_gui.detect.frame import RunFrame, load_frame
-from kat_gui.detect.result import load_result, save_result, to_contract_json
+from kat_gui.detect.params import Params
+from kat_gui.detect.result import DetectResult, load_result, save_result, to_contract_json
 from kat_gui.progress import Progress, scaled
 
 

@@ -1,16 +1,39 @@
-"""Detection results in the store (``detect/anomalies``, ``detect/findings``, ``detect/meta``) and the public
-``kat.detect/1`` JSON document."""
+"""What detection found (:class:`DetectResult`), its keys in the store (``detect/anomalies``,
+``detect/findings``, ``detect/meta``, ``detect/collectives``) and the public ``kat.detect/1`` JSON document.
+
+Times are ns; the anomaly table's columns are :data:`kat_gui.detect.anomalies.ANOMALY_COLUMNS`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from kat_gui.detect.engine import ANOMALY_COLUMNS, DetectResult
+from kat_gui.detect.align import Collectives
+from kat_gui.detect.anomalies import ANOMALY_COLUMNS
+from kat_gui.detect.signals import CellSignal
 from kat_gui.events import COMPONENTS
 
 SCHEMA = "kat.detect/1"
 ROLE_NAMES = {1: "root", 2: "symptom"}
 _CONTRACT_FIELDS = ("component", "component_id", "ranks", "confidence", "start_ns", "end_ns", "summary")
+
+
+@dataclass
+class DetectResult:
+    """What detection found. ``findings`` follow the ``kat.detect/1`` contract (ARCHITECTURE.md; names decoded
+    in :func:`to_contract_json`); ``anomalies`` are store-column arrays (:data:`ANOMALY_COLUMNS`); ``meta`` is
+    stored as ``detect/meta``. ``collectives``, ``signals`` and ``steps`` exist only for a result just computed
+    (not for one loaded from a store)."""
+
+    run: str
+    findings: list[dict]
+    anomalies: dict[str, np.ndarray]
+    meta: dict
+    collectives: Collectives | None = None
+    signals: dict[str, CellSignal] = field(default_factory=dict)
+    steps: np.ndarray | None = None  # the step numbers of the signal columns
 
 
 def collective_table(result: DetectResult) -> dict[str, np.ndarray] | None:
@@ -55,7 +78,7 @@ def load_result(store) -> DetectResult | None:
 
 
 def to_contract_json(result: DetectResult, store) -> dict:
-    """The ``kat.detect/1`` document of ARCHITECTURE.md, names decoded through the store's string table.
+    """The ``kat.detect/1`` document (ARCHITECTURE.md), names decoded through the store's string table.
 
     Findings keep the contract fields first, then the extra ones (id, nodes, evidence, kind...)."""
     an = result.anomalies

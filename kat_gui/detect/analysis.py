@@ -1,0 +1,205 @@
+"""The shared per-run intermediate arrays of one detection pass (:class:`RunAnalysis`).
+
+Built once per run and read by every analysis (``rank_findings``, ``straggler_findings``, ``link_findings``,
+``hang_findings``, the anomaly table):
+
+- steps (``align.assign_steps``): a step number per GPU event, the distinct step numbers, and each event's
+  step *index* into them (-1 outside every step);
+- ranks: each event's rank index into ``RunFrame.ranks``;
+- collective instances matched across ranks (``align.match_collectives``) and each instance's step index;
+- the typical length of each step (ns), the median across ranks of the step's GPU span;
+- the per-(rank, step) peer signals (``kernel_signals``) and the GPU idle gaps before each event
+  (``idle_gaps``), computed on demand.
+
+Assumptions: ``RunFrame.gpu`` rows are ordered by (track, start_ns) (``frame.py``). Times are ns on the
+trace's clock; signal cells are log ratios to peers, except ``late`` (a share of the step).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from typing import NamedTuple
+
+import numpy as np
+
+from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times, match_collectives
+from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
+from kat_gui.detect.frame import RunFrame
+from kat_gui.detect.params import Params
+from kat_gui.detect.signals import CellSignal, PeerMatch, cell_signal, peer_match
+from kat_gui.detect.stats import segments, small_unique
+
+# Noise floor of the ``late`` signal, whose cells are a share of the step (1e-4 = 0.01 % of a step), not a log
+# ratio: ``Params.sigma_floor`` (a floor for log ratios) does not apply to it.
+LATE_SHARE_SIGMA_FLOOR = 1e-4
+
+
+class IdleGaps(NamedTuple):
+    """Per GPU event (row of ``RunFrame.gpu``): how long its rank's GPU sat idle before it, and the same op's
+    gap on its peers (median of the matched peers; NaN outside steps or unmatched), both in ns."""
+
+    own_ns: np.ndarray
+    peer_ns: np.ndarray
+
+
+class RunAnalysis:
+    """The intermediate arrays of one detection pass over a :class:`RunFrame` (see the module docstring)."""
+
+    def __init__(self, frame: RunFrame, params: Params):
+        self.frame = frame
+        self.params = params
+        self.launch_ns = launch_times(frame)  # per GPU event: its host launch time (-1 when unknown)
+        self.steps: Steps = assign_steps(frame, self.launch_ns)
+        self.step_values = small_unique(self.steps.step[self.steps.step >= 0])  # distinct step numbers
+        self.n_steps = max(len(self.step_values), 1)
+        if not len(self.step_values):
+            self.step_values = np.zeros(1, np.int64)
+        st = self.steps.step
+        self.step_idx = np.where(st >= 0, np.searchsorted(self.step_values, st), -1)
+        self.n_ranks = len(frame.ranks)
+        self.rank_idx = np.searchsorted(frame.ranks, frame.gpu["rank"])
+        self.collectives: Collectives = match_collectives(frame, self.steps)
+        self.coll_step_idx = np.where(
+            self.collectives.step >= 0, np.searchsorted(self.step_values, self.collectives.step), -1
+        )
+        self.step_len_ns = self._step_lengths()
+        self.peer_matches: dict[str, PeerMatch] = {}  # filled by kernel_signals, per signal name
+
+    def _step_lengths(self) -> np.ndarray:
+        """Median across ranks of each step's GPU span (first start to last end), ns; 1 where unknown."""
+        g = self.frame.gpu
+        ok = self.step_idx >= 0
+        cell = self.rank_idx[ok].astype(np.int64) * self.n_steps + self.step_idx[ok]
+        n = self.n_ranks * self.n_steps
+        lo = np.full(n, np.iinfo(np.int64).max)
+        hi = np.full(n, np.iinfo(np.int64).min)
+        order = np.argsort(cell, kind="stable")
+        c_s = cell[order]
+        first, _ = segments(c_s)
+        if len(first):
+            lo[c_s[first]] = np.minimum.reduceat(g["start_ns"][ok][order], first)
+            hi[c_s[first]] = np.maximum.reduceat(g["end_ns"][ok][order], first)
+        span = np.where(hi > lo, hi - lo, np.nan).astype(np.float64).reshape(self.n_ranks, self.n_steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(span, axis=0)
+        return np.where(np.isfinite(med) & (med > 0), med, 1.0)
+
+    # ------------------------------------------------------------------ signals
+    def kernel_signals(self) -> dict[str, CellSignal]:
+        """The [rank, step] peer signals: ``compute``, ``memory`` and ``copy`` (log ratio of each kernel's or
+        host copy's duration to the same op on the peers), ``launch`` (log ratio of the host's launch interval,
+        when launches are known and there are peers) and ``late`` (the waiting a rank imposes on the median
+        peer at collectives, summed per step as a share of the step length; when there are collectives).
+        Records each signal's :class:`PeerMatch` in ``peer_matches``."""
+        g = self.frame.gpu
+        p = self.params
+        out: dict[str, CellSignal] = {}
+        dur = (g["end_ns"] - g["start_ns"]).astype(np.float64)
+        for label, cls in (("compute", COMPUTE), ("memory", MEMORY), ("copy", COPY_HOST)):
+            rows = np.flatnonzero((g["cls"] == cls) & (self.step_idx >= 0))
+            pm = peer_match(
+                rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.n_ranks
+            )
+            self.peer_matches[label] = pm
+            out[label] = cell_signal(
+                label,
+                self.rank_idx[rows],
+                self.step_idx[rows],
+                pm.log_ratio,
+                self.n_ranks,
+                self.n_steps,
+                p.sigma_floor,
+            )
+        # Host launch pacing: interval between a rank's consecutive launches, matched like kernels.
+        has = self.launch_ns >= 0
+        rows = np.flatnonzero(has & (self.step_idx >= 0))
+        if len(rows) and self.n_ranks >= 2:
+            ri_, lt_ = self.rank_idx[rows], self.launch_ns[rows]
+            in_order = (
+                not (np.diff(ri_) < 0).any() and not ((np.diff(lt_) < 0) & (np.diff(ri_) == 0)).any()
+            )  # one stream per rank: rows are already in launch order, no sort
+            order = np.arange(len(rows)) if in_order else np.lexsort((lt_, ri_))
+            r_o = rows[order]
+            t = self.launch_ns[r_o]
+            same = np.r_[False, self.rank_idx[r_o][1:] == self.rank_idx[r_o][:-1]]
+            interval = np.where(same, np.r_[0, np.diff(t)], np.nan)
+            keep = np.isfinite(interval)
+            r_k = r_o[keep]
+            iv = interval[keep]
+            if in_order:
+                r_k_sorted, iv_sorted = r_k, iv
+            else:
+                r_k_sorted = np.sort(r_k)  # back to (track, start) order for the ordinal in peer_match
+                iv_sorted = iv[np.argsort(r_k, kind="stable")]
+            pm = peer_match(
+                r_k_sorted,
+                self.step_idx[r_k_sorted],
+                g["name"][r_k_sorted],
+                self.rank_idx[r_k_sorted],
+                iv_sorted,
+                self.n_ranks,
+            )
+            self.peer_matches["launch"] = pm
+            out["launch"] = cell_signal(
+                "launch",
+                self.rank_idx[r_k_sorted],
+                self.step_idx[r_k_sorted],
+                pm.log_ratio,
+                self.n_ranks,
+                self.n_steps,
+                p.sigma_floor,
+            )
+        # Collective arrival: the waiting a rank imposes on the median peer, as a share of the step.
+        co = self.collectives
+        if co.n:
+            m_step = self.coll_step_idx[co.inst]
+            ok = m_step >= 0
+            share = np.clip(co.late_ns, 0, None).astype(np.float64) / self.step_len_ns[np.maximum(m_step, 0)]
+            ridx = np.searchsorted(self.frame.ranks, co.rank)
+            out["late"] = cell_signal(
+                "late",
+                ridx[ok],
+                m_step[ok],
+                share[ok],
+                self.n_ranks,
+                self.n_steps,
+                LATE_SHARE_SIGMA_FLOOR,
+                reduce="sum",
+            )
+        return out
+
+    @cached_property
+    def idle_gaps(self) -> IdleGaps:
+        """Each GPU event's idle gap before it on its rank (ns) and the matched peers' gap (see
+        :class:`IdleGaps`): with a slow host, the GPU waits for each launch."""
+        g = self.frame.gpu
+        order = np.lexsort((g["start_ns"], self.rank_idx))
+        # Running maximum of ends per rank in one pass: each rank's times are lifted into its own band.
+        t0 = int(min(g["start_ns"].min(), g["end_ns"].min()))
+        band = int(max(g["end_ns"].max(), g["start_ns"].max())) - t0 + 1
+        lift = self.rank_idx[order].astype(np.int64) * band
+        end_l = g["end_ns"][order] - t0 + lift
+        prev_end = np.maximum.accumulate(np.r_[0, end_l[:-1]])
+        same = np.r_[False, self.rank_idx[order][1:] == self.rank_idx[order][:-1]]
+        gap = np.zeros(self.frame.n_gpu)
+        gap[order] = np.where(same, np.maximum(g["start_ns"][order] - t0 + lift - prev_end, 0), 0)
+        rows = np.flatnonzero(self.step_idx >= 0)
+        pm = peer_match(
+            rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], gap[rows] + 1.0, self.n_ranks
+        )
+        ref = np.full(self.frame.n_gpu, np.nan)
+        ref[rows] = pm.ref_ns - 1.0
+        return IdleGaps(gap, ref)
+
+    def window_ns(self, s0: int, s1: int, ri: int | None) -> tuple[int, int]:
+        """(first start, last end) in ns of the GPU events in step indices ``s0..s1`` (of rank index ``ri``
+        when given); (0, 0) when there are none."""
+        g = self.frame.gpu
+        m = (self.step_idx >= s0) & (self.step_idx <= s1)
+        if ri is not None:
+            m &= self.rank_idx == ri
+        if not m.any():
+            return 0, 0
+        return int(g["start_ns"][m].min()), int(g["end_ns"][m].max())
