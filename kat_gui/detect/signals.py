@@ -42,9 +42,24 @@ def peer_match(
     if not n:
         z = np.zeros(0)
         return PeerMatch(rows, z, z, np.zeros(0, np.int64))
-    fast = _peer_match_positional(rows, step_idx, name, rank_idx, value, n_ranks)
-    if fast is not None:
-        return fast
+    v = np.maximum(value.astype(np.float64), 1.0)
+    found = _positional_reference(step_idx, name, rank_idx, v, n_ranks)
+    ref, members = found if found is not None else _exact_reference(step_idx, name, rank_idx, v, n_ranks)
+    return PeerMatch(rows, ref, np.log(v / ref), members)
+
+
+def _peer_reference(members: np.ndarray, med: np.ndarray, total: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The reference of each row: its group's median with three or more members, the other member's value
+    with two (``total`` - own), NaN alone."""
+    return np.where(members >= 3, med, np.where(members == 2, total - v, np.nan))
+
+
+def _exact_reference(
+    step_idx: np.ndarray, name: np.ndarray, rank_idx: np.ndarray, v: np.ndarray, n_ranks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, group members) per row of ``v`` (values >= 1) matched by (step, name, ordinal of that name
+    within the rank's step): sorts, works for any layout."""
+    n = len(v)
     n_names = int(name.max()) + 1
     k1 = (step_idx.astype(np.int64) * n_names + name) * n_ranks + rank_idx
     o1 = np.argsort(k1, kind="stable")
@@ -60,29 +75,23 @@ def peer_match(
         _, gid = np.unique(np.stack([base, ordinal], axis=1), axis=0, return_inverse=True)
     gid = gid.ravel()
     n_groups = int(gid.max()) + 1
-    v = np.maximum(value.astype(np.float64), 1.0)
     med, cnt = group_median(gid, v, n_groups)
     sums = np.bincount(gid, weights=v, minlength=n_groups)
     members = cnt[gid]
-    ref = np.where(members >= 3, med[gid], np.where(members == 2, sums[gid] - v, np.nan))
-    return PeerMatch(rows, ref, np.log(v / ref), members)
+    return _peer_reference(members, med[gid], sums[gid], v), members
 
 
-def _peer_match_positional(
-    rows: np.ndarray,
-    step_idx: np.ndarray,
-    name: np.ndarray,
-    rank_idx: np.ndarray,
-    value: np.ndarray,
-    n_ranks: int,
-) -> PeerMatch | None:
+def _positional_reference(
+    step_idx: np.ndarray, name: np.ndarray, rank_idx: np.ndarray, v: np.ndarray, n_ranks: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Fast path of :func:`peer_match` without sorting: when each rank's rows are contiguous and in step
     order (one stream per rank, the usual case), the k-th row of a (rank, step) is matched with the k-th
     row of the same step on the other ranks in a dense [match, rank] matrix, and only members with the
     group's majority name count (the same kernel: a rank with an extra kernel shifts its positions, and its
-    mismatched rows are left unmatched). Returns None when the layout does not hold or fewer than 90 % of
-    the rows match (the exact (step, name, ordinal) matching is used then)."""
-    n = len(rows)
+    mismatched rows are left unmatched). Returns (reference, group members; 0 where unmatched) per row of
+    ``v`` (values >= 1), or None when the layout does not hold or fewer than 90 % of the rows match (the
+    exact (step, name, ordinal) matching is used then)."""
+    n = len(v)
     if n_ranks < 2 or n_ranks > 4096:
         return None
     n_steps = int(step_idx.max()) + 1
@@ -95,10 +104,8 @@ def _peer_match_positional(
     first = np.flatnonzero(np.r_[True, brk])
     pos = np.arange(n, dtype=np.int32) - np.repeat(first.astype(np.int32), np.diff(np.r_[first, n]))
     max_pos = int(pos.max()) + 1
-    if (
-        n_steps * max_pos * n_ranks > 8 * n + 1_000_000
-    ):  # ragged steps: the dense matrix would be mostly empty
-        return None
+    if n_steps * max_pos * n_ranks > 8 * n + 1_000_000:
+        return None  # ragged steps: the dense matrix would be mostly empty
     mid = step_idx.astype(np.int64) * max_pos + pos
     n_mid = n_steps * max_pos
     # Majority name per match: with the valid names of a row sorted, the middle one is the majority name
@@ -113,7 +120,6 @@ def _peer_match_positional(
     if np.count_nonzero(ok) < 0.9 * n:
         return None
     vals = np.full((n_mid, n_ranks), np.nan)
-    v = np.maximum(value.astype(np.float64), 1.0)
     vals[mid[ok], rank_idx[ok]] = v[ok]
     vs = np.sort(vals, axis=1)  # NaN last
     members = np.count_nonzero(~np.isnan(vs), axis=1)
@@ -122,9 +128,8 @@ def _peer_match_positional(
     med = 0.5 * (lo + hi)
     tot = np.nansum(vs, axis=1)
     m_row = members[mid]
-    ref = np.where(m_row >= 3, med[mid], np.where(m_row == 2, tot[mid] - v, np.nan))
-    ref = np.where(ok, ref, np.nan)
-    return PeerMatch(rows, ref, np.log(v / ref), np.where(ok, m_row, 0))
+    ref = np.where(ok, _peer_reference(m_row, med[mid], tot[mid], v), np.nan)
+    return ref, np.where(ok, m_row, 0)
 
 
 @dataclass
