@@ -13,7 +13,7 @@ import pytest
 
 from kat_gui.errors import KatInputError
 from kat_gui.events import CopyKind, EventKind, TrackKind
-from kat_gui.ingest import kineto
+from kat_gui.ingest import kineto, kineto_python, kineto_tables
 from kat_gui.ingest.base import IngestOptions
 from kat_gui.ingest.timeparse import decimal_us_to_ns
 
@@ -221,7 +221,7 @@ def test_timeparse_matches_decimal() -> None:
 
 def test_piece_cut_inside_event_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Force tiny pieces and a "},{" inside args: the cut is proven wrong and the exact split takes over.
-    monkeypatch.setattr(kineto, "_PIECE_BYTES", 10)
+    monkeypatch.setattr(kineto_python, "PIECE_BYTES", 10)
     evs = [
         {"ph": "X", "cat": "kernel", "name": f"k{i}", "pid": 0, "tid": 7, "ts": 10 + i, "dur": 1,
          "args": {"nested": [{"a": i}, {"b": 2}], "correlation": i}}
@@ -302,7 +302,7 @@ def _got_rows(trace) -> list[tuple[int, dict | None]]:
 def test_args_and_correlation_per_event_match_json(dlrm_dir: Path) -> None:
     path = sorted(dlrm_dir.glob("*.json.gz"))[0]
     src = json.loads(gzip.decompress(path.read_bytes()))
-    want = _expected_rows(src["traceEvents"], set(kineto._CAT_KIND))
+    want = _expected_rows(src["traceEvents"], set(kineto_tables.CAT_KIND))
     assert _got_rows(kineto.read(path)) == want
 
 

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kat_gui.errors import KatInputError
-from kat_gui.ingest import kineto
+from kat_gui.ingest import kineto, kineto_header, kineto_python, kineto_scan
 from kat_gui.ingest.base import IngestOptions, RankTrace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-_kscan = kineto._kscan
+_kscan = kineto_scan.kscan
 needs_scanner = pytest.mark.skipif(_kscan is None, reason="the compiled scanner is not built")
 
 
@@ -43,13 +43,13 @@ def _synth_module():
 
 
 def _python(path: Path, options: IngestOptions | None = None) -> RankTrace:
-    return kineto._read_python(path, kineto._load_bytes(path), options or IngestOptions(), None)
+    return kineto_python.read_python(path, kineto_header.load_bytes(path), options or IngestOptions(), None)
 
 
 def _scanned(path: Path, options: IngestOptions | None = None) -> RankTrace:
     """The scanner path alone (no fallback): any give-up is an error here."""
-    trace = kineto._read_scanned(
-        path, kineto._load_bytes(path, mapped=True), options or IngestOptions(), None
+    trace = kineto_scan.read_scanned(
+        path, kineto_header.load_bytes(path, mapped=True), options or IngestOptions(), None
     )
     assert trace is not None, "the scanner gave up"
     return trace
@@ -95,7 +95,7 @@ def _takes(path: Path) -> bool:
     """True when the scanner path alone produces a trace for this file."""
     try:
         return (
-            kineto._read_scanned(path, kineto._load_bytes(path, mapped=True), IngestOptions(), None)
+            kineto_scan.read_scanned(path, kineto_header.load_bytes(path, mapped=True), IngestOptions(), None)
             is not None
         )
     except (_kscan.Unsupported, KatInputError, ValueError):
@@ -143,7 +143,7 @@ def test_real_files_all_categories_small_pieces(
     shared_data: Path, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small pieces: the per-piece order of string, args and track ids must still match.
-    monkeypatch.setattr(kineto, "_PIECE_BYTES", 20_000)
+    monkeypatch.setattr(kineto_python, "PIECE_BYTES", 20_000)
     path = next(p for p in (shared_data / "kineto").rglob(name))
     options = IngestOptions(keep_python=True, keep_cpu_ops=True)
     _assert_same(_python(path, options), _scanned(path, options))
@@ -347,7 +347,7 @@ def test_bad_input_messages_unchanged(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_piece_cut_inside_event_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # With tiny pieces the Python path's cut pattern "},{" falls inside nested args: it splits exactly
     # instead, so the scanner must give up rather than cut elsewhere.
-    monkeypatch.setattr(kineto, "_PIECE_BYTES", 10)
+    monkeypatch.setattr(kineto_python, "PIECE_BYTES", 10)
     evs = [_ev(name=f"k{i}", args={"nested": [{"a": i}, {"b": 2}], "correlation": i}) for i in range(50)]
     path = _write(tmp_path, {"traceEvents": evs})
     with pytest.raises(_kscan.Unsupported, match="piece"):
@@ -374,13 +374,13 @@ def test_progress_and_cancel(tmp_path: Path) -> None:
     def cancel(_f: float, _msg: str) -> None:
         raise Cancelled()
 
-    old = kineto._PIECE_BYTES
+    old = kineto_python.PIECE_BYTES
     try:
-        kineto._PIECE_BYTES = 100_000
+        kineto_python.PIECE_BYTES = 100_000
         with pytest.raises(Cancelled):
             kineto.read(path, progress=cancel)
     finally:
-        kineto._PIECE_BYTES = old
+        kineto_python.PIECE_BYTES = old
 
 
 # ----------------------------------------------------------------------------------------- generated events
@@ -442,7 +442,7 @@ def test_generated_events_same_as_python_path(events, indent, ascii_only, keep) 
             assert isinstance(exc, (KatInputError, OverflowError)), exc
             return
         try:
-            got = kineto._read_scanned(path, kineto._load_bytes(path, mapped=True), options, None)
+            got = kineto_scan.read_scanned(path, kineto_header.load_bytes(path, mapped=True), options, None)
         except _kscan.Unsupported:
             return  # given up: read() takes the Python path
         assert got is not None
@@ -453,15 +453,15 @@ def test_mapping_rule(tmp_path: Path) -> None:
     # Plain files of 64 KiB and more are mapped (no copy); small, gzip and page-multiple files are read.
     body = b'{"traceEvents": [{"ph": "X", "cat": "kernel", "ts": 1}]}'
     big = _write(tmp_path, body[:-1] + b" " * 70000 + b"}", "big.json")
-    assert not isinstance(kineto._load_bytes(big, mapped=True), bytes)
-    assert isinstance(kineto._load_bytes(big), bytes)
-    assert isinstance(kineto._load_bytes(_write(tmp_path, body, "small.json"), mapped=True), bytes)
+    assert not isinstance(kineto_header.load_bytes(big, mapped=True), bytes)
+    assert isinstance(kineto_header.load_bytes(big), bytes)
+    assert isinstance(kineto_header.load_bytes(_write(tmp_path, body, "small.json"), mapped=True), bytes)
     page = _write(tmp_path, body[:-1] + b" " * (65536 - len(body)) + b"}", "page.json")
     assert page.stat().st_size == 65536
-    assert isinstance(kineto._load_bytes(page, mapped=True), bytes)
+    assert isinstance(kineto_header.load_bytes(page, mapped=True), bytes)
     gz = tmp_path / "big.json.gz"
     gz.write_bytes(gzip.compress(big.read_bytes()))
-    assert isinstance(kineto._load_bytes(gz, mapped=True), bytes)
+    assert isinstance(kineto_header.load_bytes(gz, mapped=True), bytes)
 
 
 _TPL_ARGS = (
@@ -511,7 +511,7 @@ def test_file_truncated_while_scanned(tmp_path: Path, monkeypatch: pytest.Monkey
     path = _write(tmp_path, {"traceEvents": events})
     size = path.stat().st_size
     assert size > 1 << 20
-    monkeypatch.setattr(kineto, "_PIECE_BYTES", 64 << 10)
+    monkeypatch.setattr(kineto_python, "PIECE_BYTES", 64 << 10)
     monkeypatch.setenv("KAT_KINETO_SCANNER", "1")
     calls = []
 
