@@ -1,0 +1,86 @@
+"""The lanes' left axis: each lane's label (rank and GPU, or stream) beside its row, implicated ranks in red.
+
+Labels are placed from the linked view's lane rows (row ``i`` spans ``[i, i + 1)``) in the axis's own pixel
+coordinates and elided in the middle to fit its width. Caching: the painted labels are kept as a pixmap keyed
+by the axis size, the view's y range, the alert set and the lane list, and blitted while only the x range
+moves.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui
+
+from kat_gui.ui.run_model import Lane
+from kat_gui.ui.timeline_paint import ROOT_COLOR
+
+
+class LaneAxis(pg.AxisItem):
+    """Left axis naming each lane; lanes of implicated ranks are drawn red and bold."""
+
+    def __init__(self):
+        super().__init__("left")
+        self.lanes: list[Lane] = []
+        self.alert_ranks: set[int] = set()
+        self.setStyle(tickLength=0, autoExpandTextSpace=False)
+        self.setWidth(215)
+
+    def set_lanes(self, lanes: list[Lane]) -> None:
+        self.lanes = lanes
+        self.setTicks([[(i + 0.5, lane.label) for i, lane in enumerate(lanes)], []])
+        self.picture = None
+        self._pix_key = None
+        self.update()
+
+    def paint(self, p, opt, widget) -> None:
+        # Replaying the labels' QPicture costs ~10 ms a frame with 64 lanes; the labels only change with the
+        # y range, the size or the alert set, so keep them as a pixmap and blit it while the x range moves.
+        vb = self.linkedView()
+        key = (
+            self.size().toSize(),
+            tuple(vb.viewRange()[1]) if vb is not None else None,
+            frozenset(self.alert_ranks),
+            len(self.lanes),
+            id(self.lanes),
+        )
+        if getattr(self, "_pix_key", None) != key or self.picture is None:
+            size = self.size().toSize()
+            pix = QtGui.QPixmap(max(size.width(), 1), max(size.height(), 1))
+            pix.fill(QtCore.Qt.GlobalColor.transparent)
+            painter = QtGui.QPainter(pix)
+            super().paint(painter, opt, widget)
+            painter.end()
+            self._pix = pix
+            self._pix_key = key
+        p.drawPixmap(0, 0, self._pix)
+
+    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):
+        # Labels are placed from the linked view (not pyqtgraph's text specs, which drop labels wider than
+        # the axis) and elided to fit, so long GPU names never hide a rank.
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
+        p.setRenderHint(QtGui.QPainter.RenderHint.TextAntialiasing, True)
+        pen, p1, p2 = axisSpec
+        p.setPen(pen)
+        p.drawLine(p1, p2)
+        vb = self.linkedView()
+        if vb is None:
+            return
+        base = QtGui.QFont(self.font())
+        bold = QtGui.QFont(base)
+        bold.setBold(True)
+        width = self.width() - 8
+        for i, lane in enumerate(self.lanes):
+            top = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i))).y()
+            bot = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i + 1))).y()
+            if bot < 0 or top > self.height():
+                continue
+            alert = lane.rank in self.alert_ranks and lane.kind == "rank"
+            font = bold if alert else base
+            p.setFont(font)
+            p.setPen(pg.mkPen(ROOT_COLOR if alert else ("#222222" if lane.kind == "rank" else "#666666")))
+            text = ("⚠ " + lane.label) if alert else lane.label
+            text = QtGui.QFontMetrics(font).elidedText(text, QtCore.Qt.TextElideMode.ElideMiddle, int(width))
+            rect = QtCore.QRectF(2, min(top, bot), width, abs(bot - top))
+            p.drawText(
+                rect, int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter), text
+            )

@@ -1,0 +1,57 @@
+"""The whole-run strip above the lanes: finding windows shaded, every anomaly a tick (red root, amber symptom).
+
+x is seconds since the run start (see ``timeline_paint``) over the whole run whatever the lanes show, y the
+strip's ``[0, 1]``: symptoms in the lower half, roots over the upper half. Nothing cached: each paint
+deduplicates the ticks by pixel column, so a million anomalies still draw as O(pixels) rectangles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui
+
+from kat_gui.ui.run_model import ROLE_ROOT, ROLE_SYMPTOM, RunModel
+from kat_gui.ui.timeline_paint import ROOT_COLOR, SYMPTOM_COLOR, pixel_s, rect_array, span_s
+
+
+class OverviewItem(pg.GraphicsObject):
+    """Whole-run strip: finding windows shaded, every anomaly a tick (red root, amber symptom)."""
+
+    def __init__(self, model: RunModel):
+        super().__init__()
+        self.model = model
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return QtCore.QRectF(0.0, 0.0, span_s(self.model), 1.0)
+
+    def paint(self, p: QtGui.QPainter, *args) -> None:
+        m = self.model
+        vb = self.getViewBox()
+        px = pixel_s(vb) if vb is not None else 1e-9
+        p.setPen(QtCore.Qt.PenStyle.NoPen)
+        for f in m.findings:
+            s, e = int(f.get("start_ns", 0)), int(f.get("end_ns", 0))
+            if e > s:
+                p.fillRect(
+                    QtCore.QRectF((s - m.t0_ns) / 1e9, 0.0, max((e - s) / 1e9, px), 1.0),
+                    pg.mkBrush(214, 39, 40, 40),
+                )
+        a = m.anomalies
+        if not len(a["start_ns"]):
+            return
+        x = (a["start_ns"] - m.t0_ns) / 1e9
+        for role, color, y0, h in (
+            (ROLE_SYMPTOM, SYMPTOM_COLOR, 0.5, 0.5),
+            (ROLE_ROOT, ROOT_COLOR, 0.0, 0.55),
+        ):
+            sel = a["role"] == role
+            if not sel.any():
+                continue
+            # One tick per pixel column is enough: dedupe by pixel so a million anomalies still draw fast.
+            cols = np.unique(np.floor(x[sel] / px))
+            p.setBrush(pg.mkBrush(color))
+            rects = rect_array(
+                cols * px, np.full(len(cols), y0), np.full(len(cols), 2 * px), np.full(len(cols), h)
+            )
+            p.drawRects(*rects.drawargs())  # ``rects`` kept alive: drawargs is a raw pointer into it
