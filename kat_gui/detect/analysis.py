@@ -17,7 +17,6 @@ trace's clock; signal cells are log ratios to peers, except ``late`` (a share of
 
 from __future__ import annotations
 
-import warnings
 from functools import cached_property
 from typing import NamedTuple
 
@@ -28,7 +27,7 @@ from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
 from kat_gui.detect.frame import RunFrame
 from kat_gui.detect.params import Params
 from kat_gui.detect.signals import CellSignal, PeerMatch, cell_signal, peer_match
-from kat_gui.detect.stats import segments, small_unique
+from kat_gui.detect.stats import quiet_nanmedian, segments, small_unique
 
 # Noise floor of the ``late`` signal, whose cells are a share of the step (1e-4 = 0.01 % of a step), not a log
 # ratio: ``Params.sigma_floor`` (a floor for log ratios) does not apply to it.
@@ -81,18 +80,16 @@ class RunAnalysis:
             lo[c_s[first]] = np.minimum.reduceat(g["start_ns"][ok][order], first)
             hi[c_s[first]] = np.maximum.reduceat(g["end_ns"][ok][order], first)
         span = np.where(hi > lo, hi - lo, np.nan).astype(np.float64).reshape(self.n_ranks, self.n_steps)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(span, axis=0)
+        med = quiet_nanmedian(span, 0)
         return np.where(np.isfinite(med) & (med > 0), med, 1.0)
 
     # ------------------------------------------------------------------ signals
     def kernel_signals(self) -> dict[str, CellSignal]:
         """The [rank, step] peer signals: ``compute``, ``memory`` and ``copy`` (log ratio of each kernel's or
-        host copy's duration to the same op on the peers), ``launch`` (log ratio of the host's launch interval,
-        when launches are known and there are peers) and ``late`` (the waiting a rank imposes on the median
-        peer at collectives, summed per step as a share of the step length; when there are collectives).
-        Records each signal's :class:`PeerMatch` in ``peer_matches``."""
+        host copy's duration to the same op on the peers), ``launch`` (log ratio of the host's launch
+        interval, when launches are known and there are peers) and ``late`` (the waiting a rank imposes on
+        the median peer at collectives, summed per step as a share of the step length; when there are
+        collectives). Records each signal's :class:`PeerMatch` in ``peer_matches``."""
         g = self.frame.gpu
         p = self.params
         out: dict[str, CellSignal] = {}

@@ -46,7 +46,7 @@ class AnomalyPart(NamedTuple):
 
 
 def scored_rows(run: RunAnalysis, mask: np.ndarray, finding: int, sigma: float) -> AnomalyPart:
-    """Root rows of ``mask`` scored by their log ratio to peers in noise units ``sigma`` (0 where unmatched)."""
+    """Root rows of ``mask`` scored by their log ratio to peers in units of ``sigma`` (0 where unmatched)."""
     rows = np.flatnonzero(mask)
     score = np.zeros(len(rows))
     for pm in run.peer_matches.values():

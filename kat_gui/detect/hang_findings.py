@@ -55,7 +55,8 @@ def hang_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
             "start_ns": int(last_end_ns[ri]),
             "end_ns": run_end_ns,
             "summary": f"rank {rank} stops issuing GPU work while its peers hang in a collective "
-            f"({dur_ns[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual cause",
+            f"({dur_ns[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual "
+            "cause",
             "kind": "timing",
             "nodes": finding_nodes(fr, "hbm", [rank]),
             "evidence": {

@@ -3,18 +3,24 @@
 A degraded NVLink or NIC slows every member of a collective equally, so peers cannot see it; only the group's
 own past can. The past is not stationary, though: continuous batching changes the message size of *every*
 collective on *every* rank together (a random walk), warm-up slows everything, and frameworks switch
-all-reduce algorithms with the message size. So the per-step transfer time is modelled as
+all-reduce algorithms with the message size. So the per-step transfer time (ns, logged; the median over the
+step's instances) of each (group, collective name) is modelled as
 
-    log transfer[s] = a + b . covariates[s] + delta * 1[s in window] + noise
+    log transfer[s] = a + b . covariates[s] + c . size[s]^2 + delta * 1[s in window] + noise
 
-per (group, collective name). Covariates say how big the step's work was, from what the trace records:
-the logged message size (``In msg nelems``) when present, else the logged bytes of the step's host->device
-copies (input ids and metadata grow with the batch), and the step's *common-mode* kernel factor (median over
-ranks and kernels of each kernel's log duration against its name's run median: warm-up, context growth).
-A link fault is the one thing the covariates cannot explain: a sustained shift ``delta`` over a contiguous
-window of steps. Every window is scored at once (projection residuals and cumulative sums, no refit per
-window); the best window must be ``z_link`` noise scales out (noise from successive differences of the
-residuals, robust to the shift itself) and at least ``min_slowdown``.
+Covariates say how big the step's work was, from what the trace records: the logged message size
+(``In msg nelems``, with the first step covariate) when every step has one, else the step covariates of
+:func:`step_covariates`: the step's *common-mode* kernel factor, for compute- and memory-bound kernels
+separately (per kernel name, the step's mean log duration against the name's median over steps; the median
+over names: warm-up, context growth), and the logged bytes of the step's host->device copies (input ids and
+metadata grow with the batch).
+The quadratic term in the size bends the model from the latency-bound to the bandwidth-bound regime.
+A link fault is the one thing the covariates cannot explain: a sustained shift ``delta`` (a log ratio) over a
+contiguous window of steps, common to every collective of the group (scored jointly). Every window (edges on
+a grid of at most ``MAX_EDGES`` steps) is scored at once (projection residuals and cumulative sums, no refit
+per window), with noise from successive differences of the residuals (robust to the shift itself); the
+caller (``link_findings``) keeps a window ``z_link`` noise scales out and at least ``min_slowdown``.
+:func:`joint_windows` also serves ``rank_findings``' search for a weak sustained deviation of one rank.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kat_gui.detect.stats import MAD_TO_SIGMA, group_median, small_inverse, small_unique
+from kat_gui.detect.stats import MAD_TO_SIGMA, group_median, quiet_nanmedian, small_inverse, small_unique
 
 
 @dataclass
@@ -72,12 +78,8 @@ def step_covariates(
             )
             with np.errstate(all="ignore"):
                 mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-                import warnings
-
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    level = np.nanmedian(mean, axis=0)
-                    cm = np.nanmedian(mean - level[None, :], axis=1)
+                level = quiet_nanmedian(mean, 0)
+                cm = quiet_nanmedian(mean - level[None, :], 1)
             if np.isfinite(cm).sum() >= 3:
                 cols.append(cm)
     if len(copy_bytes) and (copy_bytes > 0).any():
@@ -87,11 +89,7 @@ def step_covariates(
         tot = tot.reshape(n_ranks, n_steps)
         tot[tot <= 0] = np.nan
         with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cols.append(np.log(np.nanmedian(tot, axis=0)))
+            cols.append(np.log(quiet_nanmedian(tot, 0)))
     if not cols:
         return np.zeros((n_steps, 0))
     return np.stack(cols, axis=1)

@@ -22,7 +22,8 @@ class Params:
     - ``min_launch_slowdown``: host launch intervals must be this much (3 %) longer than peers'. Host timing
       (Python, frequency scaling) varies far more than kernel timing between healthy hosts; the launch
       signal's own, larger noise scale (``z_cell``) holds that back, not this bar.
-    - ``min_late_share``: a rank must make its peers wait at least this share of a step (2 %) to count as late.
+    - ``min_late_share``: a rank must make its peers wait at least this share of a step (2 %) to count as
+      late.
     - ``min_steps``: a fault must persist over this many abnormal steps (merged across ``merge_gap`` normal
       ones): a one-step blip is noise or a transient the user cannot act on. Runs with fewer steps than this
       need every step abnormal.

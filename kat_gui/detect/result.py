@@ -22,10 +22,10 @@ _CONTRACT_FIELDS = ("component", "component_id", "ranks", "confidence", "start_n
 
 @dataclass
 class DetectResult:
-    """What detection found. ``findings`` follow the ``kat.detect/1`` contract (ARCHITECTURE.md; names decoded
-    in :func:`to_contract_json`); ``anomalies`` are store-column arrays (:data:`ANOMALY_COLUMNS`); ``meta`` is
-    stored as ``detect/meta``. ``collectives``, ``signals`` and ``steps`` exist only for a result just computed
-    (not for one loaded from a store)."""
+    """What detection found. ``findings`` follow the ``kat.detect/1`` contract (ARCHITECTURE.md; names
+    decoded in :func:`to_contract_json`); ``anomalies`` are store-column arrays (:data:`ANOMALY_COLUMNS`);
+    ``meta`` is stored as ``detect/meta``. ``collectives``, ``signals`` and ``steps`` exist only for a result
+    just computed (not for one loaded from a store)."""
 
     run: str
     findings: list[dict]

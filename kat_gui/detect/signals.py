@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kat_gui.detect.stats import group_median, robust_sigma, segments
+from kat_gui.detect.stats import group_median, quiet_nanmedian, robust_sigma, segments
 
 
 @dataclass
@@ -208,12 +208,7 @@ def centred(
 ) -> CellSignal:
     """Centre a [rank, step] matrix on its per-step median across ranks and z-score it by the MAD of all
     cells. With one rank there are no peers and every deviation is 0."""
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            col_med = np.nanmedian(val, axis=0) if val.size else np.zeros(val.shape[1])
+    col_med = quiet_nanmedian(val, 0) if val.size else np.zeros(val.shape[1])
     dev = val - col_med[None, :]
     if val.shape[0] < 2:
         dev = np.where(np.isfinite(val), 0.0, np.nan)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
@@ -54,6 +56,14 @@ def group_median(group: np.ndarray, value: np.ndarray, n_groups: int) -> tuple[n
     hi = v_s[first + length // 2]
     med[g_s[first]] = 0.5 * (lo + hi)
     return med, cnt
+
+
+def quiet_nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmedian`` along ``axis``, silent about all-NaN slices (their median is NaN: a step or rank with
+    nothing to compare)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=axis)
 
 
 def robust_sigma(x: np.ndarray, floor: float) -> float:
