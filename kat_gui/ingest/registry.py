@@ -229,4 +229,3 @@ def _resolve_rank(path: Path, trace: RankTrace, options: IngestOptions) -> tuple
     if from_name is not None:
         return from_name, "file name"
     raise KatInputError(path, f"cannot tell which rank {path.name} is: name it rank-N or pass --rank N")
-
