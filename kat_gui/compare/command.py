@@ -16,9 +16,10 @@ from kat_gui.progress import TerminalProgress
 TOP = 15
 
 
-def fmt_ns(ns: float) -> str:
-    """A duration with a unit a reader takes in at a glance (``1.23 ms``)."""
-    if ns != ns:  # NaN
+def fmt_ns(ns: float | None) -> str:
+    """A duration with a unit a reader takes in at a glance (``1.23 ms``); ``-`` for None or NaN. The report
+    (:mod:`kat_gui.report.build`) writes durations with it too."""
+    if ns is None or ns != ns:  # NaN
         return "-"
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if abs(ns) >= scale:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kat_gui.detect.stats import segments
+
 VALUE_BITS = 40  # sample values are non-negative ints below 2**40 (ns: 18 minutes)
 
 
@@ -82,9 +84,7 @@ def _stats_from_sorted(key: np.ndarray, n_groups: int) -> GroupStats:
     # values are already in order, so counting that side's earlier samples in the group is its rank.
     c1 = np.cumsum(is1) - is1
     c0 = np.arange(m) - c1
-    g_first = np.minimum(
-        np.concatenate(([0], np.cumsum(np.bincount(g, minlength=n_groups))[:-1])), max(m - 1, 0)
-    )
+    g_first = np.minimum(_group_starts(np.bincount(g, minlength=n_groups)), max(m - 1, 0))
     if m:
         r = np.where(is1, c1 - c1[g_first][g], c0 - c0[g_first][g])
     else:
@@ -130,11 +130,9 @@ def _mw_from_sorted(key: np.ndarray, n_groups: int, min_n: int) -> MannWhitney:
     gv = key >> 1  # group and value: equal for ties
     is1 = (key & 1).astype(np.float64)  # degraded
     counts = np.bincount(gs, minlength=n_groups)
-    g_first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    g_first = _group_starts(counts)
     if m:
-        brk = np.r_[True, gv[1:] != gv[:-1]]
-        t_first = np.flatnonzero(brk)
-        t_len = np.diff(np.r_[t_first, m])
+        t_first, t_len = segments(gv)  # runs of ties
         avg = (t_first + (t_len - 1) / 2.0) - g_first[gs[t_first]] + 1.0
         rank = np.repeat(avg, t_len)
         tie_term = np.bincount(
@@ -167,11 +165,16 @@ def group_medians(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.nda
     )
     key.sort()
     n = np.bincount(group, minlength=n_groups)
-    first = np.concatenate(([0], np.cumsum(n)[:-1]))
+    first = _group_starts(n)
     out = np.full(n_groups, np.nan)
     has = n > 0
     out[has] = ((key[first[has] + (n[has] - 1) // 2] >> 1) & ((1 << VALUE_BITS) - 1)).astype(np.float64)
     return out
+
+
+def _group_starts(counts: np.ndarray) -> np.ndarray:
+    """Index of each group's first sample in samples sorted by group, from the per-group counts."""
+    return np.concatenate(([0], np.cumsum(counts)[:-1]))
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from kat_gui import __version__
 from kat_gui.annotations import Annotation, load_annotations
+from kat_gui.compare.command import fmt_ns
 from kat_gui.errors import KatInputError
 from kat_gui.progress import Progress
 from kat_gui.report.scrub import Scrubber
@@ -43,15 +44,6 @@ class ReportData:
     svg_file: str
     screenshots: list[Path] = field(default_factory=list)
     notes_text: list[str] = field(default_factory=list)
-
-
-def fmt_ns(ns: float | None) -> str:
-    if ns is None or ns != ns:
-        return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if abs(ns) >= scale:
-            return f"{ns / scale:.2f} {unit}"
-    return f"{ns:.0f} ns"
 
 
 def md_escape(text: object) -> str:
