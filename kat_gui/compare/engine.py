@@ -31,7 +31,8 @@ Units: times in ns; effects are relative changes (degraded/healthy - 1).
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from kat_gui.compare.significance import difference_rows, row_tests
 from kat_gui.compare.structural import stopped_ranks, structural_rows, workload_rows
 from kat_gui.compare.workload import workload_model
 from kat_gui.progress import Progress, scaled
+
+if TYPE_CHECKING:
+    from kat_gui.store import TraceStore
 
 
 def compare_runs(
@@ -70,7 +74,7 @@ def compare_runs(
     # 2. Samples: kernels in one name vocabulary, their test values, then per (rank, step) and per step.
     vocab, kernels = kernel_samples(runs, steps)
     pairing = RankPairing.of(healthy, degraded)
-    layout = GroupLayout(n_names=len(vocab.ids), n_slots=pairing.n_slots)
+    layout = GroupLayout.of(n_names=len(vocab.names), n_slots=pairing.n_slots)
     model = workload_model(kernels, layout.n_names, p.common_mode, p.min_n)
     cols = SampleColumns()
     add_kernel_samples(cols, layout, pairing, kernels, model)
@@ -118,8 +122,8 @@ def compare_runs(
 
 
 def compare_stores(
-    healthy: Any,
-    degraded: Any,
+    healthy: str | os.PathLike | TraceStore,
+    degraded: str | os.PathLike | TraceStore,
     anchor: Anchor | int | None = None,
     progress: Progress | None = None,
     params: Params | None = None,

@@ -34,29 +34,36 @@ STRUCTURAL_KINDS = (
 
 @dataclass
 class Params:
-    """Thresholds of the diff. ``alpha``: false discovery rate; ``min_effect``: smallest relative change that
-    counts; ``min_abs_ns``: smallest median shift that counts; ``min_n``: fewest samples per side to test;
-    ``min_per_step``: a kernel found in one run only is a structural change when it runs at least this often
-    per compared step (a one-off kernel is not); ``max_samples``: per row and side, quantiles and tests use
-    a random subset of at most about this many samples (counts and totals stay exact); ``min_step_share``:
-    per-rank busy/idle/wait rows must move by at least this share of the healthy median step time (which
-    rank waits a few µs more is decided by the GPUs' speed lottery, not by a fault); ``min_wait_share``: the
-    same for collective waits, which that lottery moves by up to 2-3 % of a step (the slowest GPU sets
-    everyone's wait); ``common_mode``: divide out what moves every rank of a step alike (the workload, see
-    :mod:`kat_gui.compare.workload`) and demote symptoms without a cause; ``min_effect_modelled``: the
-    smallest relative change that counts for a kernel whose durations a workload model adjusted (and for
-    the collective class when any was)."""
+    """Thresholds of the diff (each attribute says what it bounds; the field names are written into the
+    JSON output)."""
 
     alpha: float = 0.01
+    """False discovery rate of the Benjamini-Hochberg procedure over all tested rows."""
     min_effect: float = 0.04
+    """Smallest relative change that counts."""
     min_abs_ns: float = 200.0
+    """Smallest median shift (ns) that counts."""
     min_n: int = 8
+    """Fewest samples per side to test a row; also the fewest steps per side a modelled collective must be
+    compared in, and the fewest instances outside the healthy range that make a ``different_workload`` row."""
     min_per_step: float = 0.5
+    """A kernel found in one run only is a structural change when it runs at least this often per compared
+    step (a one-off kernel is not)."""
     max_samples: int = 20_000
+    """Per row and side, quantiles and tests use a random subset of at most about this many samples (counts
+    and totals stay exact)."""
     min_step_share: float = 0.01
+    """Per-rank busy/idle rows must move by at least this share of the healthy median step time (which rank
+    waits a few µs more is decided by the GPUs' speed lottery, not by a fault)."""
     min_wait_share: float = 0.03
+    """The same for collective waits, which that lottery moves by up to 2-3 % of a step (the slowest GPU sets
+    everyone's wait)."""
     common_mode: bool = True
+    """Divide out what moves every rank of a step alike (the workload, see :mod:`kat_gui.compare.workload`)
+    and demote symptoms without a cause."""
     min_effect_modelled: float = 0.08
+    """Smallest relative change that counts for a kernel whose durations a workload model adjusted (and for
+    the collective class when any was)."""
 
 
 @dataclass

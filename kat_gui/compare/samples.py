@@ -21,12 +21,15 @@ anchors on, see :mod:`kat_gui.compare.alignment`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
 from kat_gui.compare.alignment import RankPairing, StepAlignment, positions
+from kat_gui.compare.result import KINDS, RANK_METRIC_KINDS
 from kat_gui.compare.run import RunData
 from kat_gui.compare.workload import WorkloadModel, common_mode_shift, lower_median_by, program_groups
 from kat_gui.detect.classify import CLASS_NAMES
@@ -49,15 +52,20 @@ class KernelSamples(NamedTuple):
 
 @dataclass
 class KernelVocabulary:
-    """Kernel names of both runs as one vocabulary (string ids differ between stores): ``ids`` name -> id in
-    order of first sight (healthy run first), ``cls`` the class code of each id."""
+    """Kernel names of both runs as one vocabulary (string ids differ between stores), ids in order of first
+    sight (healthy run first): ``ids`` name -> id, ``names`` id -> name, ``cls`` id -> class code."""
 
     ids: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
     cls: list[int] = field(default_factory=list)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.ids)
+    def id_of(self, name: str, cls: int) -> int:
+        """The id of ``name``, added with class code ``cls`` when new."""
+        if name not in self.ids:
+            self.ids[name] = len(self.ids)
+            self.names.append(name)
+            self.cls.append(cls)
+        return self.ids[name]
 
 
 def occurrence(rank: np.ndarray, pos: np.ndarray, name: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -88,11 +96,7 @@ def kernel_samples(
         cls_of[inv] = g["cls"][keep]
         lut = np.empty(len(uid), dtype=np.int64)
         for i, sid in enumerate(uid.tolist()):
-            s = run.names[sid]
-            if s not in vocab.ids:
-                vocab.ids[s] = len(vocab.ids)
-                vocab.cls.append(int(cls_of[i]))
-            lut[i] = vocab.ids[s]
+            lut[i] = vocab.id_of(run.names[sid], int(cls_of[i]))
         name_id = lut[inv]
         rank = g["rank"][keep].astype(np.int64)
         out.append(
@@ -122,74 +126,55 @@ class RowKey(NamedTuple):
     rank: int | None
 
 
+RANK_METRIC_LABELS = {  # the per-rank rows, in RANK_METRIC_KINDS order
+    "rank_busy": "GPU busy time per step",
+    "rank_idle": "GPU idle time per step",
+    "rank_wait": "collective wait per step",
+}
+
+
 @dataclass(frozen=True)
 class GroupLayout:
-    """Row ids: [kernel | kernel x rank | class | class x rank | busy | idle | wait | step_time], the per-rank
-    blocks by degraded rank slot (``id = block start + name or class * n_slots + slot``)."""
+    """Row ids: one block per row kind, in :data:`~kat_gui.compare.result.KINDS` order ([kernel | kernel x rank
+    | class | class x rank | busy | idle | wait | step_time]); a per-rank block numbers its rows by degraded
+    rank slot (``id = block start + (name or class) * n_slots + slot``). ``starts``: the first id of each
+    block; ``n_groups``: the number of rows."""
 
     n_names: int
     n_slots: int
-    n_classes: int = len(CLASS_NAMES)
+    starts: tuple[int, ...]
+    n_groups: int
 
-    @property
-    def kernel(self) -> int:
-        return 0
+    @classmethod
+    def of(cls, n_names: int, n_slots: int) -> GroupLayout:
+        n_cls = len(CLASS_NAMES)
+        sizes = (n_names, n_names * n_slots, n_cls, n_cls * n_slots, n_slots, n_slots, n_slots, 1)
+        starts = [0, *itertools.accumulate(sizes)]
+        return cls(n_names, n_slots, tuple(starts[:-1]), starts[-1])
 
-    @property
-    def kernel_rank(self) -> int:
-        return self.kernel + self.n_names
-
-    @property
-    def kernel_class(self) -> int:
-        return self.kernel_rank + self.n_names * self.n_slots
-
-    @property
-    def class_rank(self) -> int:
-        return self.kernel_class + self.n_classes
-
-    @property
-    def busy(self) -> int:
-        return self.class_rank + self.n_classes * self.n_slots
-
-    @property
-    def idle(self) -> int:
-        return self.busy + self.n_slots
-
-    @property
-    def wait(self) -> int:
-        return self.idle + self.n_slots
-
-    @property
-    def step_time(self) -> int:
-        return self.wait + self.n_slots
-
-    @property
-    def n_groups(self) -> int:
-        return self.step_time + 1
+    def start(self, kind: str) -> int:
+        """The first row id of the block of ``kind``."""
+        return self.starts[KINDS.index(kind)]
 
     def row_key(self, gid: int, vocab: KernelVocabulary, degraded_ranks: list[int]) -> RowKey:
         """What row ``gid`` is about."""
-        names, name_cls, n_rk = vocab.names, vocab.cls, self.n_slots
-        if gid < self.kernel_rank:
-            nm = names[gid - self.kernel]
-            return RowKey("kernel", nm, nm, CLASS_NAMES[name_cls[gid - self.kernel]], None)
-        if gid < self.kernel_class:
-            i, r = divmod(gid - self.kernel_rank, n_rk)
-            nm = names[i]
-            return RowKey("kernel_rank", nm, nm, CLASS_NAMES[name_cls[i]], degraded_ranks[r])
-        if gid < self.class_rank:
-            c = CLASS_NAMES[gid - self.kernel_class]
-            return RowKey("class", f"{c} kernels", "", c, None)
-        if gid < self.busy:
-            c, r = divmod(gid - self.class_rank, n_rk)
-            return RowKey("class_rank", f"{CLASS_NAMES[c]} kernels", "", CLASS_NAMES[c], degraded_ranks[r])
-        if gid < self.idle:
-            return RowKey("rank_busy", "GPU busy time per step", "", "", degraded_ranks[gid - self.busy])
-        if gid < self.wait:
-            return RowKey("rank_idle", "GPU idle time per step", "", "", degraded_ranks[gid - self.idle])
-        if gid < self.step_time:
-            return RowKey("rank_wait", "collective wait per step", "", "", degraded_ranks[gid - self.wait])
-        return RowKey("step_time", "step time", "", "", None)
+        block = bisect.bisect_right(self.starts, gid) - 1  # the last block starting at or before gid
+        kind, i = KINDS[block], gid - self.starts[block]
+        if kind == "kernel":
+            nm = vocab.names[i]
+            return RowKey(kind, nm, nm, CLASS_NAMES[vocab.cls[i]], None)
+        if kind == "kernel_rank":
+            k, r = divmod(i, self.n_slots)
+            nm = vocab.names[k]
+            return RowKey(kind, nm, nm, CLASS_NAMES[vocab.cls[k]], degraded_ranks[r])
+        if kind == "class":
+            return RowKey(kind, f"{CLASS_NAMES[i]} kernels", "", CLASS_NAMES[i], None)
+        if kind == "class_rank":
+            c, r = divmod(i, self.n_slots)
+            return RowKey(kind, f"{CLASS_NAMES[c]} kernels", "", CLASS_NAMES[c], degraded_ranks[r])
+        if kind in RANK_METRIC_LABELS:
+            return RowKey(kind, RANK_METRIC_LABELS[kind], "", "", degraded_ranks[i])
+        return RowKey(kind, "step time", "", "", None)
 
 
 # ------------------------------------------------------------------------------------------ the sample table
@@ -262,10 +247,10 @@ def add_kernel_samples(
         sd = np.full(len(nm), side, dtype=np.int8)
         rt = model.ratios[side]
         out = model.outside[side]
-        cols.add(layout.kernel + nm, sd, dur, rt, out)
-        cols.add(layout.kernel_rank + nm[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
-        cols.add(layout.kernel_class + cl, sd, dur, rt, out)
-        cols.add(layout.class_rank + cl[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
+        cols.add(layout.start("kernel") + nm, sd, dur, rt, out)
+        cols.add(layout.start("kernel_rank") + nm[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
+        cols.add(layout.start("class") + cl, sd, dur, rt, out)
+        cols.add(layout.start("class_rank") + cl[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
 
 
 def add_step_samples(
@@ -297,7 +282,7 @@ def add_step_samples(
         busy = sr["busy_ns"][keep].astype(np.int64)
         wait = sr["wait_ns"][keep].astype(np.int64)
         idle = np.maximum(span - busy - wait, 0)
-        for j, (off, val) in enumerate(((layout.busy, busy), (layout.idle, idle), (layout.wait, wait))):
+        for j, (kind, val) in enumerate(zip(RANK_METRIC_KINDS, (busy, idle, wait), strict=True)):
             tv = val
             if common_mode and j < 2:  # waits: a late rank makes all others wait, a common mode itself
                 st_k = pos[keep].astype(np.int64)
@@ -313,7 +298,11 @@ def add_step_samples(
                 tv = common_mode_shift(cell, val, base)
             n_ok = int(ok.sum())
             cols.add(
-                off + slot[ok], np.full(n_ok, side, dtype=np.int8), val[ok], tv[ok], np.zeros(n_ok, bool)
+                layout.start(kind) + slot[ok],
+                np.full(n_ok, side, dtype=np.int8),
+                val[ok],
+                tv[ok],
+                np.zeros(n_ok, bool),
             )
         stt = _step_times_ns(
             run, pos[keep], rk, sr["start_ns"][keep], sr["end_ns"][keep], steps.steps_compared
@@ -321,7 +310,7 @@ def add_step_samples(
         step_times.append(stt)
         n = len(stt)
         cols.add(
-            np.full(n, layout.step_time, dtype=np.int64),
+            np.full(n, layout.start("step_time"), dtype=np.int64),
             np.full(n, side, dtype=np.int8),
             stt,
             stt,

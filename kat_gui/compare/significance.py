@@ -99,7 +99,8 @@ def difference_rows(
     st, tst, mw, q = tests.stats, tests.test_stats, tests.mw, tests.q
     rows: list[Difference] = []
     for gid in np.flatnonzero(tests.tested).tolist():
-        kind, label, nm, cname, rank = layout.row_key(gid, vocab, degraded_ranks)
+        key = layout.row_key(gid, vocab, degraded_ranks)
+        kind, nm, cname = key.kind, key.name, key.kernel_class
         h50, d50 = float(st.p50[gid, 0]), float(st.p50[gid, 1])
         hm, dm = float(st.mean[gid, 0]), float(st.mean[gid, 1])
         rel50 = relative_change(float(tst.p50[gid, 1]), float(tst.p50[gid, 0]))
@@ -122,21 +123,8 @@ def difference_rows(
         sig = bool(q[gid] < p.alpha and abs(effect) >= min_eff and absd >= floor)
         rows.append(
             Difference(
-                kind=kind,
-                label=label,
-                name=nm,
-                kernel_class=cname,
-                rank=rank,
-                n_healthy=int(st.n[gid, 0]),
-                n_degraded=int(st.n[gid, 1]),
-                total_healthy_ns=float(st.total[gid, 0]),
-                total_degraded_ns=float(st.total[gid, 1]),
-                mean_healthy_ns=hm,
-                mean_degraded_ns=dm,
-                p50_healthy_ns=h50,
-                p50_degraded_ns=d50,
-                p99_healthy_ns=float(st.p99[gid, 0]),
-                p99_degraded_ns=float(st.p99[gid, 1]),
+                **key._asdict(),
+                **_side_columns(st, gid),
                 rel_p50=float(rel50),
                 rel_mean=float(relm),
                 effect=float(effect),
@@ -149,6 +137,17 @@ def difference_rows(
             )
         )
     return rows
+
+
+def _side_columns(st: GroupStats, gid: int) -> dict[str, int | float]:
+    """The per-side columns of row ``gid``: ``n_healthy``, ``n_degraded``, then ``total``, ``mean``, ``p50``
+    and ``p99`` (ns) of each side, as :class:`Difference` names them."""
+    out: dict[str, int | float] = {}
+    for side, who in enumerate(("healthy", "degraded")):
+        out[f"n_{who}"] = int(st.n[gid, side])
+        for stat in ("total", "mean", "p50", "p99"):
+            out[f"{stat}_{who}_ns"] = float(getattr(st, stat)[gid, side])
+    return out
 
 
 def _note(kind: str, cname: str, effect: float) -> str:
