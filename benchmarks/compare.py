@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from kat_gui import pipeline  # noqa: E402
 from kat_gui.compare import Params, compare_stores  # noqa: E402
 from kat_gui.detect.classify import CLASS_NAMES, classify_name  # noqa: E402
-from kat_gui.events import EventKind, TrackKind, empty_columns  # noqa: E402
-from kat_gui.ingest.base import RankTrace, TrackInfo  # noqa: E402
+from kat_gui.events import EventKind, RankTrace, TrackInfo, TrackKind, empty_columns  # noqa: E402
 from kat_gui.store import TraceStore  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- speed

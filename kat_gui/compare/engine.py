@@ -67,6 +67,7 @@ def compare_runs(
     both runs. Loading is separate (:func:`load_run`) so a view can re-anchor without re-reading."""
     p = params or Params()
     runs = (healthy, degraded)
+    # 1. Alignment: the compared steps.
     steps = align_steps(healthy, degraded, anchor)
     if progress:
         progress(0.1, "collecting samples")

@@ -117,7 +117,8 @@ def kernel_samples(
 
 
 class RowKey(NamedTuple):
-    """What a row is about: its kind, label, kernel name, class name and degraded rank (None: pooled)."""
+    """What a row is about: its kind, label, kernel name, class name and degraded rank (None: pooled); the
+    fields are named as :class:`~kat_gui.compare.result.Difference` names them."""
 
     kind: str
     label: str
