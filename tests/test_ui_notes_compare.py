@@ -182,7 +182,7 @@ def test_comparison_view_syncs_and_jumps_to_diff_rows(qtbot, window, demo_pair):
 
 def test_rasterised_lanes_match_the_rectangles(qtbot, demo_pair, monkeypatch):
     """The numpy raster used for dense views draws what the rectangles draw (same colours, same places)."""
-    from kat_gui.ui import timeline
+    from kat_gui.ui import timeline, timeline_lanes
     from kat_gui.ui.run_model import RunModel
 
     m = RunModel(demo_pair[1])
@@ -196,7 +196,7 @@ def test_rasterised_lanes_match_the_rectangles(qtbot, demo_pair, monkeypatch):
         tl.anomaly_item.hide()
         vec = tl.plot.grab().toImage()
         assert not tl.lanes_item.uses_raster()
-        monkeypatch.setattr(timeline, "RASTER_MIN_RECTS", 0)
+        monkeypatch.setattr(timeline_lanes, "RASTER_MIN_RECTS", 0)
         tl.lanes_item._raster = None
         tl.lanes_item.update()
         ras = tl.plot.grab().toImage()
