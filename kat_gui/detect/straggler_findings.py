@@ -26,8 +26,19 @@ from kat_gui.detect.signals import CellSignal
 
 
 def binom_tail(k: int, n: int, q: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, q)."""
-    return float(sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k, n + 1)))
+    """P(X >= k) for X ~ Binomial(n, q), 0 < q < 1, summed in log space: exact binomial coefficients overflow a
+    float beyond ~1,000 trials (a 2,000-step capture has thousands of collective instances)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    i = np.arange(k, n + 1, dtype=np.float64)
+    log_choose = math.lgamma(n + 1) - np.array(
+        [math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in range(k, n + 1)]
+    )
+    log_terms = log_choose + i * math.log(q) + (n - i) * math.log1p(-q)
+    top = float(log_terms.max())
+    return min(1.0, math.exp(top) * float(np.exp(log_terms - top).sum()))
 
 
 def straggler_findings(
