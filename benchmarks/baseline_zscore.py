@@ -14,7 +14,7 @@ Method (deliberately simple; nothing here is tuned on the benchmark):
   rank's count, window = first to last anomaly of that rank; sorted by confidence.
 
 Writes the ``kat.detect/1`` JSON contract, so benchmarks/scoring.py scores it exactly like ``kat detect --json``.
-Times follow the store's rule (ARCHITECTURE.md): ``baseTimeNanoseconds + round(ts * 1000)``, or ``round(ts *
+Times follow the Kineto reader's rule (docs/architecture.md, "Exact times"): ``baseTimeNanoseconds + round(ts * 1000)``, or ``round(ts *
 1000)`` when the trace has no base (ts in epoch µs).
 
 Usage: python benchmarks/baseline_zscore.py RUN_DIR [--json OUT.json]

@@ -14,7 +14,7 @@ from kat_gui.events import CopyKind, EventKind, TrackKind
 from kat_gui.ingest import nsys
 from kat_gui.ingest.base import IngestOptions
 
-FILES = {  # file -> (kernels, memcpys), from FORMATS.md / the data README
+FILES = {  # file -> (kernels, memcpys), from the data README (../shared/data/README.md)
     "concurrent_example__concurrent.s16__profile16.sqlite": (12, 30),
     "concurrent_example__concurrent.s1__profile1.sqlite": (12, 30),
     "nsys_db__con_kernel.sqlite": (9, 11),

@@ -18,12 +18,6 @@ pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_kat_dirs")]
 @pytest.fixture(scope="session")
 def demo_pair(tmp_path_factory) -> tuple[Path, Path]:
     """The demo's healthy/degraded stores, built once per test session (tests/test_ui.py shares the folder)."""
-    try:
-        from kat_gui import simulate
-
-        simulate.simulate  # noqa: B018
-    except (ImportError, AttributeError):
-        pytest.skip("the simulator is not available for the demo run")
     from kat_gui.demo import ensure_demo
 
     return ensure_demo(tmp_path_factory.getbasetemp() / "kat-demo-shared")

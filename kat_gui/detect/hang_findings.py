@@ -4,8 +4,8 @@ A rank is silent when its last GPU event ends more than 5 typical step lengths (
 ``RunAnalysis.step_len_ns``) before the run's last end; exactly one rank must be silent, and its peers must
 hold a collective kernel after that point longer than 20 x the run's median collective duration. Timing
 cannot tell a fatal GPU memory error (Xid 48/63/94, reported first as ``hbm``) from the GPU itself falling
-over (Xid 79 or a driver fault, reported second as ``gpu``): both are emitted for the same event (DOMAIN.md
-§2). Times in ns.
+over (Xid 79 or a driver fault, reported second as ``gpu``): both are emitted for the same event.
+Times in ns.
 """
 
 from __future__ import annotations

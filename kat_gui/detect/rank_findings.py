@@ -6,7 +6,7 @@ wait). A cell is abnormal when it clears ``Params.z_cell`` noise units *and* the
 (``min_slowdown``, ``min_launch_slowdown``: relative; ``min_late_share``: share of a step). A weak sustained
 change is found by a window search over each rank's deviation series (``history.joint_windows``). Abnormal
 steps of a rank form a fault when they persist (``min_steps``, merged across ``merge_gap``); the component
-follows from which signals are abnormal (DOMAIN.md §2, :func:`rank_component`), and the fault's effect must
+follows from which signals are abnormal (docs/detection.md, "What a fault looks like"; :func:`rank_component`), and the fault's effect must
 clear the bar against the rank's own level outside the window. Late arrival alone is never a rank finding
 (see ``straggler_findings``). Method: docs/detection.md §3 and §5.
 """
@@ -142,7 +142,7 @@ def _flag_runs(flags: np.ndarray, p: Params, n_steps: int) -> list[tuple[int, in
 
 
 def rank_component(ev: dict[str, float], frac: dict[str, float], p: Params) -> tuple[str | None, str]:
-    """DOMAIN.md §2: hardware evidence on the rank beats its late arrival, which is only the consequence.
+    """Hardware evidence on the rank beats its late arrival, which is only the consequence.
 
     ``ev``: per signal, the median deviation over the window; ``frac``: per signal, the share of the window's
     steps flagged. Returns (component, reason): one of pcie, hbm, gpu, cpu, or (None, "") when only late
@@ -163,7 +163,7 @@ def rank_component(ev: dict[str, float], frac: dict[str, float], p: Params) -> t
         # for their input absorb it), so lateness is reported as evidence, not required.
         return "cpu", "host launches slower than on peers"
     # Late arrival alone is not a finding: healthy tensor-parallel decode already shows ms of host-paced
-    # arrival skew (DOMAIN.md §1), and software skew is not a hardware fault without hardware evidence.
+    # arrival skew (docs/detection.md), and software skew is not a hardware fault without hardware evidence.
     return None, ""
 
 

@@ -22,7 +22,7 @@ _CONTRACT_FIELDS = ("component", "component_id", "ranks", "confidence", "start_n
 
 @dataclass
 class DetectResult:
-    """What detection found. ``findings`` follow the ``kat.detect/1`` contract (ARCHITECTURE.md; names
+    """What detection found. ``findings`` follow the ``kat.detect/1`` contract (docs/detection.md, "Output"; names
     decoded in :func:`to_contract_json`); ``anomalies`` are store-column arrays (:data:`ANOMALY_COLUMNS`);
     ``meta`` is stored as ``detect/meta``. ``collectives``, ``signals`` and ``steps`` exist only for a result
     just computed (not for one loaded from a store)."""
@@ -78,7 +78,7 @@ def load_result(store) -> DetectResult | None:
 
 
 def to_contract_json(result: DetectResult, store) -> dict:
-    """The ``kat.detect/1`` document (ARCHITECTURE.md), names decoded through the store's string table.
+    """The ``kat.detect/1`` document (docs/detection.md, "Output"), names decoded through the store's string table.
 
     Findings keep the contract fields first, then the extra ones (id, nodes, evidence, kind...)."""
     an = result.anomalies

@@ -25,7 +25,7 @@ NOT_A_TRACE = (
     "not a trace format KAT reads (expected Kineto JSON, Nsight Systems SQLite export, "
     "or KAT function-trace CSV/JSONL)"
 )
-# rep_N / rep-N: Nsight Systems reports named per rank (``nsys profile -o rep_%q{RANK}``, FORMATS.md); "rep" must
+# rep_N / rep-N: Nsight Systems reports named per rank (``nsys profile -o rep_%q{RANK}``, docs/formats.md); "rep" must
 # not be the end of a longer word (``prep_3``), and ``.nsys-rep`` carries no digits.
 _RANK_RE = re.compile(r"(?:rank|worker|(?<![a-z])rep)[-_]?(\d+)", re.IGNORECASE)
 
