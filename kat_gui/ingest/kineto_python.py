@@ -76,8 +76,13 @@ def read_python(path: Path, data: bytes, options: IngestOptions, progress: Progr
     builder = MsgspecBuilder(path, options)
     total = max(len(trace_events), 1)
     with _gc_paused():
+        start = 0
         for done, events in _pieces(path, trace_events):
-            builder.add(events)
+            try:
+                builder.add(events)  # decodes the args objects, which the piece decode kept raw
+            except UnicodeDecodeError:
+                raise KatInputError(path, _bad_utf8(start)) from None
+            start = done
             del events
             if progress is not None:
                 progress(min(done / total, 1.0), f"reading {path.name}")
@@ -115,11 +120,18 @@ def _pieces(path: Path, trace_events: msgspec.Raw):
             return
         except msgspec.ValidationError as exc:
             raise KatInputError(path, f"traceEvents holds something that is not an event ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise KatInputError(path, _bad_utf8(pos + exc.start)) from None
         yield stop, events
         if cut is None:
             break
         m = _COMMA_RE.match(view, cut)
         pos = m.end() if m else cut
+
+
+def _bad_utf8(near: int) -> str:
+    """A string that is not UTF-8 (the top-level decode keeps event bodies raw, so it did not see it)."""
+    return f"invalid UTF-8 in a string of traceEvents (near byte {near})"
 
 
 def _pieces_exact(path: Path, rest: memoryview, offset: int):
@@ -132,6 +144,8 @@ def _pieces_exact(path: Path, rest: memoryview, offset: int):
             events = EVENT_LIST.decode(b"[" + b",".join(chunk) + b"]")
         except msgspec.ValidationError as exc:
             raise KatInputError(path, f"traceEvents holds something that is not an event ({exc})") from None
+        except UnicodeDecodeError:
+            raise KatInputError(path, _bad_utf8(offset)) from None
         yield offset + int(len(rest) * (i + len(chunk)) / max(len(raws), 1)), events
 
 

@@ -189,7 +189,13 @@ def _select_ints(
     # Batches bound the memory held as Python tuples (about 100 bytes per value) to one batch.
     parts = [np.empty((0, len(exprs)), dtype=np.int64)]
     while rows := cursor.fetchmany(FETCH_ROWS):
-        parts.append(np.array(rows, dtype=np.int64).reshape(len(rows), len(exprs)))
+        try:
+            parts.append(np.array(rows, dtype=np.int64).reshape(len(rows), len(exprs)))
+        except (TypeError, ValueError, OverflowError):  # text, blobs or huge numbers where ints belong
+            raise _SchemaError(
+                f"table {table} holds a value that is not a 64-bit integer in column(s) "
+                f"{', '.join(exprs.values())}: a damaged export"
+            ) from None
     arr = np.concatenate(parts)
     return {key: np.ascontiguousarray(arr[:, i]) for i, key in enumerate(exprs)}
 
