@@ -67,6 +67,8 @@ def decode_top(path: Path, data: bytes) -> dict[str, msgspec.Raw]:
     zero-copy view); raises KatInputError when the document is not valid JSON or not an object."""
     try:
         return _TOP.decode(data)
+    except RecursionError:
+        raise KatInputError(path, "not a trace: JSON nested deeper than any trace nests") from None
     except msgspec.DecodeError as exc:
         raise KatInputError(path, f"not valid JSON ({_json_problem(exc)})") from None
     except msgspec.ValidationError:

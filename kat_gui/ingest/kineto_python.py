@@ -82,6 +82,8 @@ def read_python(path: Path, data: bytes, options: IngestOptions, progress: Progr
                 builder.add(events)  # decodes the args objects, which the piece decode kept raw
             except UnicodeDecodeError:
                 raise KatInputError(path, _bad_utf8(start)) from None
+            except RecursionError:
+                raise KatInputError(path, _too_deep(start)) from None
             start = done
             del events
             if progress is not None:
@@ -122,6 +124,8 @@ def _pieces(path: Path, trace_events: msgspec.Raw):
             raise KatInputError(path, f"traceEvents holds something that is not an event ({exc})") from None
         except UnicodeDecodeError as exc:
             raise KatInputError(path, _bad_utf8(pos + exc.start)) from None
+        except RecursionError:
+            raise KatInputError(path, _too_deep(pos)) from None
         yield stop, events
         if cut is None:
             break
@@ -132,6 +136,10 @@ def _pieces(path: Path, trace_events: msgspec.Raw):
 def _bad_utf8(near: int) -> str:
     """A string that is not UTF-8 (the top-level decode keeps event bodies raw, so it did not see it)."""
     return f"invalid UTF-8 in a string of traceEvents (near byte {near})"
+
+
+def _too_deep(near: int) -> str:
+    return f"an event of traceEvents is nested deeper than any trace nests (near byte {near})"
 
 
 def _pieces_exact(path: Path, rest: memoryview, offset: int):
@@ -146,6 +154,8 @@ def _pieces_exact(path: Path, rest: memoryview, offset: int):
             raise KatInputError(path, f"traceEvents holds something that is not an event ({exc})") from None
         except UnicodeDecodeError:
             raise KatInputError(path, _bad_utf8(offset)) from None
+        except RecursionError:
+            raise KatInputError(path, _too_deep(offset)) from None
         yield offset + int(len(rest) * (i + len(chunk)) / max(len(raws), 1)), events
 
 

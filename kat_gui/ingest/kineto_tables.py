@@ -145,14 +145,19 @@ class RankTables:
 
     def _text_id(self, v: Any) -> int:
         if type(v) is int:
-            return v
+            return self._in_range(v, v)
         s = str(v)
         m = re.search(r"(\d+)\s*$", s)
         if m:  # "stream 7", "GPU 0": the number is the id
-            return int(m.group(1))
+            return self._in_range(int(m.group(1)), v)
         if s not in self.text_ids:
             self.text_ids[s] = -2 - len(self.text_ids)
         return self.text_ids[s]
+
+    def _in_range(self, n: int, v: Any) -> int:
+        if not -(1 << 63) <= n < (1 << 63):
+            raise KatInputError(self.path, f"process or thread id {str(v)[:40]} is out of the 64-bit range")
+        return n
 
     def _decode_args(self, raws: list[msgspec.Raw]) -> list[ColumnArgs]:
         if not raws:
