@@ -7,6 +7,11 @@ test or a script drives the model. Every change (add, edit, delete, undo, redo) 
 store's ``put_json``, which writes the new value under a temporary name and renames it into place, so a
 killed application loses at most the change it was making.
 
+Several processes may keep notes on one run (two windows, a script beside the GUI). A save happens in one
+short write under the store's write lock: it reads the notes stored now, and when another process saved
+since this model last read or wrote them, replays this model's unsaved changes onto those notes (a note
+added here whose id was taken there gets a new id) instead of overwriting them, then emits ``reset``.
+
 Note text is user input and is exported into HTML/Markdown reports: exporters must escape it (the model
 stores it verbatim so that the user sees what they typed).
 """
@@ -17,7 +22,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +121,9 @@ class _Op:
 class AnnotationModel:
     """The annotations of one run, saved into its store on every change.
 
-    ``target`` is a store path (opened ``"r+"`` for each save, so nothing else in this process may hold it
-    open) or an open TraceStore in mode ``"r+"`` (the GUI's handle; the model never closes it). ``autosave``
-    False keeps changes in memory until :meth:`save` (for previews).
+    ``target`` is a store path (opened for each load and save) or an open TraceStore in mode ``"r+"`` (the
+    GUI's handle; the model never closes it). ``autosave`` False keeps changes in memory until :meth:`save`
+    (for previews). A save merges with notes another process saved meanwhile (see the module docstring).
     """
 
     def __init__(self, target: str | os.PathLike | Any, autosave: bool = True, undo_limit: int = 200):
@@ -132,6 +137,8 @@ class AnnotationModel:
         self._next_id = 1
         self._undo: list[_Op] = []
         self._redo: list[_Op] = []
+        self._pending: list[_Op] = []  # applied here, not saved yet
+        self._base: Any = None  # the stored document as last read or written by this model
         self._listeners: list[Listener] = []
         self._load()
 
@@ -147,16 +154,24 @@ class AnnotationModel:
             return fn(st)
 
     def _load(self) -> None:
-        doc = self._with_store("r", lambda st: st.get_json(RESULT_KEY))
-        self._items.clear()
+        self._set_doc(self._with_store("r", lambda st: st.get_json(RESULT_KEY)))
+        self._pending.clear()
+
+    def _parse(self, doc: Any) -> tuple[dict[int, Annotation], int]:
+        """(notes by id, next id) of a stored document (None: no notes yet)."""
         if not doc:
-            return
+            return {}, 1
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise KatInputError(self._path, f"annotations saved in an unknown format (expected {SCHEMA})")
+        items = {}
         for d in doc.get("items", []):
             a = Annotation.from_json(d)
-            self._items[a.id] = a
-        self._next_id = max([int(doc.get("next_id", 1)), *(i + 1 for i in self._items)])
+            items[a.id] = a
+        return items, max([int(doc.get("next_id", 1)), *(i + 1 for i in items)])
+
+    def _set_doc(self, doc: Any) -> None:
+        self._items, self._next_id = self._parse(doc)
+        self._base = doc
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,10 +180,43 @@ class AnnotationModel:
             "items": [a.to_json() for a in self.items()],
         }
 
-    def save(self) -> None:
-        """Write every note into the store now (atomically replaces the previous value)."""
-        doc = self.to_json()
-        self._with_store("r+", lambda st: st.put_json(RESULT_KEY, doc))
+    def _merge(self, stored: Any) -> None:
+        """Replay the unsaved changes onto ``stored`` (notes another process saved) and make that the model's
+        state. A note added here whose id the other process used for another note gets a new id."""
+        theirs, next_id = self._parse(stored)
+        next_id = max(next_id, self._next_id)
+        for op in self._pending:
+            if op.after is None:
+                assert op.before is not None
+                theirs.pop(op.before.id, None)
+                continue
+            a = op.after
+            if op.before is None and a.id in theirs and theirs[a.id] != a:
+                a = op.after = replace(a, id=next_id)  # the op goes on the undo stack: undo removes this id
+            theirs[a.id] = copy.copy(a)
+            next_id = max(next_id, a.id + 1)
+        self._items = theirs
+        self._next_id = next_id
+
+    def save(self) -> bool:
+        """Write every note into the store now (atomically replaces the previous value), merged with notes
+        another process saved since this model last read or wrote them. True when such a merge happened."""
+        merged = False
+
+        def write(st: Any) -> None:
+            nonlocal merged
+            with st.writing():
+                stored = st.get_json(RESULT_KEY)
+                if stored != self._base:
+                    self._merge(stored)
+                    merged = True
+                doc = self.to_json()
+                st.put_json(RESULT_KEY, doc)
+            self._base = doc
+            self._pending.clear()
+
+        self._with_store("r+", write)
+        return merged
 
     def reload(self) -> None:
         """Re-read the notes from the store (drops the undo history) and emit ``reset``."""
@@ -229,8 +277,9 @@ class AnnotationModel:
             kind = "added" if op.before is None else "changed"
             self._items[op.after.id] = copy.copy(op.after)
             ev = AnnotationEvent(kind, copy.copy(op.after), source)
-        if self.autosave:
-            self.save()
+        self._pending.append(op)
+        if self.autosave and self.save():
+            ev = AnnotationEvent("reset", None, source)  # notes of another process came in too
         self._emit(ev)
 
     def _do(self, op: _Op) -> None:

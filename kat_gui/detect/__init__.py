@@ -31,7 +31,10 @@ def detect_store(
     """Detect anomalies in a store and save the results into it.
 
     ``path_or_store`` is a path (opened ``"r+"`` here, closed afterwards) or an open TraceStore (must be
-    ``"r+"``). Raises :class:`kat_gui.errors.KatInputError` for a file that is not a store.
+    ``"r+"``). The events are read through the store's read-only handle, so other processes (a GUI, reports)
+    may have the run open meanwhile; the results are written at the end in one short write under the store's
+    write lock. Raises :class:`kat_gui.errors.KatInputError` for a file that is not a store, and
+    :class:`kat_gui.store.lock.StoreBusy` when another process keeps writing it past ``$KAT_LOCK_WAIT``.
     """
     from kat_gui.store import TraceStore
 
@@ -44,7 +47,8 @@ def detect_store(
         result = detect_frame(frame, params, scaled(progress, 0.25, 0.95))
         if progress:
             progress(0.96, "saving results")
-        save_result(store, result)
+        with store.writing():
+            save_result(store, result)
         if progress:
             progress(1.0, "done")
         return result

@@ -11,11 +11,14 @@ Public API (see ``docs/store-format.md`` for the on-disk layout):
   ``tracks`` (list of :class:`TrackRow`), ``strings`` / ``string(id)``, ``time_span()``, ``counts_by_kind()``,
   ``window(tracks, t0_ns, t1_ns, resolution_ns)``, ``track_events(track, columns)``,
   ``events(columns, kinds)``, ``event(track, index)``, ``args(args_id)``,
-  ``put_table / get_table / put_json / get_json`` for results (detection, annotations...).
+  ``put_table / get_table / put_json / get_json`` for results (detection, annotations...), ``writing()`` to
+  group writes, ``changed() / replaced() / mark_seen() / reopen()`` for changes made by other processes.
+  The file is held read-only whatever the mode, so any number of processes may have a store open; each
+  results write is a short session under a sidecar lock (``lock``; "Concurrent use" in the format doc).
 
 Modules: ``layout`` (column sets, :class:`TrackRow`, :class:`Window`), ``writer`` (:class:`StoreWriter`),
 ``lod`` (summary levels), ``window`` (window queries), ``results`` (``/results``: JSON and tables),
-``reader`` (:class:`TraceStore`).
+``lock`` (the write lock and the file signature), ``reader`` (:class:`TraceStore`).
 """
 
 from kat_gui.store.layout import TrackRow, Window

@@ -5,6 +5,8 @@ Opening checks the marker and the schema version and reads only the small tables
 Reads: metadata (ranks, tracks, counts, time span), window queries for drawing (delegated to
 :class:`~kat_gui.store.window.WindowReader`), bulk column reads for detection, one event with decoded strings
 for a details panel, and results (:class:`~kat_gui.store.results.Results`; writable with ``mode="r+"``).
+Several processes may have a store open at once: see :class:`TraceStore` and "Concurrent use" in
+``docs/store-format.md``.
 
 Assumptions: the file was written by :class:`~kat_gui.store.writer.StoreWriter` at schema version 1 (stores
 written before ``/lod_small`` existed are read too). Units: ns for every time, rows for offsets and counts,
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ from kat_gui.store.layout import (
     TrackRow,
     Window,
 )
+from kat_gui.store.lock import Signature, read_lock, signature, write_lock
 from kat_gui.store.lod import LOD_COLUMNS
 from kat_gui.store.results import Results
 from kat_gui.store.window import WindowReader, levels_by_track
@@ -42,10 +48,41 @@ from kat_gui.store.writer import StoreWriter
 # Raw chunk cache per dataset (decompressed chunks): 32 int64 chunks. Panning re-reads the same chunks.
 CHUNK_CACHE_BYTES = 16 * 1024 * 1024
 CHUNK_CACHE_SLOTS = 10_007
+# Tries of an open or a results read that fails while another process may be writing (50, 100 ms apart).
+OPEN_TRIES = 3
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: Path) -> bool:
+    """The HDF5 signature at offset 0, 512, 1024, 2048... (h5py.is_hdf5 would take HDF5's file lock)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            off = 0
+            while off + 8 <= size:
+                fh.seek(off)
+                if fh.read(8) == HDF5_SIGNATURE:
+                    return True
+                off = 512 if off == 0 else off * 2
+    except OSError:
+        pass
+    return False
+
+
+def _fd_signature(fd: int) -> Signature:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class TraceStore(Results):
-    """A committed store, opened for reading (``mode="r"``) or for adding results (``mode="r+"``)."""
+    """A committed store, opened for reading (``mode="r"``) or for reading and adding results (``mode="r+"``).
+
+    Either way the file is held read-only (HDF5 file locking off), so any number of processes may have it
+    open. Events come from that handle: they are written once at ingest and never modified. Results are read
+    through a second handle on the same inode, reopened whenever the file changed, so they are never read
+    from stale HDF5 metadata. ``mode="r+"`` only allows :meth:`writing`: each write opens the file for writing
+    for its own duration, under the store's write lock (``lock.py``). One thread at a time per object.
+    """
 
     @staticmethod
     def create(path: str | os.PathLike, name: str) -> StoreWriter:
@@ -61,27 +98,64 @@ class TraceStore(Results):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         self.path = Path(path)
         self.mode = mode
-        if not self.path.exists():
+        self._f: h5py.File | None = None
+        self._rf: h5py.File | None = None  # results, read (on a duplicate of _f's descriptor)
+        self._rf_sig: Signature = None
+        self._wf: h5py.File | None = None  # results, written (only inside writing())
+        self._writing = False
+        # Results reads and writes of this object, from any thread, one at a time (a write session holds it
+        # throughout). Event reads do not take it.
+        self._results_lock = threading.RLock()
+        self._open()
+
+    def _open(self) -> None:
+        path = self.path
+        if not path.exists():
             raise KatInputError(path, "no such file")
-        if self.path.is_dir():
+        if path.is_dir():
             raise KatInputError(path, "is a folder, expected a .kat.h5 store")
+        # Under the shared lock no results write is half done. Without it (no lock file yet, or a writer that
+        # kept the lock past the wait) an open that fails is retried: a write takes milliseconds.
+        for attempt in range(OPEN_TRIES):
+            last = attempt + 1 == OPEN_TRIES
+            with read_lock(path):
+                if self._try_open(last):
+                    return
+            time.sleep(0.05 * (attempt + 1))
+
+    def _try_open(self, last: bool) -> bool:
+        """One try at opening and loading; False to try again, KatInputError on the last try."""
+        path = self.path
         try:
-            f = h5py.File(self.path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
+            f = h5py.File(
+                path, "r", locking=False, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS
+            )
         except OSError as e:
-            if not h5py.is_hdf5(self.path):
+            if not os.access(path, os.R_OK):
+                raise KatInputError(path, "cannot read the file (permission denied)") from None
+            if not _is_hdf5(path):
                 raise KatInputError(
                     path, "not a KAT store (not an HDF5 file); create one with `kat ingest`"
                 ) from None
+            if not last:
+                return False
             raise KatInputError(path, f"cannot open the store: {e}") from None
         self._f = f
         try:
             self._load()
         except KatInputError:
-            f.close()
+            self.close()
             raise
         except (KeyError, OSError, ValueError) as e:
-            f.close()
+            self.close()
+            if not last:
+                return False
             raise KatInputError(path, f"damaged KAT store ({e})") from None
+        self._fd = f.id.get_vfd_handle()
+        st = os.fstat(self._fd)
+        self._inode = (st.st_dev, st.st_ino)
+        self._base_sig = signature(path)
+        return True
 
     def _load(self) -> None:
         f = self._f
@@ -98,6 +172,10 @@ class TraceStore(Results):
         self.schema_version = version
         self.name = str(f.attrs.get("name", self.path.stem))
         self._ev = {c: f["events/" + c] for c in EVENT_COLUMNS}
+        # Every dataset read later is bound now: after open, nothing is looked up through the root group,
+        # whose metadata a results write in another process may change.
+        self._strings_ds = f["strings"]
+        self._args_ds = f["args"]
         lod = {c: f["lod/" + c] for c in LOD_COLUMNS}
         long = {c: f["long/" + c] for c in LONG_COLUMNS}
         self._t = {c: f["tracks/" + c][:] for c in TRACK_COLUMNS}
@@ -140,10 +218,21 @@ class TraceStore(Results):
         )
 
     # -- lifetime
+    def _close_results(self) -> None:
+        if self._rf is not None:
+            fo = self._rf_file
+            try:
+                self._rf.close()
+            finally:
+                self._rf = None
+                fo.close()
+
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        with self._results_lock:
+            self._close_results()
+            if self._f is not None:
+                self._f.close()
+                self._f = None
 
     def __enter__(self) -> TraceStore:
         return self
@@ -151,10 +240,167 @@ class TraceStore(Results):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _writable(self) -> h5py.File:
+    def reopen(self) -> None:
+        """Close and open the path again: the new file after a re-ingest replaced it (a new run: tracks and
+        events may differ), else the same one. Results need no reopen: they are always read fresh."""
+        with self._results_lock:
+            self.close()
+            self._open()
+
+    # -- changes by other processes
+    def changed(self) -> bool:
+        """Whether the file at ``path`` was written (results, notes) or replaced (a re-ingest) since this
+        object opened it, last wrote it itself, or :meth:`mark_seen`. One ``stat``: cheap enough to poll."""
+        return signature(self.path) != self._base_sig
+
+    def replaced(self) -> bool:
+        """Whether ``path`` now names another file (a re-ingest renamed a new store over it) or none."""
+        sig = signature(self.path)
+        return sig is None or (sig[0], sig[1]) != self._inode
+
+    def mark_seen(self) -> None:
+        """Take the file as it is now as seen: :meth:`changed` is False until the next write."""
+        self._base_sig = signature(self.path)
+
+    # -- results: fresh reads, short writes under the lock
+    def _results_read(self, fn: Callable[[h5py.File], Any]) -> Any:
+        """``fn(file)`` on a handle that shows the results as they are now.
+
+        Inside :meth:`writing`, after a write, that is the write handle. Otherwise a read-only handle on the
+        same inode as the events (a duplicate descriptor, so results and events always belong to one run),
+        reopened when the inode's size or mtime changed; the read runs under the shared lock, and one that
+        fails (a write without the lock, metadata gone stale) is retried on a fresh handle.
+        """
+        with self._results_lock:
+            return self._results_read_locked(fn)
+
+    def _results_read_locked(self, fn: Callable[[h5py.File], Any]) -> Any:
+        if self._wf is not None:
+            return fn(self._wf)
+        if self._f is None:
+            raise ValueError(f"{self.path}: store is closed")
+        for attempt in range(OPEN_TRIES):
+            with read_lock(self.path):
+                try:
+                    sig = _fd_signature(self._fd)
+                    if self._rf is None or sig != self._rf_sig:
+                        self._close_results()
+                        fo = os.fdopen(os.dup(self._fd), "rb")
+                        try:
+                            self._rf = h5py.File(fo, "r", locking=False)
+                        except BaseException:
+                            fo.close()
+                            raise
+                        self._rf_file, self._rf_sig = fo, sig
+                    return fn(self._rf)
+                except (KeyError, OSError, ValueError, RuntimeError):
+                    self._close_results()
+                    if attempt + 1 == OPEN_TRIES:
+                        raise
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def writing(self) -> Iterator[TraceStore]:
+        """Group result writes (``put_json``, ``put_table``, ``delete``) into one write: the store's write lock
+        is held for the block (waiting up to ``$KAT_LOCK_WAIT`` s for another writer, then
+        :class:`~kat_gui.store.lock.StoreBusy`), the file is opened for writing at the first write and closed
+        at the end. Reads inside the block see the results as they are (nobody else can write meanwhile),
+        then the block's own writes. Nested blocks join the outer one."""
+        self._check_writable()
+        with self._results_lock:
+            if self._writing:
+                yield self
+                return
+            with self._session():
+                yield self
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        with write_lock(self.path):
+            self._writing = True
+            pre = signature(self.path)
+            try:
+                yield
+            finally:
+                self._writing = False
+                wrote = self._wf is not None
+                self._close_write()
+                if wrote:
+                    self._after_write(pre)
+
+    def _check_writable(self) -> None:
         if self.mode != "r+":
             raise ValueError(f"{self.path}: store opened read-only; open it with mode='r+' to store results")
-        return self._f
+
+    def _writable(self) -> h5py.File:
+        self._check_writable()
+        if not self._writing:
+            raise RuntimeError("results are written inside `with store.writing():` (put_* do it themselves)")
+        if self._wf is None:
+            self._close_results()
+            path = self.path
+            try:
+                fo = open(path, "r+b")  # noqa: SIM115 - closed with the HDF5 handle in _close_write
+            except FileNotFoundError:
+                raise KatInputError(path, "no such file (moved or deleted since it was opened)") from None
+            except PermissionError:
+                raise KatInputError(
+                    path, "the file is read-only: results (detection, notes) cannot be stored in it"
+                ) from None
+            except OSError as e:
+                raise KatInputError(path, f"cannot open the store for writing ({e.strerror})") from None
+            st = os.fstat(fo.fileno())
+            if (st.st_dev, st.st_ino) != self._inode:
+                fo.close()
+                raise KatInputError(
+                    path,
+                    "was replaced by a new `kat ingest` since this process opened it; open it again to "
+                    "store results in the new run",
+                )
+            try:
+                self._wf = h5py.File(fo, "r+", locking=False)
+            except OSError as e:
+                fo.close()
+                raise KatInputError(path, f"cannot write the store ({e})") from None
+            self._wf_file = fo
+        return self._wf
+
+    def _close_write(self) -> None:
+        if self._wf is not None:
+            fo = self._wf_file
+            try:
+                self._wf.close()
+            finally:
+                self._wf = None
+                fo.close()
+
+    def _after_write(self, pre: Signature) -> None:
+        """After a write: make sure the signature changed (same size and an mtime in the same clock tick as
+        the previous write would hide it from :meth:`changed`), and take one's own write as seen unless the
+        file had already changed before it (another process's write is still news)."""
+        post = signature(self.path)
+        if post is not None and pre is not None and post[2:] == pre[2:]:
+            try:
+                st = os.stat(self.path)
+                os.utime(self.path, ns=(st.st_atime_ns, pre[3] + 1))
+            except OSError:
+                pass
+            post = signature(self.path)
+        if pre == self._base_sig:
+            self._base_sig = post
+
+    def put_json(self, key: str, obj: Any) -> None:
+        with self.writing():
+            super().put_json(key, obj)
+
+    def put_table(self, key: str, cols: dict[str, np.ndarray]) -> None:
+        with self.writing():
+            super().put_table(key, cols)
+
+    def delete(self, key: str) -> bool:
+        with self.writing():
+            return super().delete(key)
 
     # -- metadata
     @property
@@ -174,7 +420,7 @@ class TraceStore(Results):
     def strings(self) -> list[str]:
         """The run's string table (loaded on first use, then cached)."""
         if self._strings is None:
-            self._strings = list(self._f["strings"].asstr()[:])
+            self._strings = list(self._strings_ds.asstr()[:])
         return self._strings
 
     def string(self, string_id: int) -> str:
@@ -183,13 +429,13 @@ class TraceStore(Results):
             return ""
         if self._strings is not None:
             return self._strings[string_id]
-        return self._f["strings"].asstr()[int(string_id)]
+        return self._strings_ds.asstr()[int(string_id)]
 
     def args(self, args_id: int) -> dict:
         """The args of an event as a dict (``{}`` for -1); text that is not a JSON object comes as ``{"raw": text}``."""
         if args_id < 0:
             return {}
-        text = self._f["args"].asstr()[int(args_id)]
+        text = self._args_ds.asstr()[int(args_id)]
         try:
             obj = json.loads(text)
         except ValueError:

@@ -11,7 +11,8 @@ of value:
 
 Keys are ``/``-separated names (``detect/findings``); a replacement is crash-safe through ``<key>~new`` and
 ``<key>~old`` siblings (:func:`put_result`). The mixins give :class:`StoreWriter` (``put_*`` before commit)
-and :class:`TraceStore` (everything, ``put_*`` only when opened ``"r+"``) one implementation.
+and :class:`TraceStore` (everything, ``put_*`` only when opened ``"r+"``) one implementation; how a
+``TraceStore`` reads and writes them beside other processes is in ``reader.py`` and ``lock.py``.
 """
 
 from __future__ import annotations
@@ -150,22 +151,31 @@ class ResultWriting:
 
 
 class Results(ResultWriting):
-    """Reading, deleting and listing results too, for a class with the open file in ``_f``."""
+    """Reading, deleting and listing results too, for a class whose ``_results_read(fn)`` calls ``fn`` with an
+    open file that shows the current results (see :meth:`TraceStore._results_read`)."""
 
-    _f: h5py.File
+    def _results_read(self, fn: Callable[[h5py.File], Any]) -> Any:
+        raise NotImplementedError
 
     def get_json(self, key: str, default: Any = None) -> Any:
-        node = get_result(self._f, key)
-        if node is None or not isinstance(node, h5py.Dataset):
-            return default
-        return read_json_node(node)
+        def read(f: h5py.File) -> Any:
+            node = get_result(f, key)
+            if node is None or not isinstance(node, h5py.Dataset):
+                return default
+            return read_json_node(node)
+
+        return self._results_read(read)
 
     def get_table(self, key: str) -> dict[str, np.ndarray] | None:
         """The columns stored by put_table (string columns as object arrays of str), or None."""
-        node = get_result(self._f, key)
-        if node is None or not isinstance(node, h5py.Group):
-            return None
-        return read_table(node)
+
+        def read(f: h5py.File) -> dict[str, np.ndarray] | None:
+            node = get_result(f, key)
+            if node is None or not isinstance(node, h5py.Group):
+                return None
+            return read_table(node)
+
+        return self._results_read(read)
 
     def delete(self, key: str) -> bool:
         """Remove ``/results/<key>``; False when there was nothing to remove."""
@@ -180,17 +190,21 @@ class Results(ResultWriting):
 
     def result_keys(self) -> list[str]:
         """Keys stored under ``/results`` (e.g. ``["detect/anomalies", "topology"]``)."""
-        if "results" not in self._f:
-            return []
-        keys: set[str] = set()
+        return self._results_read(_result_keys)
 
-        def walk(grp: h5py.Group, prefix: str) -> None:
-            for name, node in grp.items():
-                key = prefix + name.split("~", 1)[0]
-                if isinstance(node, h5py.Dataset) or "columns" in node.attrs or "~" in name:
-                    keys.add(key)
-                else:
-                    walk(node, key + "/")
 
-        walk(self._f["results"], "")
-        return sorted(keys)
+def _result_keys(f: h5py.File) -> list[str]:
+    if "results" not in f:
+        return []
+    keys: set[str] = set()
+
+    def walk(grp: h5py.Group, prefix: str) -> None:
+        for name, node in grp.items():
+            key = prefix + name.split("~", 1)[0]
+            if isinstance(node, h5py.Dataset) or "columns" in node.attrs or "~" in name:
+                keys.add(key)
+            else:
+                walk(node, key + "/")
+
+    walk(f["results"], "")
+    return sorted(keys)

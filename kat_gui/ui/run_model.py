@@ -112,16 +112,10 @@ class RunModel:
         from kat_gui.store import TraceStore
 
         self.path = Path(path)
-        # Opened for adding results when the file is writable, so notes are saved as the user works; a
-        # read-only file (or one this process already holds read-only) opens read-only, notes shown only.
-        self.store = None
-        if os.access(self.path, os.W_OK):
-            try:
-                self.store = TraceStore.open(self.path, "r+")
-            except KatInputError:
-                self.store = None
-        if self.store is None:
-            self.store = TraceStore.open(self.path)
+        # Held read-only either way, so other KAT processes (a terminal's `kat detect`, a second window) can
+        # use the run meanwhile. "r+" when the file is writable: each note is then saved in a short write
+        # under the store's write lock; a read-only file shows its notes only.
+        self.store = TraceStore.open(self.path, "r+" if os.access(self.path, os.W_OK) else "r")
         self.name: str = str(self.store.name)
         self.t0_ns, self.t1_ns = (int(x) for x in self.store.time_span())
         self.tracks = list(self.store.tracks)
@@ -211,6 +205,30 @@ class RunModel:
     def close(self) -> None:
         try:
             self.store.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ changes by other processes
+
+    def changed(self) -> bool:
+        """Whether another process wrote the run (results, notes) or replaced it (a new ingest) since this
+        model read it. A ``stat``: cheap enough for the GUI thread to poll."""
+        try:
+            return self.store.changed()
+        except Exception:
+            return False
+
+    def replaced(self) -> bool:
+        """Whether the path now holds another store (a re-ingest) or none."""
+        try:
+            return self.store.replaced()
+        except Exception:
+            return False
+
+    def mark_seen(self) -> None:
+        """Stop reporting the current change (the user dismissed the offer to reload)."""
+        try:
+            self.store.mark_seen()
         except Exception:
             pass
 
