@@ -278,15 +278,21 @@ class AnnotationModel:
             self._items[op.after.id] = copy.copy(op.after)
             ev = AnnotationEvent(kind, copy.copy(op.after), source)
         self._pending.append(op)
-        if self.autosave and self.save():
-            ev = AnnotationEvent("reset", None, source)  # notes of another process came in too
+        failed = None
+        try:
+            if self.autosave and self.save():
+                ev = AnnotationEvent("reset", None, source)  # notes of another process came in too
+        except KatInputError as exc:  # e.g. another process kept the store's write lock: saved with the next
+            failed = exc  # change (or save()); the change stands here, so listeners hear of it all the same
         self._emit(ev)
+        if failed is not None:
+            raise failed
 
     def _do(self, op: _Op) -> None:
-        self._apply(op, "user")
-        self._undo.append(op)
+        self._undo.append(op)  # before the save, which may raise (the change stands, undoable)
         del self._undo[: max(0, len(self._undo) - self.undo_limit)]
         self._redo.clear()
+        self._apply(op, "user")
 
     def add(
         self,
@@ -355,16 +361,16 @@ class AnnotationModel:
         if not self._undo:
             return False
         op = self._undo.pop()
-        self._apply(_Op(op.after, op.before), "undo")
         self._redo.append(op)
+        self._apply(_Op(op.after, op.before), "undo")
         return True
 
     def redo(self) -> bool:
         if not self._redo:
             return False
         op = self._redo.pop()
-        self._apply(op, "redo")
         self._undo.append(op)
+        self._apply(op, "redo")
         return True
 
 

@@ -333,6 +333,8 @@ def test_reingest_replaces_the_file_under_an_open_reader(store, dlrm_dir, tmp_pa
 def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path, monkeypatch):
     monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
+    # The explanation panel would analyse the un-analysed run itself (a write of this process, offered too).
+    monkeypatch.setattr("kat_gui.ui.explain_panel.explainer", lambda: None)
     from kat_gui.ui.main_window import MainWindow
 
     win = MainWindow(interactive=False, use_llm=False)
@@ -370,3 +372,24 @@ def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path,
     bar.dismiss()
     assert not bar.check() and bar.isHidden()
     win.close()
+
+
+def test_a_note_refused_by_a_busy_store_is_kept_and_saved_with_the_next(store, monkeypatch):
+    monkeypatch.setenv("KAT_LOCK_WAIT", "0.3")
+    m = AnnotationModel(store)
+    heard = []
+    m.connect(lambda ev: heard.append(ev.kind))
+    holder = f"""
+        import time
+        from kat_gui.store.lock import write_lock
+        with write_lock({str(store)!r}, 0):
+            print("ready", flush=True)
+            time.sleep(600)
+    """
+    with holding(holder) as proc:
+        with pytest.raises(StoreBusy, match=f"is being written by KAT pid {proc.pid}"):
+            m.add("while busy", start_ns=5)
+        assert [a.text for a in m] == ["while busy"] and heard == ["added"] and m.can_undo
+        assert len(AnnotationModel(store)) == 0
+    m.add("after", start_ns=6)
+    assert [a.text for a in AnnotationModel(store)] == ["while busy", "after"]
