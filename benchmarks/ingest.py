@@ -11,6 +11,11 @@ kernel events/s, and writes a Markdown table to ``benchmarks/results/ingest.md``
 
 Usage: ``python benchmarks/ingest.py [--runs 3] [--synth DIR ...] [--hta-timeout 600] [--hta-synth-max-mb 200]``
 
+``--gzip FILE ...`` compares inflating ``.json.gz`` with the stdlib (``KAT_GZIP=stdlib``) and with the fast library
+KAT uses when it is installed (``isal``, else ``zlib-ng``): ``kat-parse`` and ``kat-ingest`` medians of ``--runs``,
+alternating, each in its own process, plus a check that both give the same store (``kat info --json`` and every event
+column), and writes the section "Gzip inflate: stdlib vs fast library" of ``benchmarks/results/ingest.md``.
+
 ``--reader FILE ...`` instead compares the Kineto reader's two paths on each file (the compiled scanner and the
 msgspec path, ``KAT_KINETO_SCANNER=0``): file bytes -> RankTrace in a worker pinned to one core, median of
 ``--runs``, plus the wall time of a full ``kat ingest`` with each path, and writes that table as the section
@@ -69,7 +74,11 @@ def _worker(tool: str, paths: list[str]) -> dict:
         from hta.common.trace import parse_trace_file
     import_rss = _peak_rss_mb()
     t0 = time.perf_counter()
-    if tool == "kat-parse":
+    if tool == "kat-gunzip":  # the file's bytes, inflated (kineto_header.load_bytes), nothing else
+        from kat_gui.ingest.kineto_header import load_bytes
+
+        kept = sum(len(load_bytes(p)) for p in expand_paths(paths))
+    elif tool == "kat-parse":
         kept = sum(len(t) for t in read_traces(paths))
     elif tool == "kat-ingest":
         kept = 0
@@ -186,12 +195,12 @@ def _count_events(paths: list[str]) -> tuple[int, int]:
     return total, kernels
 
 
-def measure(tool: str, paths: list[str], runs: int, timeout_s: float) -> dict:
+def measure(tool: str, paths: list[str], runs: int, timeout_s: float, env: dict | None = None) -> dict:
     results = []
     for _ in range(runs):
         cmd = [sys.executable, __file__, "--worker", tool, *paths]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, env=env)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout_s:.0f} s"}
         if proc.returncode != 0:
@@ -207,11 +216,97 @@ def measure(tool: str, paths: list[str], runs: int, timeout_s: float) -> dict:
     }
 
 
+GZIP_HEADING = "## Gzip inflate: stdlib vs fast library"
+
+
+def _same_store(path: str, tmp: Path) -> bool:
+    """True when `kat ingest` of ``path`` gives the same store with both inflaters (info and every column)."""
+    from kat_gui.cli import store_info
+    from kat_gui.store import TraceStore
+
+    got = []
+    for backend in ("stdlib", "fast"):
+        out = tmp / f"{backend}.kat.h5"
+        env = dict(os.environ, KAT_GZIP=backend)
+        subprocess.run([str(Path(sys.executable).with_name("kat")), "ingest", "-o", str(out), path],
+                       env=env, capture_output=True, check=True)  # fmt: skip
+        info = store_info(out)
+        info.pop("path")
+        with TraceStore.open(out) as st:
+            cols = st.events()
+            got.append(
+                (json.dumps(info, sort_keys=True), {c: v.tobytes() for c, v in cols.items()}, st.strings)
+            )
+    return got[0] == got[1]
+
+
+def gzip_main(files: list[str], runs: int) -> str:
+    from kat_gui.ingest.kineto_header import GZIP_BACKEND
+
+    if GZIP_BACKEND == "zlib":
+        raise SystemExit("no fast inflate library is installed (pip install isal)")
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    out = [
+        GZIP_HEADING,
+        "",
+        "| input | tool | stdlib s | " + GZIP_BACKEND + " s | speed-up | same store |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in files:
+        size_mb = Path(path).stat().st_size / 1e6
+        with tempfile.TemporaryDirectory() as tmp:
+            same = _same_store(path, Path(tmp))
+        for tool in ("kat-gunzip", "kat-parse", "kat-ingest"):
+            times: dict[str, list[float]] = {"stdlib": [], "fast": []}
+            for _ in range(runs):  # alternate, so that a change of machine load hits both alike
+                for backend in times:
+                    r = measure(tool, [path], 1, 3600, env=dict(os.environ, KAT_GZIP=backend))
+                    if "error" in r:
+                        raise SystemExit(f"{tool} ({backend}): {r['error']}")
+                    times[backend].append(r["seconds"])
+            std, fast = statistics.median(times["stdlib"]), statistics.median(times["fast"])
+            row = (
+                f"| {Path(path).name}, {size_mb:.1f} MB | {tool} | {std:.3f} | {fast:.3f} | {std / fast:.2f}x "
+                f"| {'yes' if same else 'NO'} |"
+            )
+            print(row, flush=True)
+            out.append(row)
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = "?"
+    try:
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    out += [
+        "",
+        f"Median of {runs} runs per cell, stdlib and {GZIP_BACKEND} alternating, each run in its own process; "
+        "`kat-gunzip` = the file's bytes inflated (`kineto_header.load_bytes`), `kat-parse` = file -> RankTrace "
+        "(`read_traces`: sniff, inflate, read), `kat-ingest` = the same plus writing the `.kat.h5` store; imports "
+        f"excluded. Same store = `kat info --json` and every event column identical. Run on "
+        f"{time.strftime('%Y-%m-%d %H:%M')} on {cpu} ({os.cpu_count()} shared cores), Python "
+        f"{sys.version.split()[0]}, load average {load0:.1f} at the start and {load1:.1f} at the end.",
+        "",
+    ]
+    section = "\n".join(out)
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    if GZIP_HEADING in old:
+        head, _, rest = old.partition(GZIP_HEADING)
+        tail = rest.split("\n## ", 1)
+        old = head + ("## " + tail[1] if len(tail) > 1 else "")
+    RESULTS.write_text(old.rstrip("\n") + "\n\n" + section)
+    return section
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reader-worker", help=argparse.SUPPRESS)
     ap.add_argument("--reader", action="store_true", help="compare the Kineto reader's two paths on PATHS")
+    ap.add_argument("--gzip", action="store_true", help="compare stdlib and fast gzip inflate on PATHS")
     ap.add_argument("paths", nargs="*", help="with --reader: the files to read")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument(
@@ -239,6 +334,10 @@ def main(argv: list[str] | None = None) -> str:
         return ""
     if args.reader:
         return reader_main(args.paths, args.runs)
+    if args.gzip:
+        return gzip_main(
+            args.paths or [str(SHARED / "hta" / "df_index_resolver__df_index_resolver.json.gz")], args.runs
+        )
 
     datasets = [
         ("largest real file (HTA df_index_resolver, 1 rank)",

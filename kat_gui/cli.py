@@ -33,6 +33,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from kat_gui.progress import TerminalProgress
 
     opts = IngestOptions(keep_cpu_ops=args.keep_cpu_ops, keep_python=args.keep_python, rank=args.rank)
+    if args.rank_from:
+        from kat_gui.ingest.chrome import RankFrom
+
+        RankFrom.parse(args.rank_from)  # a bad spec is a one-line error before anything is read
+        opts.rank_from = args.rank_from
     if args.rank is not None and len(args.paths) != 1:
         return _fail("--rank applies to a single trace file; name the ranks in the file names instead")
     with TerminalProgress("ingest") as bar:
@@ -48,7 +53,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def store_info(path: Path) -> dict:
-    """The summary `kat info` prints: ranks, devices, streams, event counts per kind, time span."""
+    """The summary `kat info` prints: ranks, devices, streams, event counts per kind, time span, and GPU time
+    per kernel class (run and per rank)."""
     from kat_gui.store import TraceStore
 
     with TraceStore.open(path) as st:
@@ -64,6 +70,7 @@ def store_info(path: Path) -> dict:
             else:
                 r["host_threads"] += 1
             r["events"] += tr.row_count
+        kinds_by_rank, time_by_rank = _rank_kinds_and_class_time(st)
         rank_meta = {m.get("rank"): m for m in st.ranks}
         rank_rows = []
         for rk in sorted(ranks):
@@ -78,8 +85,11 @@ def store_info(path: Path) -> dict:
                     "events": r["events"],
                     "source": Path(meta.get("source", "")).name,
                     "format": meta.get("format", ""),
+                    "counts": kinds_by_rank[rk],
+                    "kernel_time_by_class": time_by_rank[rk],
                 }
             )
+        run_time = {c: sum(r["kernel_time_by_class"][c] for r in rank_rows) for c in _class_names()}
         return {
             "schema": "kat.info/1",
             "run": st.name,
@@ -90,7 +100,58 @@ def store_info(path: Path) -> dict:
             "end_ns": int(t1),
             "duration_ns": int(t1 - t0),
             "tracks": len(st.tracks),
+            "kernel_time_by_class": run_time,
         }
+
+
+def _class_names() -> tuple[str, ...]:
+    from kat_gui.detect.classify import CLASS_NAMES
+
+    return CLASS_NAMES
+
+
+def _rank_kinds_and_class_time(st) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    """Per rank: events per kind (every kind, zeros included) and the summed duration (ns) of its GPU events
+    (kernels, copies, memsets on GPU streams) per detector class (every class of CLASS_NAMES, zeros
+    included), classified exactly as detection does (:func:`kat_gui.detect.classify.event_classes`)."""
+    import numpy as np
+
+    from kat_gui.detect.classify import classify_strings, copy_class_strings, event_classes
+    from kat_gui.events import EventKind, TrackKind
+
+    names = _class_names()
+    tracks = st.tracks
+    t_rank = np.array([t.rank for t in tracks], dtype=np.int64)
+    t_gpu = np.array([t.kind == TrackKind.GPU_STREAM for t in tracks], dtype=bool)
+    rank_ids = sorted({int(r) for r in t_rank.tolist()})
+    ev = st.events(["kind", "name", "start_ns", "end_ns", "coll", "copy_kind"])
+    rank = t_rank[ev["track"]] if len(tracks) else np.zeros(0, np.int64)
+    kinds = [EventKind(k) for k in EventKind]
+    kind_counts: dict[int, dict[str, int]] = {}
+    class_time: dict[int, dict[str, int]] = {}
+    gpu = np.isin(ev["kind"], [EventKind.KERNEL, EventKind.MEMCPY, EventKind.MEMSET])
+    if len(tracks):
+        gpu &= t_gpu[ev["track"]]
+    strings = st.strings if gpu.any() else []
+    cls = event_classes(
+        ev["kind"][gpu],
+        ev["name"][gpu],
+        ev["coll"][gpu],
+        ev["copy_kind"][gpu],
+        classify_strings(strings),
+        copy_class_strings(strings),
+    )
+    dur = (ev["end_ns"][gpu] - ev["start_ns"][gpu]).astype(np.int64)
+    g_rank = rank[gpu]
+    n_kinds = max(int(k) for k in EventKind) + 1
+    for r in rank_ids:
+        in_rank = rank == r
+        counts = np.bincount(ev["kind"][in_rank], minlength=n_kinds)
+        kind_counts[r] = {k.name.lower(): int(counts[k]) for k in kinds}
+        mine = g_rank == r
+        per = np.bincount(cls[mine], weights=dur[mine], minlength=len(names)) if mine.any() else None
+        class_time[r] = {c: int(per[i]) if per is not None else 0 for i, c in enumerate(names)}
+    return kind_counts, class_time
 
 
 def _fmt_ns(ns: int) -> str:
@@ -98,6 +159,13 @@ def _fmt_ns(ns: int) -> str:
         if abs(ns) >= scale:
             return f"{ns / scale:.3f} {unit}"
     return f"{ns} ns"
+
+
+def _class_time_text(times: dict[str, int]) -> str:
+    total = sum(times.values())
+    if not total:
+        return "-"
+    return ", ".join(f"{c} {_fmt_ns(v)} ({100 * v / total:.0f}%)" for c, v in times.items() if v)
 
 
 def _print_info(path: Path, as_json: bool) -> int:
@@ -111,12 +179,17 @@ def _print_info(path: Path, as_json: bool) -> int:
     )
     counts = ", ".join(f"{k} {v:,}" for k, v in info["counts"].items() if v)
     print(f"events: {counts}")
+    print(f"GPU time by kernel class: {_class_time_text(info['kernel_time_by_class'])}")
     print(f"{'rank':>4}  {'devices':<10} {'streams':>7} {'host thr':>8} {'events':>10}  source")
     for r in info["ranks"]:
         devs = ",".join(str(d) for d in r["devices"]) or "-"
         print(
             f"{r['rank']:>4}  {devs:<10} {r['streams']:>7} {r['host_threads']:>8} {r['events']:>10,}  {r['source']}"
         )
+    print("rank  events by kind | GPU time by kernel class")
+    for r in info["ranks"]:
+        kinds = ", ".join(f"{k} {v:,}" for k, v in r["counts"].items() if v) or "-"
+        print(f"{r['rank']:>4}  {kinds} | {_class_time_text(r['kernel_time_by_class'])}")
     return EXIT_OK
 
 
@@ -184,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="run name (default: from the first path)")
     s.add_argument("--topology", metavar="FILE", help="NCCL topology XML or `nvidia-smi topo -m` output")
     s.add_argument("--rank", type=int, help="rank of a single trace file that does not say it")
+    s.add_argument(
+        "--rank-from",
+        metavar="SOURCE[:REGEX]",
+        help="Chrome traces: read ranks from pid, tid, process or thread (names), optionally with a regex whose "
+        "capture groups form the rank key, e.g. 'thread:PP rank (\\d+), TP rank (\\d+)' (default: one process "
+        "per rank)",
+    )
     s.add_argument("--keep-cpu-ops", action="store_true", help="keep cpu_op events (skipped by default)")
     s.add_argument(
         "--keep-python", action="store_true", help="keep python_function events (skipped by default)"

@@ -34,6 +34,45 @@ def test_ingest_and_info_dlrm(tmp_path, dlrm_dir):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_info_per_rank_kinds_and_kernel_time_by_class(tmp_path, dlrm_dir, capsys):
+    """`kat info` shows what is inside: per rank, events by kind and GPU time per kernel class (stable keys:
+    every kind, every class), the run's total per class; every older key is still there."""
+    from kat_gui.detect.classify import CLASS_NAMES
+    from kat_gui.events import EventKind
+
+    out = tmp_path / "dlrm.kat.h5"
+    assert main(["ingest", str(dlrm_dir), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {
+        "schema",
+        "run",
+        "path",
+        "ranks",
+        "counts",
+        "start_ns",
+        "end_ns",
+        "duration_ns",
+        "tracks",
+    } <= info.keys()
+    assert list(info["kernel_time_by_class"]) == list(CLASS_NAMES)
+    kinds = [k.name.lower() for k in EventKind]
+    for r in info["ranks"]:
+        assert {"rank", "devices", "streams", "host_threads", "events", "source", "format"} <= r.keys()
+        assert list(r["counts"]) == kinds and sum(r["counts"].values()) == r["events"]
+        assert list(r["kernel_time_by_class"]) == list(CLASS_NAMES)
+    assert [r["counts"]["kernel"] for r in info["ranks"]] == [245, 310, 246, 315, 251, 245, 246, 246]
+    for c in CLASS_NAMES:
+        assert info["kernel_time_by_class"][c] == sum(r["kernel_time_by_class"][c] for r in info["ranks"])
+    run = info["kernel_time_by_class"]
+    assert run["collective"] > 0 and run["compute"] > 0 and run["copy_host"] > 0
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "GPU time by kernel class: " in text and "collective " in text
+    assert "rank  events by kind | GPU time by kernel class" in text
+
+
 def test_info_text_summary(tmp_path, dlrm_dir, capsys):
     out = tmp_path / "r.kat.h5"
     assert main(["ingest", str(dlrm_dir / "worker3_step_12.1694128201557.pt.trace.json.gz"), "-o", str(out)]) == 0

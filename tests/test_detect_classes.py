@@ -43,8 +43,53 @@ CASES = [
     ("void vllm::reshape_and_cache_flash_kernel<__nv_bfloat16>", C.MEMORY),
 ]
 
+# AMD (ROCm): Tensile / hipBLASLt GEMMs, composable kernel and aiter, MIOpen, rocPRIM, RCCL.
+AMD_CASES = [
+    ("Cijk_Alik_Bljk_BBS_BH_Bias_HA_S_SAV_UserArgs_MT256x32x64_MI16x16x1_SN_LDSB1_AFC1_AFEM1", C.COMPUTE),
+    ("Cijk_Ailk_Bljk_HHS_BH_MT128x128x32_MI32x32x8x1_SN_1LDSB0_APM1_ABV0_ACED0_AF0EM1", C.COMPUTE),
+    ("Custom_Cijk_Alik_Bljk_F8BS_BH_Bias_SHB_HA_S_SAV_UserArgs_MT256x256x128_MI16x16x1", C.COMPUTE),
+    ("_ZN2ck16tensor_operation6device37kernel_batched_gemm_xdlops_bwd_weightINS_47GridwiseGemm", C.COMPUTE),
+    ("_ZN2ck16tensor_operation6device12_GLOBAL__N_139kernel_grouped_conv_fwd_xdl_cshuffle_v3", C.COMPUTE),
+    ("_ZN7ck_tile6kentryILi2ENS_38FmhaBatchPrefillWithPagedKVCacheKernelINS_40BlockFmha", C.COMPUTE),
+    ("_ZN5aiter30fmoe_bf16_g1u1_vs_silu_1tg_32xE", C.COMPUTE),
+    ("igemm_fwd_gtcx3_nhwc_bf16_bx0_ex1_bt128x128x32_wt32x32x8_ws1x1_wr2x2", C.COMPUTE),
+    ("miopenSp3AsmConv_v21_1_3_gfx9_fp32_stride1", C.COMPUTE),
+    ("MIOpenConvUni", C.COMPUTE),
+    ("void paged_attention_ll4mi_QKV_mfma16_kernel<0, __hip_bfloat16, __hip_bfloat16>", C.MEMORY),
+    (
+        "_ZN5aiter24add_rmsnorm_quant_kernelIDF16bDF16bLi256ELi16ELb1ELb0ELb1ELi1EEEvPT0_PT_PfS4_S4_S4_",
+        C.MEMORY,
+    ),
+    ("_ZN7ck_tile6kentryILi1ENS_12Rmsnorm2dFwdINS_27Rmsnorm2dFwdPipelineOnePass", C.MEMORY),
+    ("SubTensorOpWithScalar1d", C.MEMORY),
+    ("Op2dTensorGeneric", C.MEMORY),
+    ("MIOpenBatchNormFwdTrainSpatial", C.MEMORY),
+    ("MIOpenPoolingForwardNDNCHW", C.MEMORY),
+    ("batched_transpose_32x32_half", C.MEMORY),
+    (
+        "void rocprim::ROCPRIM_400200_NS::detail::trampoline_kernel<rocprim::detail::wrapped_scan_config>",
+        C.MEMORY,
+    ),
+    ("ncclDevKernel_Generic(ncclDevKernelArgsStorage<4096ul>)", C.COLLECTIVE),
+    ("void mscclpp::allreduce8<__hip_bfloat16>(...)", C.COLLECTIVE),
+]
 
-@pytest.mark.parametrize(("name", "code"), CASES)
+# Operation names of framework timelines (Chrome traces: Megatron-style timers).
+TIMELINE_CASES = [
+    ("forward-compute", C.COMPUTE),
+    ("backward-compute", C.COMPUTE),
+    ("grads-reduce-scatter", C.COLLECTIVE),
+    ("params-all-gather", C.COLLECTIVE),
+    ("layernorm-grads-all-reduce", C.COLLECTIVE),
+    ("all-grads-sync", C.COLLECTIVE),
+    ("forward-send", C.COLLECTIVE),
+    ("backward-recv", C.COLLECTIVE),
+    ("send-forward-recv-backward", C.COLLECTIVE),
+    ("optimizer-copy-to-main-grad", C.MEMORY),
+]
+
+
+@pytest.mark.parametrize(("name", "code"), CASES + AMD_CASES + TIMELINE_CASES)
 def test_kernel_names(name, code):
     assert C.classify_name(name) == code, C.CLASS_NAMES[C.classify_name(name)]
 
@@ -73,3 +118,28 @@ def test_bad_pattern_file(tmp_path, monkeypatch):
     p.write_text('order = ["x"]\n[classes.x]\nkind = "compute"\npatterns = ["(unclosed"]\n')
     with pytest.raises(KatInputError):
         C.classify_name("gemm", p)
+
+
+AMD_TRACES = [
+    "kineto/tracelens/mi300__Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz",
+    "kineto/tracelens/mi300__resnet_act_checkpoint.json.gz",
+    "kineto/tracelens/inference__sglang_decode__sglang_Qwen3-8B_decode.json.gz",
+]
+
+
+@pytest.mark.parametrize("rel", AMD_TRACES)
+def test_amd_kernel_time_lands_in_known_classes(rel, shared_data):
+    """On the real MI300X traces at least 90 % of the kernel time is in a known class (compute, memory,
+    collective); GEMMs (Tensile ``Cijk_``) are compute."""
+    from kat_gui.ingest import kineto
+    from kat_gui.ingest.base import IngestOptions
+
+    trace = kineto.read(shared_data / rel, IngestOptions(rank=0))
+    ev = trace.events
+    k = ev["kind"] == EventKind.KERNEL
+    dur = (ev["end_ns"] - ev["start_ns"])[k]
+    cls = C.classify_strings(trace.strings)[ev["name"][k]]
+    known = dur[cls != C.OTHER].sum() / dur.sum()
+    assert known >= 0.9, known
+    gemm = np.array([trace.strings[i].startswith("Cijk_") for i in ev["name"][k]])
+    assert gemm.any() and (cls[gemm] == C.COMPUTE).all()

@@ -373,3 +373,49 @@ def test_no_hostname_when_the_file_has_none(tmp_path: Path, dlrm_dir: Path) -> N
 def test_hostname_of_a_real_trace(shared_data: Path) -> None:
     trace = kineto.read(shared_data / "kineto/tracelens/h100__Qwen_Qwen1.5-0.5B-Chat__1016005.json.gz")
     assert trace.meta["hostname"] == "ab5ece529443"
+
+
+def test_gunzip_fast_library_and_stdlib_agree(tmp_path: Path, dlrm_dir: Path, monkeypatch) -> None:
+    """The fast inflate (isal / zlib-ng when installed) gives the stdlib's bytes, and every gzip it does not
+    finish cleanly (several members, truncated, bad CRC, trailing garbage) gives the stdlib's error text."""
+    from kat_gui.ingest import kineto_header
+
+    good = next(iter(sorted(dlrm_dir.glob("*.json.gz")))).read_bytes()
+    text = gzip.decompress(good)
+    crc_bad = bytearray(good)
+    crc_bad[-8] ^= 0xFF  # the CRC32 of the trailer
+    cases = {
+        "good": good,
+        "two members": gzip.compress(text[:1000]) + gzip.compress(text[1000:]),
+        "truncated": good[: len(good) // 2],
+        "bad crc": bytes(crc_bad),
+        "trailing garbage": good + b"garbage!",
+    }
+
+    def outcome(data: bytes, backend: str):
+        if backend == "stdlib":
+            monkeypatch.setenv("KAT_GZIP", "stdlib")
+        else:
+            monkeypatch.delenv("KAT_GZIP", raising=False)
+        path = tmp_path / "t.json.gz"
+        path.write_bytes(data)
+        try:
+            return kineto_header.load_bytes(path)
+        except KatInputError as exc:
+            return str(exc)
+
+    for name, data in cases.items():
+        fast, std = outcome(data, "fast"), outcome(data, "stdlib")
+        assert fast == std, name
+        assert isinstance(fast, bytes) == (name in ("good", "two members")), (name, fast)
+    assert outcome(cases["two members"], "fast") == text
+
+
+def test_gzip_backend_is_isal_when_installed() -> None:
+    from kat_gui.ingest import kineto_header
+
+    try:
+        import isal  # noqa: F401
+    except ImportError:
+        pytest.skip("isal is not installed")
+    assert kineto_header.GZIP_BACKEND == "isal"

@@ -23,3 +23,6 @@ class IngestOptions:
     keep_cpu_ops: bool = False  # keep cpu_op events (skipped by default)
     keep_python: bool = False  # keep python_function events (skipped by default)
     rank: int | None = None  # force the rank of a single file (overrides file content and name)
+    # Chrome traces: where ranks come from (``pid``, ``tid``, ``process``, ``thread``, each optionally
+    # ``:REGEX``; kat_gui.ingest.chrome.RankFrom); None = one process per rank
+    rank_from: str | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -28,15 +29,40 @@ from kat_gui.ingest.kineto_python import read_python
 from kat_gui.ingest.kineto_scan import kscan, read_scanned
 from kat_gui.ingest.kineto_tables import FORMAT
 
-__all__ = ["FORMAT", "read", "scanner_enabled", "sniff"]
+__all__ = ["FORMAT", "plain_chrome_head", "read", "scanner_enabled", "sniff"]
+
+
+# Kineto's marks in the first 64 KiB: a header key only Kineto writes, or an event of one of its categories.
+KINETO_KEYS = (b'"schemaVersion"', b'"deviceProperties"', b'"distributedInfo"', b'"baseTimeNanoseconds"')
+_KINETO_CAT_RE = re.compile(
+    rb'"cat"\s*:\s*"(?:kernel|Kernel|gpu_memcpy|gpu_memset|cuda_runtime|cuda_driver|cpu_op|user_annotation|'
+    rb'gpu_user_annotation|cuda_sync|python_function|ac2g|fwdbwd)"'
+)
 
 
 def sniff(path: str | os.PathLike, head: bytes) -> bool:
-    """True when ``head`` (the first 64 KiB, gunzipped) looks like a Kineto / Chrome trace JSON object."""
+    """True when ``head`` (the first 64 KiB, gunzipped) is a JSON object with ``traceEvents``,
+    ``schemaVersion`` or ``deviceProperties``, unless it is a plain Chrome trace (:func:`plain_chrome_head`),
+    which :mod:`kat_gui.ingest.chrome` reads."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not text.startswith(b"{"):
         return False
-    return any(key in text for key in (b'"traceEvents"', b'"schemaVersion"', b'"deviceProperties"'))
+    if not any(key in text for key in (b'"traceEvents"', b'"schemaVersion"', b'"deviceProperties"')):
+        return False
+    return not plain_chrome_head(text)
+
+
+def plain_chrome_head(text: bytes) -> bool:
+    """True when the head of a JSON object is a Chrome trace that is not Kineto's: it has ``traceEvents`` and
+    at least one event (a ``"ph"`` key), but no Kineto header key (:data:`KINETO_KEYS`) and no event of a
+    Kineto category (``kernel``, ``cpu_op``, ``cuda_runtime``...). A head without any event (an empty or
+    malformed list) stays Kineto's, whose reader names the problem."""
+    return (
+        b'"traceEvents"' in text
+        and b'"ph"' in text
+        and not any(key in text for key in KINETO_KEYS)
+        and _KINETO_CAT_RE.search(text) is None
+    )
 
 
 def read(

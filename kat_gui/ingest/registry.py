@@ -17,13 +17,20 @@ from types import ModuleType
 from kat_gui.errors import KatInputError
 from kat_gui.ingest.base import IngestOptions, Progress, RankTrace
 
-READER_MODULES = ("kat_gui.ingest.kineto", "kat_gui.ingest.nsys", "kat_gui.ingest.functrace")
+# Sniffed in this order. Kineto before Chrome: a Kineto file is a Chrome trace too, and kineto.plain_chrome_head
+# is the one rule that tells them apart (both modules use it).
+READER_MODULES = (
+    "kat_gui.ingest.kineto",
+    "kat_gui.ingest.nsys",
+    "kat_gui.ingest.functrace",
+    "kat_gui.ingest.chrome",
+)
 HEAD_BYTES = 64 * 1024
 # Suffixes a directory walk picks up; a file named explicitly is sniffed whatever its name.
 CANDIDATE_SUFFIXES = (".json", ".json.gz", ".sqlite", ".sqlite3", ".csv", ".jsonl", ".jsonl.gz", ".csv.gz")
 NOT_A_TRACE = (
     "not a trace format KAT reads (expected Kineto JSON, Nsight Systems SQLite export, "
-    "or KAT function-trace CSV/JSONL)"
+    "KAT function-trace CSV/JSONL, or Chrome Trace Event Format JSON)"
 )
 # rep_N / rep-N: Nsight Systems reports named per rank (``nsys profile -o rep_%q{RANK}``, docs/formats.md); "rep" must
 # not be the end of a longer word (``prep_3``), and ``.nsys-rep`` carries no digits.
@@ -228,4 +235,7 @@ def _resolve_rank(path: Path, trace: RankTrace, options: IngestOptions) -> tuple
     from_name = rank_from_filename(path)
     if from_name is not None:
         return from_name, "file name"
-    raise KatInputError(path, f"cannot tell which rank {path.name} is: name it rank-N or pass --rank N")
+    hint = ""
+    if trace.format == "chrome":  # one process: its threads may be the ranks
+        hint = " (or --rank-from thread:REGEX when its threads are the ranks)"
+    raise KatInputError(path, f"cannot tell which rank {path.name} is: name it rank-N or pass --rank N{hint}")

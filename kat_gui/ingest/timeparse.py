@@ -10,7 +10,7 @@ slow exact path through :class:`decimal.Decimal`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, DecimalException, InvalidOperation
 
 import numpy as np
 
@@ -110,6 +110,8 @@ def _slow(texts: Sequence[bytes | bytearray | memoryview]) -> np.ndarray:
             v = int((Decimal(s) * 1000).to_integral_value(rounding=ROUND_HALF_UP))
         except (InvalidOperation, ValueError):
             raise ValueError(f"time value {s[:40]!r} is not a number") from None
+        except DecimalException:  # decimal.Overflow: an exponent past Decimal's range (1e999999999)
+            raise ValueError(f"time value {s[:40]!r} µs is out of range") from None
         if not -_INT64_MAX <= v <= _INT64_MAX:
             raise ValueError(f"time value {s[:40]!r} µs is out of range")
         out[i] = v
