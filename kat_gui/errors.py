@@ -17,6 +17,18 @@ class KatInputError(Exception):
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
+    def __reduce__(self):
+        # Raised in a dask worker, the error travels back pickled: rebuilt with the same one-line text and
+        # attributes whatever the subclass's own __init__ takes (default pickling would call cls(*args)).
+        return (_restore_input_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore_input_error(cls: type, args: tuple, state: dict) -> KatInputError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class Cancelled(Exception):
     """Raised inside long work when the user pressed cancel (GUI) or Ctrl-C (CLI)."""

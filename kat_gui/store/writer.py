@@ -6,6 +6,12 @@ by (track, start_ns, longest first), appends them to ``/events``, and per track 
 the small tables (``/tracks``, ``/lod/levels``, ``/index``, ``/strings``, ``/ranks``) and ``os.replace``s the
 file onto its path; any exception removes the temporary file instead.
 
+``add`` is three steps (``prepared.py``): :func:`~kat_gui.store.prepared.prepare_rank` (sort and summarise,
+local ids), :meth:`StoreWriter.place` (intern the strings, reserve rows) and
+:func:`~kat_gui.store.prepared.encode_rank` (run-wide ids, whole chunks deflated), then
+:meth:`StoreWriter.add_encoded`. A parallel ingest runs the first and third in dask workers and calls
+``place`` and ``add_encoded`` here, in rank order (``kat_gui.pipeline``): the file is the same.
+
 Assumptions: ``RankTrace.validate()`` holds (equal-length columns, local ids in range, ``end_ns >= start_ns``);
 each rank is added once. Units: ns for every time (int64), rows for offsets and counts. Memory: one rank's
 columns plus a sorted copy, and the run's string table; earlier ranks are already on disk.
@@ -14,6 +20,7 @@ columns plus a sorted copy, and the run's string table; earlier ranks are alread
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,7 @@ import h5py
 import numpy as np
 
 from kat_gui.errors import KatInputError
-from kat_gui.events import EVENT_COLUMNS, NO_ID, SCHEMA_VERSION, RankTrace, TrackInfo, TrackKind, track_label
+from kat_gui.events import EVENT_COLUMNS, NO_ID, SCHEMA_VERSION, RankTrace
 from kat_gui.store.layout import (
     LEVEL_COLUMNS,
     LONG_COLUMNS,
@@ -30,7 +37,17 @@ from kat_gui.store.layout import (
     STR_DTYPE,
     TRACK_COLUMNS,
 )
-from kat_gui.store.lod import LOD_COLUMNS, build_lod
+from kat_gui.store.lod import LOD_COLUMNS
+from kat_gui.store.prepared import (
+    ChunkedColumns,
+    EncodedRank,
+    Layout,
+    Placement,
+    RankHeader,
+    encode_chunk,
+    encode_rank,
+    prepare_rank,
+)
 from kat_gui.store.results import ResultWriting, dumps
 
 # Module globals read at write time, so a test or benchmark may patch them on this module.
@@ -49,6 +66,18 @@ LOD_SMALL_ROWS = 2_048
 # the whole run (which would make every query on that thread read the thread from its start).
 LONG_MIN = 64
 LONG_DIVISOR = 256
+_DEFAULT_COMPRESSION = dict(COMPRESSION)
+
+
+def layout() -> Layout:
+    """The layout parameters of this module, as they are now (tests and benchmarks patch them)."""
+    return Layout(
+        chunk_rows=CHUNK_ROWS,
+        long_min=LONG_MIN,
+        long_divisor=LONG_DIVISOR,
+        lod_small_rows=LOD_SMALL_ROWS,
+        encode_chunks=COMPRESSION == _DEFAULT_COMPRESSION,
+    )
 
 
 def _column_datasets(
@@ -70,11 +99,63 @@ def _append(datasets: dict[str, h5py.Dataset], row0: int, n: int, cols: dict[str
         ds[row0:] = cols[c]
 
 
-def _chunk_index(start_ns: np.ndarray, row0: int) -> np.ndarray:
-    """The entries of a chunk index (the start of every CHUNK_ROWS-th row of the dataset) that fall among
-    ``start_ns``, the rows just written at ``row0``."""
-    first_idx = -(-row0 // CHUNK_ROWS) * CHUNK_ROWS
-    return start_ns[first_idx - row0 :: CHUNK_ROWS].copy()
+class _ChunkedGroup:
+    """The resizable datasets of one chunked group (``/events`` or ``/lod``) written from
+    :class:`~kat_gui.store.prepared.ChunkedColumns`: whole chunks are copied in encoded, and the rows of the
+    chunk not yet complete wait here (``pending``, from row ``pending_row0``, a chunk boundary) until the next
+    rank, or the commit, completes it."""
+
+    def __init__(self, datasets: dict[str, h5py.Dataset], chunk_rows: int):
+        self.ds = datasets
+        self.chunk_rows = chunk_rows
+        self.rows = 0  # rows received
+        self.pending: dict[str, list[np.ndarray]] = {c: [] for c in datasets}
+        self.n_pending = 0
+        self.pending_row0 = 0
+
+    def add(self, part: ChunkedColumns, encoded: bool) -> None:
+        if part.row0 != self.rows:
+            raise ValueError(f"rows out of order: got {part.row0}, expected {self.rows}")
+        end = part.row0 + part.n
+        if not encoded:  # other filters than the default: h5py compresses
+            if part.n:
+                _append(self.ds, part.row0, part.n, part.head)
+            self.rows = end
+            return
+        if part.n:
+            for ds in self.ds.values():
+                ds.resize((end,))
+        self._take(part.head, part.row0)
+        for c, chunks in part.chunks.items():
+            for j, data in enumerate(chunks):
+                self.ds[c].id.write_direct_chunk(((part.first_chunk + j) * self.chunk_rows,), data, 0)
+        n_tail = len(next(iter(part.tail.values()))) if part.tail else 0
+        self._take(part.tail, end - n_tail)
+        self.rows = end
+
+    def _take(self, cols: dict[str, np.ndarray], row0: int) -> None:
+        n = len(next(iter(cols.values()))) if cols else 0
+        if not n:
+            return
+        if not self.n_pending:
+            self.pending_row0 = row0
+        if self.pending_row0 + self.n_pending != row0 or self.pending_row0 % self.chunk_rows:
+            raise ValueError(f"pending rows out of order at row {row0}")
+        for c in self.ds:
+            self.pending[c].append(cols[c])
+        self.n_pending += n
+        if self.n_pending == self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows as one chunk (at commit: the dataset's last chunk, padded with zeros)."""
+        if not self.n_pending:
+            return
+        for c, parts in self.pending.items():
+            data = encode_chunk(np.concatenate(parts), self.chunk_rows)
+            self.ds[c].id.write_direct_chunk((self.pending_row0,), data, 0)
+            self.pending[c] = []
+        self.n_pending = 0
 
 
 class StoreWriter(ResultWriting):
@@ -98,8 +179,14 @@ class StoreWriter(ResultWriting):
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["name"] = name
         f.attrs["chunk_rows"] = CHUNK_ROWS
-        self._ev = _column_datasets(f.create_group("events"), EVENT_COLUMNS, CHUNK_ROWS)
-        self._lod = _column_datasets(f.create_group("lod"), LOD_COLUMNS, CHUNK_ROWS)
+        self._chunk_rows = CHUNK_ROWS
+        self._encode_chunks = COMPRESSION == _DEFAULT_COMPRESSION
+        self._events = _ChunkedGroup(
+            _column_datasets(f.create_group("events"), EVENT_COLUMNS, CHUNK_ROWS), CHUNK_ROWS
+        )
+        self._lodg = _ChunkedGroup(
+            _column_datasets(f.create_group("lod"), LOD_COLUMNS, CHUNK_ROWS), CHUNK_ROWS
+        )
         self._lod_small = _column_datasets(f.create_group("lod_small"), LOD_COLUMNS, CHUNK_ROWS)
         self._long = _column_datasets(f.create_group("long"), LONG_COLUMNS, SIDE_CHUNK_ROWS)
         self._args_ds = f.create_dataset(
@@ -116,10 +203,11 @@ class StoreWriter(ResultWriting):
         self._ranks: list[dict] = []
         self._sources: dict[int, str] = {}
         self._rows = 0
-        self._lod_rows = 0
         self._lod_small_rows = 0
         self._long_rows = 0
         self._args_rows = 0
+        # The next free row of each dataset (and track id), as reserved by place().
+        self._next = dict.fromkeys(("tracks", "rows", "args", "lod", "lod_small", "long"), 0)
 
     # -- context manager: commit on success, remove the temporary file on any exception
     def __enter__(self) -> StoreWriter:
@@ -162,154 +250,98 @@ class StoreWriter(ResultWriting):
             self._strings.append(s)
         return i
 
+    def layout(self) -> Layout:
+        """The layout a rank added now gets: this file's chunking and filters, the module's current limits."""
+        return replace(layout(), chunk_rows=self._chunk_rows, encode_chunks=self._encode_chunks)
+
     def add(self, rt: RankTrace) -> None:
         """Append one rank's events. Raises KatInputError for a missing or duplicate rank."""
-        f = self._writable()
-        if rt.rank is None:
+        self._check_rank(rt.rank, rt.source)
+        prep = prepare_rank(rt, self.layout())
+        self.add_encoded(encode_rank(prep, self.place(prep.header)))
+
+    def _check_rank(self, rank: int | None, source: str) -> int:
+        if rank is None:
             raise KatInputError(
-                rt.source, "rank unknown: give it with --rank (one file) or name files *rank<N>*"
+                source, "rank unknown: give it with --rank (one file) or name files *rank<N>*"
             )
-        rank = int(rt.rank)
+        rank = int(rank)
         if rank in self._sources:
             raise KatInputError(
-                rt.source,
-                f"rank {rank} is also the rank of {self._sources[rank]}; give each file its own rank",
+                source, f"rank {rank} is also the rank of {self._sources[rank]}; give each file its own rank"
             )
-        try:
-            rt.validate()
-        except AssertionError as e:
-            raise KatInputError(rt.source, f"inconsistent trace data: {e}") from None
-        self._sources[rank] = rt.source
-        ev = rt.events
-        n = len(rt)
+        return rank
 
-        # Local string/args ids -> global ids. The extra trailing -1 maps NO_ID (-1) to itself.
-        lut = np.array([self._intern(s) for s in rt.strings] + [NO_ID], dtype=np.int32)
-        args_lut = np.full(len(rt.args) + 1, NO_ID, dtype=np.int32)
-        if rt.args:
-            # Args are deduplicated within the rank only: a run-wide table would grow with the run.
-            uniq: dict[str, int] = {}
-            local = np.array([uniq.setdefault(a, len(uniq)) for a in rt.args], dtype=np.int32)
-            texts = list(uniq)
-            ds = self._args_ds
-            ds.resize((self._args_rows + len(texts),))
-            ds[self._args_rows :] = np.array(texts, dtype=object)
-            args_lut[:-1] = local + self._args_rows
-            self._args_rows += len(texts)
-
-        # Sort by (track, start_ns, longest first): a parent annotation precedes children starting with it.
-        order = np.lexsort((-(ev["end_ns"] - ev["start_ns"]), ev["start_ns"], ev["track"]))
-        cols: dict[str, np.ndarray] = {}
-        for c in EVENT_COLUMNS:
-            col = ev[c][order]
-            if c in ("name", "coll", "pg"):
-                col = lut[col]
-            elif c == "args":
-                col = args_lut[col]
-            cols[c] = col
-        local_track = ev["track"][order]
-        del order
-
-        g0 = self._rows
-        _append(self._ev, g0, n, cols)
-        self._ev_index.append(_chunk_index(cols["start_ns"], g0))
-
-        counts = (
-            np.bincount(local_track, minlength=len(rt.tracks)) if n else np.zeros(len(rt.tracks), np.int64)
+    def place(self, header: RankHeader, rank: int | None = None, meta: dict | None = None) -> Placement:
+        """Reserve a prepared rank's place in the run: intern its strings, take the next rows of every dataset.
+        ``rank``/``meta`` override the header's (a parallel ingest resolves ranks after reading). Ranks are
+        written by :meth:`add_encoded` in the order they were placed."""
+        self._writable()
+        rank = self._check_rank(header.rank if rank is None else rank, header.source)
+        self._sources[rank] = header.source
+        # Local string ids -> global ids. The extra trailing -1 maps NO_ID (-1) to itself.
+        lut = np.array([self._intern(s) for s in header.strings] + [NO_ID], dtype=np.int32)
+        nxt = self._next
+        pl = Placement(
+            rank=rank,
+            meta=header.meta if meta is None else meta,
+            lut=lut,
+            track0=nxt["tracks"],
+            row0=nxt["rows"],
+            args_row0=nxt["args"],
+            lod_row0=nxt["lod"],
+            lod_small_row0=nxt["lod_small"],
+            long_row0=nxt["long"],
         )
-        bounds = np.concatenate(([0], np.cumsum(counts)))
-        track_ids = []
-        for li, info in enumerate(rt.tracks):
-            tid = len(self._labels)
-            track_ids.append(tid)
-            a, b = int(bounds[li]), int(bounds[li + 1])
-            self._add_track(
-                tid, rank, info, g0 + a, {c: cols[c][a:b] for c in ("start_ns", "end_ns", "name", "kind")}
-            )
-        self._rows = g0 + n
-        meta = {
-            "rank": rank,
-            "source": rt.source,
-            "format": rt.format,
-            "n_events": n,
-            "tracks": track_ids,
-            "n_strings": len(rt.strings),
-            "n_args": len(rt.args),
-            "meta": rt.meta,
-        }
-        dumps(meta)  # fail now, naming the source, rather than at commit
-        self._ranks.append(meta)
+        nxt["tracks"] += header.n_tracks
+        nxt["rows"] += header.n_events
+        nxt["args"] += header.n_args_unique
+        nxt["lod"] += header.n_lod
+        nxt["lod_small"] += header.n_lod_small
+        nxt["long"] += header.n_long
+        return pl
+
+    def add_encoded(self, enc: EncodedRank) -> None:
+        """Write a placed, encoded rank (placements in order; see the module docstring)."""
+        f = self._writable()
+        pl = enc.placement
+        if pl.row0 != self._rows or pl.track0 != len(self._labels):
+            raise ValueError("ranks must be written in the order they were placed")
+        if enc.args_texts:
+            ds = self._args_ds
+            ds.resize((self._args_rows + len(enc.args_texts),))
+            ds[self._args_rows :] = np.array(enc.args_texts, dtype=object)
+            self._args_rows += len(enc.args_texts)
+        self._events.add(enc.events, self._encode_chunks)
+        self._ev_index.append(enc.event_index)
+        self._lodg.add(enc.lod, self._encode_chunks)
+        self._lod_index.append(enc.lod_index)
+        m = len(enc.lod_small["start_ns"])
+        if m:
+            _append(self._lod_small, self._lod_small_rows, m, enc.lod_small)
+            self._lod_small_rows += m
+        m = len(enc.long["row"])
+        if m:
+            _append(self._long, self._long_rows, m, enc.long)
+            self._long_rows += m
+        for c in TRACK_COLUMNS:
+            self._tracks[c].extend(enc.tracks[c])
+        self._labels.extend(enc.labels)
+        self._kind_counts.extend(enc.kind_counts)
+        for c in LEVEL_COLUMNS:
+            self._levels[c].extend(enc.levels[c])
+        self._rows = pl.row0 + enc.events.n
+        self._ranks.append(enc.rank_meta)
         f.flush()
-
-    def _add_track(
-        self, tid: int, rank: int, info: TrackInfo, row0: int, cols: dict[str, np.ndarray]
-    ) -> None:
-        """Record one track (its sorted rows already in /events at ``row0``): its /tracks row, its /long
-        rows and its summary levels."""
-        start, end = cols["start_ns"], cols["end_ns"]
-        n = len(start)
-        dur = end - start
-        t = self._tracks
-        t["id"].append(tid)
-        t["rank"].append(rank)
-        t["kind"].append(int(info.kind))
-        t["device"].append(int(info.device))
-        t["stream"].append(int(info.stream))
-        t["pid"].append(int(info.pid))
-        t["tid"].append(int(info.tid))
-        t["row_offset"].append(row0)
-        t["row_count"].append(n)
-        t["first_start_ns"].append(int(start[0]) if n else 0)
-        t["last_end_ns"].append(int(end.max()) if n else 0)
-        t["last_start_ns"].append(int(start[-1]) if n else 0)
-        t["max_dur_ns"].append(int(dur.max()) if n else 0)
-        self._labels.append(track_label(rank, TrackKind(info.kind), info.device, info.stream, info.tid))
-        self._kind_counts.append(np.bincount(cols["kind"], minlength=N_EVENT_KINDS)[:N_EVENT_KINDS])
-
-        n_long = max(LONG_MIN, n // LONG_DIVISOR)
-        if n <= n_long:
-            lookback = int(dur.max()) if n else 0
-            long_rows = np.zeros(0, np.int64)
-        else:
-            lookback = int(np.partition(dur, n - n_long - 1)[n - n_long - 1])
-            long_rows = np.flatnonzero(dur > lookback)
-        t["lookback_ns"].append(lookback)
-        t["long_offset"].append(self._long_rows)
-        t["long_count"].append(len(long_rows))
-        if len(long_rows):
-            long_cols = {
-                "row": long_rows,
-                **{c: cols[c][long_rows] for c in ("start_ns", "end_ns", "name", "kind")},
-            }
-            _append(self._long, self._long_rows, len(long_rows), long_cols)
-            self._long_rows += len(long_rows)
-
-        for lvl in build_lod(start, end, cols["name"], cols["kind"]):
-            m = len(lvl.cols["start_ns"])
-            r0 = self._lod_rows
-            _append(self._lod, r0, m, lvl.cols)
-            self._lod_index.append(_chunk_index(lvl.cols["start_ns"], r0))
-            for c, v in (
-                ("track", tid),
-                ("level", lvl.level),
-                ("width_ns", lvl.width_ns),
-                ("row_offset", r0),
-            ):
-                self._levels[c].append(v)
-            self._levels["row_count"].append(m)
-            self._lod_rows = r0 + m
-            if m <= LOD_SMALL_ROWS:
-                s0 = self._lod_small_rows
-                _append(self._lod_small, s0, m, lvl.cols)
-                self._levels["small_offset"].append(s0)
-                self._lod_small_rows = s0 + m
-            else:
-                self._levels["small_offset"].append(-1)
 
     def commit(self) -> None:
         """Write the tables and indexes, close, and rename the temporary file onto ``path``."""
         f = self._writable()
         try:
+            if self._next["rows"] != self._rows:
+                raise ValueError("a placed rank was never written")
+            self._events.flush()
+            self._lodg.flush()
             tg = f.create_group("tracks")
             for c, dt in TRACK_COLUMNS.items():
                 tg.create_dataset(c, data=np.array(self._tracks[c], dtype=dt))
@@ -320,7 +352,7 @@ class StoreWriter(ResultWriting):
             for c, dt in LEVEL_COLUMNS.items():
                 lv.create_dataset(c, data=np.array(self._levels[c], dtype=dt))
             ig = f.create_group("index")
-            ig.attrs["chunk_rows"] = CHUNK_ROWS
+            ig.attrs["chunk_rows"] = self._chunk_rows
             ig.create_dataset(
                 "events_start_ns", data=np.concatenate([np.zeros(0, np.int64), *self._ev_index])
             )

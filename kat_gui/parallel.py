@@ -1,0 +1,319 @@
+"""Where parallel work runs: in this process, on every core of this machine, or on a dask cluster.
+
+KAT's parallel stages (ingest: one task per trace file; detection: one task per rank, then per step window)
+submit plain functions through an :class:`Executor` and merge the results in order themselves. Three kinds:
+
+- :class:`InProcess` (``workers=0``): each task runs when it is submitted, in this process, one at a time. No
+  thread, no process, no socket: the default for small inputs (and what ``tests/test_offline.py`` runs).
+- a ``distributed.LocalCluster`` (``workers=N``): N worker processes of one thread each, scheduler and workers
+  on 127.0.0.1 with random free ports, no dashboard, scratch space in a temporary folder removed afterwards;
+- an existing cluster (``scheduler="tcp://host:8786"``, or ``$DASK_SCHEDULER_ADDRESS``): KAT connects as a
+  client. Its workers must import the same KAT version and see the inputs and the output at the same paths
+  (a shared filesystem): :meth:`Executor.check_paths` says so in one line when a worker cannot.
+
+Tasks are ``dask.distributed`` futures: a task's result stays on the worker that computed it until it is
+asked for (:meth:`Task.result`) or passed to another task (which then runs where the data is). Cancelling
+(``Cancelled`` from a progress callback, Ctrl-C) cancels every outstanding future before the error leaves
+:func:`executor`.
+
+``workers=None`` (the default) decides from the work: a LocalCluster of one worker per core when there are
+at least two tasks' worth of inputs and at least ``min_bytes`` of them (starting the cluster costs about a
+second: measured in ``docs/scale-out.md``), in-process otherwise. Units: bytes for sizes, seconds for times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kat_gui.errors import Cancelled, KatInputError
+
+ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
+CONNECT_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What the user asked for: ``workers`` (None: decide from the work; 0: in this process; N: a local
+    cluster of N worker processes) and ``scheduler`` (the address of a running cluster; wins over workers)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def address(self) -> str | None:
+        """The scheduler to connect to: the one named, else ``$DASK_SCHEDULER_ADDRESS`` unless a worker count
+        was given explicitly."""
+        if self.scheduler:
+            return self.scheduler
+        if self.workers is None:
+            return os.environ.get(ENV_SCHEDULER) or None
+        return None
+
+
+_requested: ContextVar[Scale | None] = ContextVar("kat_scale", default=None)
+
+
+@contextlib.contextmanager
+def requested(scale: Scale | None) -> Iterator[None]:
+    """Make ``scale`` the one library calls without an explicit scale use (``kat detect --workers`` sets it
+    around ``detect_store``), for the duration of the block."""
+    token = _requested.set(scale)
+    try:
+        yield
+    finally:
+        _requested.reset(token)
+
+
+def requested_scale() -> Scale:
+    """The scale set by :func:`requested`, or the default (decide from the work)."""
+    return _requested.get() or Scale()
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+class Task:
+    """The result of a task submitted to an :class:`InProcess` executor (already computed)."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None):
+        self._value = value
+        self._error = error
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def release(self) -> None:
+        self._value = None
+
+
+class Executor:
+    """Submits tasks and hands back their results; see the module docstring for the three kinds."""
+
+    workers = 0
+    description = "in this process"
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def check_paths(self, paths: Iterable[str | os.PathLike]) -> None:
+        """Raise KatInputError (one line) when a worker cannot see one of ``paths``."""
+
+    def cancel(self) -> None:
+        """Cancel every task still outstanding."""
+
+
+class InProcess(Executor):
+    """Runs each task at once, here. A task's exception is kept and raised by ``result()``, as dask does, so
+    that callers that read results in order raise the first error in that order."""
+
+    def submit(self, fn: Callable, *args: Any) -> Task:
+        args = tuple(a.result() if isinstance(a, Task) else a for a in args)
+        try:
+            return Task(fn(*args))
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the caller by result()
+            return Task(error=exc)
+
+
+class OnDask(Executor):
+    """Tasks as ``distributed`` futures on a client (of a LocalCluster or of a running scheduler)."""
+
+    def __init__(self, client, description: str, workers: int):
+        self.client = client
+        self.description = description
+        self.workers = workers
+        self._futures: list = []
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        fut = self.client.submit(fn, *args, pure=False)
+        self._futures.append(fut)
+        if len(self._futures) > 4096:
+            self._futures = [f for f in self._futures if not f.done()]
+        return fut
+
+    def check_paths(self, paths: Iterable[str | os.PathLike]) -> None:
+        wanted = [os.path.abspath(os.fspath(p)) for p in paths]
+        if not wanted:
+            return
+        seen = self.client.run(_missing_paths, wanted)
+        for worker, missing in sorted(seen.items()):
+            if missing:
+                raise KatInputError(
+                    missing[0],
+                    f"dask worker {worker} cannot see this path: the inputs and the output must be on a "
+                    "filesystem every worker shares, at the same path",
+                )
+
+    def cancel(self) -> None:
+        live = [f for f in self._futures if not f.done()]
+        if live:
+            with contextlib.suppress(Exception):
+                self.client.cancel(live, force=True)
+        self._futures = []
+
+
+def _missing_paths(paths: Sequence[str]) -> list[str]:
+    """Run on each worker: the paths it cannot see (a file, or the folder a new file goes into)."""
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def worth_a_cluster(n_tasks: int, n_bytes: int, min_bytes: int) -> bool:
+    """The automatic choice: several tasks, enough bytes to pay for starting workers, and several cores."""
+    return n_tasks >= 2 and n_bytes >= min_bytes and cpu_count() >= 2
+
+
+@contextlib.contextmanager
+def executor(
+    scale: Scale | None = None,
+    *,
+    n_tasks: int = 1,
+    n_bytes: int = 0,
+    min_bytes: int = 1 << 62,
+    paths: Sequence[str | os.PathLike] = (),
+) -> Iterator[Executor]:
+    """The executor ``scale`` asks for (see the module docstring); ``n_tasks``/``n_bytes`` size the work for
+    the automatic choice, ``min_bytes`` is the least work worth a local cluster, ``paths`` must be visible to
+    every worker of a running cluster. Outstanding tasks are cancelled when the block raises."""
+    scale = scale or requested_scale()
+    if scale.workers is not None and scale.workers < 0:
+        raise KatInputError(None, f"--workers must be 0 or more, not {scale.workers}")
+    address = scale.address()
+    if address:
+        ex, close = _connect(address)
+        ex.check_paths(paths)
+    else:
+        n = scale.workers
+        if n is None:
+            n = min(cpu_count(), n_tasks) if worth_a_cluster(n_tasks, n_bytes, min_bytes) else 0
+        if n == 0:
+            yield InProcess()
+            return
+        ex, close = _local_cluster(n)
+    try:
+        yield ex
+    except BaseException:
+        ex.cancel()
+        raise
+    finally:
+        close()
+
+
+def _quiet_dask() -> None:
+    # Connection chatter of a cluster shutting down is not the user's business; real errors reach the caller
+    # through the futures.
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _connect(address: str) -> tuple[OnDask, Callable[[], None]]:
+    from distributed import Client
+
+    _quiet_dask()
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise KatInputError(None, f"cannot reach the dask scheduler at {address} ({exc})") from None
+    n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+    return OnDask(client, f"dask scheduler {address} ({n} workers)", n), client.close
+
+
+def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
+    from distributed import Client, LocalCluster
+
+    _quiet_dask()
+    scratch = tempfile.mkdtemp(prefix="kat-dask-")
+    cluster = client = None
+    try:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            local_directory=scratch,
+            memory_limit=0,  # tasks are sized by KAT (bounded windows); no spilling or pausing by dask
+        )
+        client = Client(cluster, set_as_default=False)
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            client.close()
+        with contextlib.suppress(Exception):
+            cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return OnDask(client, f"local cluster of {n} worker processes", n), close
+
+
+def in_order(
+    ex: Executor,
+    items: Sequence[Any],
+    submit: Callable[[Executor, Any], Any],
+    window: int | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Submit ``submit(ex, item)`` for every item, at most ``window`` ahead of the one being consumed, and
+    yield ``(item, task)`` in the items' order; the caller reads ``task.result()``. With an in-process
+    executor each task runs just before it is yielded (no read-ahead, one result alive at a time)."""
+    if window is None:
+        window = 2 * ex.workers + 1
+    window = max(window, 1)
+    pending: list[tuple[Any, Any]] = []
+    it = iter(items)
+    for item in it:
+        pending.append((item, submit(ex, item)))
+        if len(pending) >= window:
+            break
+    while pending:
+        yield pending.pop(0)
+        nxt = next(it, _END)
+        if nxt is not _END:
+            pending.append((nxt, submit(ex, nxt)))
+
+
+_END = object()
+POLL_S = 0.2
+
+
+def wait(task: Any, poll: Callable[[], None] | None = None) -> Any:
+    """``task.result()``, calling ``poll`` every :data:`POLL_S` while it is not ready (a progress callback that
+    raises ``Cancelled`` when the user cancels: the wait ends at once, and :func:`executor` cancels the rest)."""
+    if isinstance(task, Task) or poll is None:
+        return task.result()
+    from distributed import wait as dask_wait
+
+    while True:
+        try:
+            dask_wait(task, timeout=POLL_S)
+        except TimeoutError:
+            poll()
+            continue
+        return task.result()
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A path as worker tasks receive it: absolute, so a worker started elsewhere finds the same file."""
+    return str(Path(path).resolve())
