@@ -285,8 +285,8 @@ def gzip_main(files: list[str], runs: int) -> str:
         "",
         f"Median of {runs} runs per cell, stdlib and {GZIP_BACKEND} alternating, each run in its own process; "
         "`kat-gunzip` = the file's bytes inflated (`kineto_header.load_bytes`), `kat-parse` = file -> RankTrace "
-        "(`read_traces`: sniff, inflate, read), `kat-ingest` = the same plus writing the `.kat.h5` store; imports "
-        f"excluded. Same store = `kat info --json` and every event column identical. Run on "
+        "(`read_traces`: sniff, inflate, read), `kat-ingest` = the same plus writing the `.kat.h5` store (which the "
+        f"inflater does not change: it dilutes the ratio); imports excluded. Same store = `kat info --json` and every event column identical. Run on "
         f"{time.strftime('%Y-%m-%d %H:%M')} on {cpu} ({os.cpu_count()} shared cores), Python "
         f"{sys.version.split()[0]}, load average {load0:.1f} at the start and {load1:.1f} at the end.",
         "",

@@ -122,6 +122,21 @@ def test_build_hook_copies_resources_and_manifest(tmp_path, monkeypatch):
     assert resource_files.resources_dir() == ROOT / "resources"
 
 
+def test_runtime_pins_reach_the_bundle():
+    """Every dependency pyproject declares is pinned in requirements/runtime.txt, the list build_bundle.sh
+    downloads wheels for (so the offline bundle carries isal, the fast .json.gz inflate, and the rest)."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in deps}
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "requirements" / "runtime.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert "isal" in names and "isal" in pinned
+    assert names <= pinned, sorted(names - pinned)
+    assert "requirements/runtime.txt" in (PKG / "build_bundle.sh").read_text()
+
+
 def test_pyproject_names_the_hook():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert cfg["tool"]["setuptools"]["cmdclass"]["build_py"] == "packaging.build_hook.BuildPy"
