@@ -63,8 +63,20 @@ class Annotation:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Annotation:
+        """The note saved as ``d``; ValueError when ``d`` is not a note (a field of the wrong type, an
+        integer beyond 64 bits): a store's notes are input like any other."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a note is not an object: {str(d)[:40]!r}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        a = cls(**{k: v for k, v in d.items() if k in known})
+        for name, kinds in _FIELD_TYPES.items():
+            v = getattr(a, name)
+            if v is None and name in _OPTIONAL or (isinstance(v, kinds) and not isinstance(v, bool)):
+                if isinstance(v, int) and not -(1 << 63) <= v < (1 << 63):
+                    raise ValueError(f"note field {name} is beyond 64 bits")
+                continue
+            raise ValueError(f"note field {name} holds {type(v).__name__}, not {kinds[0].__name__}")
+        return a
 
     def overlaps(self, t0_ns: int, t1_ns: int) -> bool:
         """Whether the note's time range (if any) overlaps ``[t0_ns, t1_ns)``."""
@@ -72,6 +84,35 @@ class Annotation:
             return False
         end = self.end_ns if self.end_ns is not None else self.start_ns
         return self.start_ns < t1_ns and end >= t0_ns
+
+
+_FIELD_TYPES = {
+    "id": (int,), "text": (str,), "target": (str,), "start_ns": (int,), "end_ns": (int,), "track": (int,),
+    "index": (int,), "rank": (int,), "component": (str,), "color": (str,), "created_ns": (int,),
+    "modified_ns": (int,),
+}  # fmt: skip
+_OPTIONAL = {"start_ns", "end_ns", "track", "index", "rank", "component"}
+
+
+def parse_document(doc: Any, path: Any) -> tuple[dict[int, Annotation], int]:
+    """(notes by id, next id) of a stored notes document (None or empty: no notes yet); KatInputError naming
+    ``path`` when the document is not one KAT wrote."""
+    if not doc:
+        return {}, 1
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise KatInputError(path, f"annotations saved in an unknown format (expected {SCHEMA})")
+    items = doc.get("items", [])
+    next_id = doc.get("next_id", 1)
+    if not isinstance(items, list) or not isinstance(next_id, int) or isinstance(next_id, bool):
+        raise KatInputError(path, "damaged annotations: items is not a list or next_id not an integer")
+    out: dict[int, Annotation] = {}
+    try:
+        for d in items:
+            a = Annotation.from_json(d)
+            out[a.id] = a
+    except (TypeError, ValueError) as exc:
+        raise KatInputError(path, f"damaged annotations ({exc})") from None
+    return out, max([next_id, *(i + 1 for i in out)])
 
 
 @dataclass
@@ -159,15 +200,7 @@ class AnnotationModel:
 
     def _parse(self, doc: Any) -> tuple[dict[int, Annotation], int]:
         """(notes by id, next id) of a stored document (None: no notes yet)."""
-        if not doc:
-            return {}, 1
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise KatInputError(self._path, f"annotations saved in an unknown format (expected {SCHEMA})")
-        items = {}
-        for d in doc.get("items", []):
-            a = Annotation.from_json(d)
-            items[a.id] = a
-        return items, max([int(doc.get("next_id", 1)), *(i + 1 for i in items)])
+        return parse_document(doc, self._path)
 
     def _set_doc(self, doc: Any) -> None:
         self._items, self._next_id = self._parse(doc)
@@ -376,10 +409,8 @@ class AnnotationModel:
 
 def load_annotations(store: Any) -> list[Annotation]:
     """The notes saved in an open store (read-only use: reports, explain); empty when there are none."""
-    doc = store.get_json(RESULT_KEY)
-    if not doc or not isinstance(doc, dict):
-        return []
-    items = [Annotation.from_json(d) for d in doc.get("items", [])]
+    items, _ = parse_document(store.get_json(RESULT_KEY), store.path)
+    items = list(items.values())
     big = 1 << 62
     return sorted(items, key=lambda a: (a.start_ns if a.start_ns is not None else big, a.id))
 

@@ -15,6 +15,7 @@ int32 string ids (-1: none).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -67,6 +68,24 @@ def _is_hdf5(path: Path) -> bool:
     except OSError:
         pass
     return False
+
+
+def _damage_is_input_error(method: Callable) -> Callable:
+    """A read (or a results write) that HDF5 fails on (a damaged B-tree or heap, a chunk that does not
+    decompress, text that is not UTF-8) is a damaged store: one line naming the file, like any other bad input,
+    never a traceback."""
+
+    @functools.wraps(method)
+    def read(self: TraceStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as exc:
+            problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise KatInputError(
+                self.path, f"damaged KAT store ({problem}); ingest the traces again"
+            ) from None
+
+    return read
 
 
 def _fd_signature(fd: int) -> Signature:
@@ -263,6 +282,7 @@ class TraceStore(Results):
         self._base_sig = signature(self.path)
 
     # -- results: fresh reads, short writes under the lock
+    @_damage_is_input_error
     def _results_read(self, fn: Callable[[h5py.File], Any]) -> Any:
         """``fn(file)`` on a handle that shows the results as they are now.
 
@@ -390,14 +410,17 @@ class TraceStore(Results):
         if pre == self._base_sig:
             self._base_sig = post
 
+    @_damage_is_input_error
     def put_json(self, key: str, obj: Any) -> None:
         with self.writing():
             super().put_json(key, obj)
 
+    @_damage_is_input_error
     def put_table(self, key: str, cols: dict[str, np.ndarray]) -> None:
         with self.writing():
             super().put_table(key, cols)
 
+    @_damage_is_input_error
     def delete(self, key: str) -> bool:
         with self.writing():
             return super().delete(key)
@@ -417,12 +440,14 @@ class TraceStore(Results):
         return int(self._t["row_count"].sum())
 
     @property
+    @_damage_is_input_error
     def strings(self) -> list[str]:
         """The run's string table (loaded on first use, then cached)."""
         if self._strings is None:
             self._strings = list(self._strings_ds.asstr()[:])
         return self._strings
 
+    @_damage_is_input_error
     def string(self, string_id: int) -> str:
         """The string with this id; ``""`` for -1 (no string)."""
         if string_id < 0:
@@ -431,6 +456,7 @@ class TraceStore(Results):
             return self._strings[string_id]
         return self._strings_ds.asstr()[int(string_id)]
 
+    @_damage_is_input_error
     def args(self, args_id: int) -> dict:
         """The args of an event as a dict (``{}`` for -1); text that is not a JSON object comes as ``{"raw": text}``."""
         if args_id < 0:
@@ -466,6 +492,7 @@ class TraceStore(Results):
         return self._tracks[track]
 
     # -- window queries (drawing)
+    @_damage_is_input_error
     def window(
         self, tracks: Iterable[int], t0_ns: int, t1_ns: int, resolution_ns: int = 0
     ) -> dict[int, Window]:
@@ -484,12 +511,14 @@ class TraceStore(Results):
             for tr in tracks
         }
 
+    @_damage_is_input_error
     def lod_levels(self, track: int) -> list[tuple[int, int, int]]:
         """Stored summary levels of a track: (level, width_ns, rectangles)."""
         self._track(track)
         return [(lv.level, lv.width_ns, lv.row_count) for lv in self._windows.levels[track]]
 
     # -- bulk reads (detection)
+    @_damage_is_input_error
     def track_events(self, track: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every event of one track, sorted by start, as columns (all of EVENT_COLUMNS by default)."""
         row = self._track(track)
@@ -498,6 +527,7 @@ class TraceStore(Results):
             c: self._ev[c][a:b] if b > a else np.zeros(0, EVENT_COLUMNS[c]) for c in self._columns(columns)
         }
 
+    @_damage_is_input_error
     def events(
         self, columns: Sequence[str] | None = None, kinds: Iterable[int] | None = None
     ) -> dict[str, np.ndarray]:
@@ -529,6 +559,7 @@ class TraceStore(Results):
             raise ValueError(f"unknown event columns {bad}; known: {list(EVENT_COLUMNS)}")
         return list(columns)
 
+    @_damage_is_input_error
     def event(self, track: int, index: int) -> dict[str, Any]:
         """One event (row ``index`` of ``track``) with decoded strings and args, for a details panel.
 

@@ -46,8 +46,14 @@ def json_default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON as stored in the file (results, ``/ranks``, table column lists)."""
-    return json.dumps(obj, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON as stored in the file (results, ``/ranks``, table column lists). Text that is not valid
+    Unicode (a lone surrogate from a damaged trace) is written as JSON escapes, which UTF-8 can store."""
+    text = json.dumps(obj, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, default=json_default, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def result_path(key: str) -> str:
