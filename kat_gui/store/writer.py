@@ -158,6 +158,18 @@ class _ChunkedGroup:
         self.n_pending = 0
 
 
+def _storable(s: str) -> str:
+    """A string as HDF5 can hold it: NUL (which ends a C string) as U+FFFD, text that is not valid Unicode (a
+    lone surrogate from a damaged trace) with backslash escapes. Other strings are stored as they are."""
+    if "\x00" in s:
+        s = s.replace("\x00", "\ufffd")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 class StoreWriter(ResultWriting):
     """Builds a store one :class:`RankTrace` at a time; use through :meth:`TraceStore.create`.
 
@@ -247,7 +259,7 @@ class StoreWriter(ResultWriting):
         if i is None:
             i = len(self._strings)
             self._string_ids[s] = i
-            self._strings.append(s)
+            self._strings.append(_storable(s))
         return i
 
     def layout(self) -> Layout:
