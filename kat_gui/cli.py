@@ -40,6 +40,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         opts.rank_from = args.rank_from
     if args.rank is not None and len(args.paths) != 1:
         return _fail("--rank applies to a single trace file; name the ranks in the file names instead")
+    if args.rank_map or args.ranks_per_node is not None:
+        from kat_gui.ingest.placement import parse_rank_map
+
+        # a bad entry is a one-line error before anything is read
+        opts.rank_map = parse_rank_map(args.rank_map)
+        if args.ranks_per_node is not None and args.ranks_per_node < 1:
+            return _fail("--ranks-per-node must be at least 1")
+        opts.ranks_per_node = args.ranks_per_node
     with TerminalProgress("ingest") as bar:
         out = pipeline.ingest(
             args.paths, args.output, name=args.name, topology=args.topology, options=opts, progress=bar
@@ -263,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="Chrome traces: read ranks from pid, tid, process or thread (names), optionally with a regex whose "
         "capture groups form the rank key, e.g. 'thread:PP rank (\\d+), TP rank (\\d+)' (default: one process "
         "per rank)",
+    )
+    s.add_argument(
+        "--rank-map",
+        action="append",
+        metavar="PID=RANK,...",
+        help="Nsight reports holding several ranks' processes: the rank of each GPU process (default: by CUDA "
+        "device, then pid); qualify a pid as HOST:PID=RANK or FILE:PID=RANK when pids repeat across nodes",
+    )
+    s.add_argument(
+        "--ranks-per-node",
+        type=int,
+        metavar="N",
+        help="Nsight reports of whole nodes: global rank = node index x N + local rank (default: the ranks of "
+        "the nodes before it; nodes ordered by host name, else file order)",
     )
     s.add_argument("--keep-cpu-ops", action="store_true", help="keep cpu_op events (skipped by default)")
     s.add_argument(

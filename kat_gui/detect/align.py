@@ -3,7 +3,8 @@ and the clock offsets between hosts.
 
 Assumptions (stated because detection is only as good as them):
 
-- Steps. ``ProfilerStep#N`` host annotations name the same step on every rank. A GPU event belongs to the
+- Steps. ``ProfilerStep#N`` host annotations (else step-like NVTX / annotation ranges, ``frame.py``) name the
+  same step on every rank. A GPU event belongs to the
   step whose annotation contains its *launch* (the runtime call with the same correlation id), because GPU
   work runs behind the host and can end after the step's host range has closed. Without a launch, its own
   start decides. Without annotations, a *marker kernel* cuts steps: the kernel name that every rank runs the
@@ -13,9 +14,11 @@ Assumptions (stated because detection is only as good as them):
   trace records it, else the order of starts). Without a process-group column the k-th kernel of the same
   collective name is used, which assumes every rank runs the same collectives (SPMD tensor parallelism).
 - Clocks. Ranks on one host share a clock. Members of a collective instance end together by construction,
-  so the offset of a clock domain is the median, over instances, of its end minus the instance's median end.
+  so the offset of a clock domain is the median, over the instances that span more than one domain, of its
+  end minus the instance's median end (an instance inside one host says nothing about that host's clock).
   Domains are hosts when they are known, each rank otherwise (a per-rank offset is harmless on one host:
-  it comes out near zero).
+  it comes out near zero). Without known hosts, ranks whose clocks differ by more than a gap are taken to be
+  on different hosts (:func:`_hosts_from_clocks`); the offsets are then estimated again per host.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def assign_steps(fr: RunFrame, launch_ns: np.ndarray) -> Steps:
             idx_c = np.maximum(idx, 0)
             inside = (idx >= 0) & (st["rank"][idx_c] == g["rank"]) & (t < st["end_ns"][idx_c])
             step = np.where(inside, st["num"][idx_c], -1).astype(np.int64)
-            return Steps(step, "profiler_step", None, int(len(np.unique(st["num"]))))
+            return Steps(step, fr.step_source, fr.step_name, int(len(np.unique(st["num"]))))
     marker = _marker_name(fr)
     if marker is not None:
         is_m = (g["name"] == marker) & (g["kind"] == EventKind.KERNEL)
@@ -147,6 +150,7 @@ class Collectives:
     grouping: str
     offsets_ns: dict[str, int]
     offset_residual_ns: float
+    clock_domains: str = "ranks"  # "hosts" when offsets are per host, else "ranks"
 
     @property
     def n(self) -> int:
@@ -193,10 +197,10 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
     start = g["start_ns"][rows]
     end = g["end_ns"][rows]
     offsets, residual, off_rank = _clock_offsets(fr, rank, inst, end, n_inst)
+    if not fr.hosts_known and _hosts_from_clocks(fr, _pairwise_rank_offsets(fr, rank, inst, end), residual):
+        offsets, residual, off_rank = _clock_offsets(fr, rank, inst, end, n_inst)
     start = start - off_rank
     end = end - off_rank
-    if not fr.hosts_known:
-        _hosts_from_clocks(fr, offsets, residual)
 
     order = np.lexsort((start, inst))
     rows, rank, inst, group, start, end = (a[order] for a in (rows, rank, inst, group, start, end))
@@ -238,6 +242,7 @@ def match_collectives(fr: RunFrame, steps: Steps) -> Collectives:
         grouping=grouping,
         offsets_ns=offsets,
         offset_residual_ns=residual,
+        clock_domains="hosts" if fr.hosts_known else "ranks",
     )
 
 
@@ -288,21 +293,88 @@ def _split_groups_by_end(
 CLOCK_CLUSTER_MIN_NS = 20_000
 
 
-def _hosts_from_clocks(fr: RunFrame, offsets: dict[str, int], residual_ns: float) -> None:
+def _hosts_from_clocks(fr: RunFrame, offsets: dict[int, float], residual_ns: float) -> bool:
     """Without host names, ranks that share a clock share a host: cluster the per-rank clock offsets (a gap
     wider than max(20 µs, 20 x the residual) separates hosts). Clocks synchronised across hosts (PTP) leave
-    one cluster, and the run is then treated as one host. Updates ``fr.host_of_rank`` (inferred)."""
+    one cluster, and the run is then treated as one host. On two clusters or more, sets ``fr.host_of_rank``,
+    ``fr.hosts_known`` and ``fr.hosts_from = "clock_offsets"`` and returns True."""
     if len(offsets) < 2:
-        return
-    ranks = np.array([int(k.removeprefix("rank")) for k in offsets])
+        return False
+    ranks = np.array(list(offsets), dtype=np.int64)
     vals = np.array(list(offsets.values()), dtype=np.float64)
-    order = np.argsort(vals)
+    order = np.argsort(vals, kind="stable")
     gap = max(CLOCK_CLUSTER_MIN_NS, 20.0 * residual_ns)
     cluster = np.zeros(len(vals), dtype=np.int64)
     cluster[order] = np.cumsum(np.r_[0, np.diff(vals[order]) > gap])
     if cluster.max() == 0:
-        return
-    fr.host_of_rank = {int(r): f"clock{int(c)}" for r, c in zip(ranks, cluster, strict=True)}
+        return False
+    # Number the clusters by their lowest rank, so that host0 holds rank 0 whatever the sign of the offsets.
+    first_rank = {int(c): int(ranks[cluster == c].min()) for c in np.unique(cluster)}
+    number = {c: i for i, c in enumerate(sorted(first_rank, key=first_rank.get))}
+    fr.host_of_rank = {int(r): f"clock{number[int(c)]}" for r, c in zip(ranks, cluster, strict=True)}
+    fr.hosts_known = True
+    fr.hosts_from = "clock_offsets"
+    return True
+
+
+def _pairwise_rank_offsets(
+    fr: RunFrame, rank: np.ndarray, inst: np.ndarray, end: np.ndarray
+) -> dict[int, float]:
+    """Clock offset of each rank from the ranks it meets in collectives, for host inference.
+
+    Per instance, each member's end minus the end of the instance's lowest rank; per pair of ranks, the
+    median of that over their shared instances; offsets then follow the pairs along a spanning forest that
+    prefers the pairs with the most shared instances (the lowest rank of each forest component is 0). Unlike a
+    per-rank median against all instances, this finds a host's offset when most of its ranks' collectives
+    stay inside the host (tensor parallel per node, pipeline stages across nodes)."""
+    ranks = [int(r) for r in fr.ranks]
+    if len(rank) < 2 or len(ranks) < 2:
+        return dict.fromkeys(ranks, 0.0)
+    order = np.lexsort((end, rank, inst))
+    r_o, i_o, e_o = rank[order].astype(np.int64), inst[order], end[order]
+    first, length = segments(i_o)
+    ref_rank = np.repeat(r_o[first], length)
+    ref_end = np.repeat(e_o[first], length)
+    other = r_o != ref_rank
+    a, b, d = ref_rank[other], r_o[other], (e_o - ref_end)[other]
+    if not len(a):
+        return dict.fromkeys(ranks, 0.0)
+    key = (a << 32) | b
+    ko = np.lexsort((d, key))
+    key, d = key[ko], d[ko]
+    pf, pl = segments(key)
+    med = d[pf + (pl - 1) // 2].astype(np.float64)
+    pa, pb = (key[pf] >> 32).tolist(), (key[pf] & 0xFFFFFFFF).tolist()
+    # Spanning forest, pairs with the most shared instances first (Kruskal with union-find).
+    parent = {r: r for r in ranks}
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    adj: dict[int, list[tuple[int, float]]] = {r: [] for r in ranks}
+    for j in np.lexsort((np.arange(len(pl)), -pl)).tolist():
+        x, y = root(pa[j]), root(pb[j])
+        if x == y:
+            continue
+        parent[max(x, y)] = min(x, y)
+        adj[pa[j]].append((pb[j], float(med[j])))
+        adj[pb[j]].append((pa[j], -float(med[j])))
+    off: dict[int, float] = {}
+    for r0 in ranks:  # ascending: each component starts from its lowest rank
+        if r0 in off:
+            continue
+        off[r0] = 0.0
+        todo = [r0]
+        while todo:
+            x = todo.pop()
+            for y, m in adj[x]:
+                if y not in off:
+                    off[y] = off[x] + m
+                    todo.append(y)
+    return off
 
 
 def _host_codes(fr: RunFrame, rank: np.ndarray) -> np.ndarray:
@@ -334,10 +406,14 @@ def _clock_offsets(
     e_s = end[order]
     first, length = segments(inst[order])
     med_end = e_s[first + (length - 1) // 2]
-    resid = end - med_end[np.searchsorted(inst[order][first], inst)]
+    at = np.searchsorted(inst[order][first], inst)
+    resid = end - med_end[at]
+    # Only instances that span two domains or more tell one domain's clock from another's.
+    d_s = dom[order]
+    spans = (np.minimum.reduceat(d_s, first) != np.maximum.reduceat(d_s, first))[at]
     off = np.zeros(len(labels), dtype=np.int64)
     for i in range(len(labels)):
-        sel = dom == i
+        sel = (dom == i) & spans
         if sel.any():
             off[i] = int(np.median(resid[sel]))
     off -= off[0]

@@ -74,8 +74,10 @@ def detect_frame(
         "clock": {
             "offsets_ns": co.offsets_ns,
             "residual_ns": co.offset_residual_ns,
-            "domains": "hosts" if fr.hosts_known else "ranks",
+            "domains": co.clock_domains,
         },
+        "hosts_from": fr.hosts_from,
+        "hosts": _host_groups(fr),
         "noise": {k: round(float(s.sigma), 6) for k, s in sig.items()},
         "ranks": [int(r) for r in fr.ranks],
         "gpu_events": int(fr.n_gpu),
@@ -83,3 +85,12 @@ def detect_frame(
     if progress:
         progress(1.0, "done")
     return DetectResult(fr.name, findings, anomalies, meta, co, sig, run.step_values)
+
+
+def _host_groups(fr: RunFrame) -> list[list[int]]:
+    """The ranks of each host as detection saw them (host names are left out: they are scrubbed from
+    reports), hosts ordered by their lowest rank; one group when hosts are unknown."""
+    groups: dict[str, list[int]] = {}
+    for r in fr.ranks:
+        groups.setdefault(fr.host_of_rank.get(int(r), "") if fr.hosts_known else "", []).append(int(r))
+    return sorted(groups.values(), key=lambda g: g[0])

@@ -5,7 +5,9 @@ transfer time (min duration across members, ns) is compared with its own past in
 workload regressed out (message size, host copy bytes, the step's common-mode kernel speed: ``history.py``).
 A shift counts when it is at least ``Params.min_slowdown`` (relative) and ``z_link`` noise units, over at
 least ``min_steps`` steps, and not confined to the warm-up steps. Needs ``2 x min_steps + 1`` steps. The
-component is ``nic`` when the group's instances span hosts, else ``nvlink``. Method: docs/detection.md §4.
+component is ``nic`` when the group's instances span hosts, else ``nvlink``; the finding says where the hosts
+came from (``evidence.hosts_from``, and a caveat in the summary when they are inferred). Method:
+docs/detection.md §4.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from kat_gui.detect.history import LinkShift, link_shifts, step_covariates
 from kat_gui.detect.params import timing_confidence
 from kat_gui.detect.placement import component_id, finding_nodes
 from kat_gui.detect.stats import segments
+
+# Appended to a link finding's summary when its hosts (nic vs nvlink) rest on an inference, not on the capture
+# (kat_gui.detect.frame.HOSTS_FROM).
+HOSTS_CAVEAT = {
+    "device_index": "; hosts inferred from repeated device indices",
+    "clock_offsets": "; hosts inferred from clock offsets",
+    "none": "; the trace names no hosts: all ranks taken as one host",
+}
 
 
 class _Emitted(NamedTuple):
@@ -151,7 +161,8 @@ def link_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
                 "end_ns": end_ns,
                 "summary": f"{label}: collectives of ranks {ranks_text(ranks)} take "
                 f"{math.expm1(eff) * 100:.0f}% longer than the same collectives of the same size earlier, on "
-                f"every rank and without arrival skew, in steps {steps[0]}-{steps[1]}",
+                f"every rank and without arrival skew, in steps {steps[0]}-{steps[1]}"
+                + HOSTS_CAVEAT.get(run.frame.hosts_from, ""),
                 "kind": "timing",
                 "nodes": finding_nodes(run.frame, comp, ranks),
                 "evidence": {
@@ -162,6 +173,7 @@ def link_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
                     "steps": steps,
                     "abnormal_steps": int(best.n_steps),
                     "spans_hosts": spans,
+                    "hosts_from": run.frame.hosts_from,
                 },
                 "reason": "transfer time (min duration across ranks) shifted up against the group's own "
                 "history, with message size and the step's kernel speed regressed out",

@@ -1,4 +1,5 @@
-"""Nsight Systems SQLite export reader (``nsys export --type sqlite``), one report = one rank.
+"""Nsight Systems SQLite export reader (``nsys export --type sqlite``): one report = one rank, or one rank per
+GPU-owning process for a report of a whole node (``read_many``, :mod:`kat_gui.ingest.nsys_ranks`).
 
 Assumptions, from the exporter's schema and the real files in ``../shared/data/nsys_sqlite``:
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ import numpy as np
 
 from kat_gui.errors import KatInputError
 from kat_gui.events import EVENT_COLUMNS, CopyKind, EventKind, TrackKind, empty_columns
-from kat_gui.ingest.base import IngestOptions, Progress, RankTrace, TrackInfo
+from kat_gui.ingest import nsys_ranks
+from kat_gui.ingest.base import FileSurvey, IngestOptions, Progress, RankTrace, TrackInfo
 from kat_gui.ingest.util import gc_paused as _gc_paused
 from kat_gui.ingest.util import group_rows as _group_rows
 
@@ -151,7 +153,7 @@ def sniff(path: str | os.PathLike, head: bytes) -> bool:
             return _is_nsight(_tables(conn))
         finally:
             conn.close()
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
         return True
 
 
@@ -203,7 +205,11 @@ def _select_ints(
 class _Builder:
     """Accumulates per-table column blocks, tracks and the local string/args tables of one rank."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_process: bool = False, context_device: dict | None = None) -> None:
+        # per_process: GPU tracks are (device, stream, process), so that a report of several ranks splits by
+        # process; context_device: (pid, contextId) -> device, for syncs (nsys_ranks.Survey)
+        self.per_process = per_process
+        self.context_device = context_device or {}
         self.blocks: list[dict[str, np.ndarray]] = []
         self.tracks: list[TrackInfo] = []
         self.track_ids: dict[tuple[int, int, int, int], int] = {}
@@ -238,11 +244,11 @@ class _Builder:
     def gpu_tracks(self, device: np.ndarray, stream: np.ndarray, pid: np.ndarray) -> np.ndarray:
         if len(device) == 0:
             return np.empty(0, dtype=np.int32)
-        first, inverse = _group_rows([device, stream])
+        first, inverse = _group_rows([device, stream, pid] if self.per_process else [device, stream])
         ids = np.empty(len(first), dtype=np.int32)
         for i, j in enumerate(first.tolist()):
             dev, stm = int(device[j]), int(stream[j])
-            key = (int(TrackKind.GPU_STREAM), dev, stm, 0)
+            key = (int(TrackKind.GPU_STREAM), dev, stm, int(pid[j]) if self.per_process else 0)
             ids[i] = self._track(key, TrackInfo(TrackKind.GPU_STREAM, dev, stm, int(pid[j]), stm))
         return ids[inverse]
 
@@ -310,11 +316,52 @@ class _StringIds:
 
 
 def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | None = None) -> RankTrace:
-    """Read one Nsight Systems SQLite export into a :class:`RankTrace` (rank ``options.rank`` or None).
+    """Read one Nsight Systems SQLite export into a :class:`RankTrace` (rank ``options.rank`` or None): the
+    whole file as one rank, whatever processes it holds (``read_many`` splits a report of several ranks).
 
     Raises :class:`KatInputError` for a file SQLite cannot read, an SQLite file that is not an Nsight export,
     or an export without any kernel, memcpy, memset, runtime, sync or NVTX range event.
     """
+    return _with_db(
+        path, lambda c, p: _read(c, p, options, progress, context_device=_survey(c).context_device)
+    )
+
+
+def read_many(
+    path: str | os.PathLike, options: IngestOptions, progress: Progress | None = None
+) -> Iterator[RankTrace]:
+    """One :class:`RankTrace` per rank (what ``kat ingest`` uses). A report of one GPU process is one rank, as
+    :func:`read` gives it; a report of a whole node, one rank per GPU-owning process (nsys_ranks.py)."""
+
+    def whole(conn: sqlite3.Connection, path: str) -> tuple[RankTrace, nsys_ranks.Survey | None]:
+        sv = _survey(conn)
+        if not nsys_ranks.splits(path, sv, options):
+            return _read(conn, path, options, progress, context_device=sv.context_device), None
+        nsys_ranks.process_ranks(path, sv, options)  # refuse a bad rank option before reading everything
+        return _read(conn, path, options, progress, per_process=True, context_device=sv.context_device), sv
+
+    trace, sv = _with_db(path, whole)
+    if sv is None:
+        yield trace
+    else:
+        yield from nsys_ranks.split(trace, sv, options)
+
+
+def survey(path: str | os.PathLike, options: IngestOptions) -> FileSurvey:
+    """The capture host and the GPU-owning processes of an export, in local rank order, without reading its
+    events (one grouped scan of the kernel, memcpy and memset tables)."""
+    return _with_db(path, lambda conn, _path: _survey(conn).file_survey())
+
+
+def _survey(conn: sqlite3.Connection) -> nsys_ranks.Survey:
+    tables = _tables(conn)
+    if not _is_nsight(tables):
+        return nsys_ranks.Survey(None)
+    return nsys_ranks.survey(conn, tables, nsys_ranks.target_host(conn, tables))
+
+
+def _with_db(path: str | os.PathLike, fn: Callable[[sqlite3.Connection, str], Any]) -> Any:
+    """``fn(connection, path)`` on the export opened read-only, every failure a KatInputError naming it."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -331,17 +378,25 @@ def read(path: str | os.PathLike, options: IngestOptions, progress: Progress | N
         raise KatInputError(path, f"cannot open SQLite database: {e}") from e
     try:
         with _gc_paused():
-            return _read(conn, path, options, progress)
-    except _SchemaError as e:
+            return fn(conn, path)
+    except (_SchemaError, nsys_ranks.DamagedError) as e:
         raise KatInputError(path, str(e)) from None
-    except sqlite3.DatabaseError as e:
-        raise KatInputError(path, f"corrupt or unreadable SQLite database ({e})") from e
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # a damaged schema may not even decode
+        # one line: SQLite quotes damaged schema text, newlines included
+        raise KatInputError(
+            path, f"corrupt or unreadable SQLite database ({' '.join(str(e).split())})"
+        ) from e
     finally:
         conn.close()
 
 
 def _read(
-    conn: sqlite3.Connection, path: str, options: IngestOptions, progress: Progress | None
+    conn: sqlite3.Connection,
+    path: str,
+    options: IngestOptions,
+    progress: Progress | None,
+    per_process: bool = False,
+    context_device: dict | None = None,
 ) -> RankTrace:
     tables = _tables(conn)
     if not _is_nsight(tables):
@@ -355,7 +410,7 @@ def _read(
     meta = _meta(conn, tables)
     base_ns = meta.get("session_start_utc_ns")
     offset = int(base_ns) if base_ns is not None else 0
-    b = _Builder()
+    b = _Builder(per_process, context_device)
     names = _StringIds(conn, tables, b)
     counts: dict[str, int] = {}
     readers = {
@@ -385,6 +440,8 @@ def _read(
         # Unfinished activities (the app exited while they ran) are exported with end < start; clamp them.
         events["end_ns"][bad] = events["start_ns"][bad]
         meta["clamped_unfinished"] = int(bad.sum())
+    if per_process:
+        meta["_clamped"] = bad  # split per rank by nsys_ranks.split, which removes it
     meta["event_counts"] = counts
     meta.update(_names_of_tracks(conn, tables, b.tracks))
     return RankTrace(
@@ -507,9 +564,11 @@ def _read_runtime(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offs
 def _read_sync(conn: sqlite3.Connection, b: _Builder, names: _StringIds, offset: int) -> None:
     # Placed on the GPU stream they wait for, like Kineto's cuda_sync rows; event and context syncs name no
     # stream and go on the device's stream -1 lane.
-    s = _select_gpu_activity(conn, T_SYNC, {"sync": "syncType"})
+    s = _select_gpu_activity(conn, T_SYNC, {"sync": "syncType", "ctx": "contextId"})
     stream = np.where(s["stream"] == NO_STREAM_U32, -1, s["stream"])
-    track = b.gpu_tracks(s["device"], stream, _os_pid(s["gpid"]))
+    pid = _os_pid(s["gpid"])
+    device = nsys_ranks.context_devices(pid, s["ctx"], s["device"], b.context_device)
+    track = b.gpu_tracks(device, stream, pid)
     b.add(
         EventKind.SYNC,
         s["start"] + offset,
@@ -571,8 +630,13 @@ def _meta(conn: sqlite3.Connection, tables: set[str]) -> dict[str, Any]:
             "not comparable with other reports' absolute times"
         )
 
-    if "EXPORT_META_DATA" in tables:
-        export = {_text(k): _text(v) for k, v in conn.execute("SELECT name, value FROM EXPORT_META_DATA")}
+    host = nsys_ranks.target_host(conn, tables)
+    if host:
+        meta["hostname"] = host  # where the report was captured (TARGET_INFO_SYSTEM_ENV)
+    # EXPORT_META_DATA is META_DATA_EXPORT in newer exports (schema 3.x)
+    export_table = next((t for t in ("EXPORT_META_DATA", "META_DATA_EXPORT") if t in tables), None)
+    if export_table is not None:
+        export = {_text(k): _text(v) for k, v in conn.execute(f'SELECT name, value FROM "{export_table}"')}
         meta["nsys_export"] = export
         if "EXPORT_PRODUCT_VERSION" in export:
             meta["exporter_version"] = export["EXPORT_PRODUCT_VERSION"]

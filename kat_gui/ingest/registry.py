@@ -11,11 +11,13 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 from kat_gui.errors import KatInputError
-from kat_gui.ingest.base import IngestOptions, Progress, RankTrace
+from kat_gui.ingest.base import IngestOptions, NodePlacement, Progress, RankTrace
+from kat_gui.ingest.placement import place_nodes
 
 # Sniffed in this order. Kineto before Chrome: a Kineto file is a Chrome trace too, and kineto.plain_chrome_head
 # is the one rule that tells them apart (both modules use it).
@@ -183,13 +185,17 @@ def read_traces(
     """Read every file, one at a time (yielded so the caller can store it and drop it), with its rank resolved.
 
     Rank: ``options.rank`` (a single file only) > the file's content > the file name > KatInputError.
-    A reader module with ``read_many(path, options, progress) -> list[RankTrace]`` may return several ranks
-    from one file; each is yielded. Two traces of the same rank raise KatInputError naming both files.
+    A reader module with ``read_many(path, options, progress) -> Iterable[RankTrace]`` may return several
+    ranks from one file; each is yielded. Files whose reader has ``survey`` (captures of a whole node) are
+    surveyed first when several are read, or with ``--ranks-per-node`` / ``--rank-map``, and each gets its
+    place in the run (``options.node``, :func:`kat_gui.ingest.placement.place_nodes`). Two traces of the same
+    rank raise KatInputError naming both files.
     """
     options = options or IngestOptions()
     files = plan(paths)
     if options.rank is not None and len(files) != 1:
         raise KatInputError(None, f"--rank applies to a single file, but {len(files)} files were given")
+    placements = _placements(files, options)
     sizes = [max(_size(p), 1) for p, _ in files]
     total = float(sum(sizes)) or 1.0
     done = 0.0
@@ -206,7 +212,8 @@ def read_traces(
         mod = reader_for(fmt)
         read_many = getattr(mod, "read_many", None)
         # A reader with read_many takes files that hold several ranks (one RankTrace each, rank from content).
-        traces = read_many(path, options, sub) if read_many is not None else [mod.read(path, options, sub)]
+        opts = replace(options, node=placements[path]) if path in placements else options
+        traces = read_many(path, opts, sub) if read_many is not None else [mod.read(path, opts, sub)]
         done += size
         for trace in traces:
             rank, source = _resolve_rank(path, trace, options)
@@ -214,10 +221,21 @@ def read_traces(
                 raise KatInputError(path, f"rank {rank} appears twice: in {owner[rank]} and in {path}")
             owner[rank] = path
             trace.rank = rank
-            trace.meta["rank_source"] = source
+            if source != "content" or "rank_source" not in trace.meta:  # a reader may say more than "content"
+                trace.meta["rank_source"] = source
             if progress is not None:
                 progress(done / total, f"read {path.name}")
             yield trace
+
+
+def _placements(files: list[tuple[Path, str]], options: IngestOptions) -> dict[Path, NodePlacement]:
+    """Node placements of the files whose reader can survey them (several such files, or a rank option)."""
+    surveyable = [(p, reader_for(fmt)) for p, fmt in files if hasattr(reader_for(fmt), "survey")]
+    if not surveyable:
+        return {}
+    if len(surveyable) == 1 and options.ranks_per_node is None and not options.rank_map:
+        return {}  # one capture on its own: its reader places it
+    return place_nodes([(p, mod.survey(p, options)) for p, mod in surveyable], options)
 
 
 def _size(p: Path) -> int:

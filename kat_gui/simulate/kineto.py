@@ -256,7 +256,8 @@ def render_trace(ctx: SimContext, ev: RankEvents, names: list[list[list[str]]], 
     )
 
     header: dict[str, Any] = {"schemaVersion": 1}
-    header["deviceProperties"] = [{"id": i, **H100} for i in range(topo.gpus_per_node)]
+    visible = 1 if spec.visible_devices == "own" else topo.gpus_per_node
+    header["deviceProperties"] = [{"id": i, **H100} for i in range(visible)]
     if time_base == "base_ns":
         header.update({"cupti_version": 24, "cuda_runtime_version": 12080, "cuda_driver_version": 12080})
         header["distributedInfo"] = {
@@ -268,6 +269,8 @@ def render_trace(ctx: SimContext, ev: RankEvents, names: list[list[list[str]]], 
     else:  # older Kineto: no process-group config, no time base
         header["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": spec.world_size}
     header.update({"record_shapes": 0, "with_stack": 0, "trace_id": trace_id, "displayTimeUnit": "ms"})
+    if spec.write_hostnames:  # what prof.add_metadata_json("hostname", ...) writes
+        header["hostname"] = f"host{int(topo.node_of[rank])}"
     if time_base == "base_ns":
         header["baseTimeNanoseconds"] = base_ns
     head_lines = ["{"]

@@ -174,7 +174,8 @@ def _rank_events(ctx: SimContext, r: int, ops: RankOps, gk: np.ndarray, hk: np.n
     return RankEvents(
         rank=r,
         host_pid=41_000 + 97 * r,
-        device=int(ctx.topo.device_of[r]),
+        # one CUDA_VISIBLE_DEVICES per process: the process numbers its only GPU 0
+        device=0 if spec.visible_devices == "own" else int(ctx.topo.device_of[r]),
         g_start=g_start,
         g_end=g_end,
         g_step=steps,

@@ -17,6 +17,7 @@ VOCABULARIES = ("vllm", "sglang", "trtllm")
 MODES = ("decode", "prefill", "mixed")
 TIME_BASES = ("base_ns", "epoch_us")
 MODELS = ("llama-1b", "llama-8b", "llama-70b")
+VISIBLE_DEVICES = ("all", "own")
 
 
 @dataclass
@@ -83,6 +84,10 @@ class ScenarioSpec:
     prompt_len: int = 1024  # mean prompt length (prefill tokens per sequence)
     context_len: int = 1024  # mean KV length of decoding sequences at the start
     clock_offsets_us: list[float] | None = None  # per host; None = host0 0, others drawn from the seed
+    # "all": every process sees its node's GPUs (rank r on device r % gpus_per_node); "own": one
+    # CUDA_VISIBLE_DEVICES per process, so every rank's GPU is device 0 and deviceProperties lists one GPU
+    visible_devices: str = "all"
+    write_hostnames: bool = False  # write "hostname": "host<node>" into each trace's top-level metadata
     hang_tail_us: float = 40_000.0  # hang scenarios: how long the profiler keeps recording after the hang
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     confounders: ConfounderSpec = field(default_factory=ConfounderSpec)
@@ -97,7 +102,13 @@ class ScenarioSpec:
         return self.world_size // self.nodes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as plain data; fields added after the first release are left out at their defaults, so
+        that truth.json of every scenario that does not use them stays byte-identical."""
+        d = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if d.get(key) == default:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScenarioSpec:
@@ -145,6 +156,7 @@ class ScenarioSpec:
             ("vocabulary", self.vocabulary, VOCABULARIES),
             ("time_base", self.time_base, TIME_BASES),
             ("model", self.model, MODELS),
+            ("visible_devices", self.visible_devices, VISIBLE_DEVICES),
         ):
             if value not in allowed:
                 raise bad(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -172,3 +184,7 @@ class ScenarioSpec:
                     raise bad(f"fault {i}: a hang names exactly one rank")
         if hangs > 1:
             raise bad("at most one hang per scenario")
+
+
+# Fields added after the first release, with their defaults (left out of to_dict() at these values).
+_LATER_FIELDS: dict[str, Any] = {"visible_devices": "all", "write_hostnames": False}
