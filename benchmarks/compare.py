@@ -137,6 +137,7 @@ def bench_speed(tmp: Path, ranks: int = 8, steps: int = 250, segs: int = 25, per
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c0)
     top = c.differences[0]
+    win = f" steps {top.window['steps'][0]}-{top.window['steps'][1]}" if top.window else ""
     return {
         "kernels_healthy": n_h,
         "kernels_degraded": n_d,
@@ -146,8 +147,10 @@ def bench_speed(tmp: Path, ranks: int = 8, steps: int = 250, segs: int = 25, per
         "load_avg": load,
         "rows": len(c.differences),
         "significant": len(c.significant()),
-        "top": f"{top.kind} rank {top.rank} {top.name[:40]} {top.effect * 100:+.1f}%",
+        "top": f"{top.kind} rank {top.rank} {top.name[:40]} {top.effect * 100:+.1f}%{win}",
         "top_ok": bool(top.rank == 3 and top.name.startswith("sm90_gemm")),
+        "located": len(c.located()),
+        "steps": steps,
     }
 
 
@@ -182,6 +185,33 @@ def _root_truth(truth: dict, store_path: Path) -> tuple[set[str], set[int], set[
         ranks.update(int(x) for x in f.get("ranks", []))
     classes = {CLASS_NAMES[classify_name(n)] for n in names}
     return names, ranks, classes
+
+
+WINDOW_SLACK = 2  # a located window matches a fault when both ends lie within this many steps of the fault's
+
+
+def _fault_steps(truth: dict) -> list[tuple[int, int, list[int]]]:
+    """First and last step, and the ranks, of every slowdown of the ground truth (hangs have no steps)."""
+    return [
+        (int(f["onset_step"]), int(f["end_step"]) - 1, [int(r) for r in f.get("ranks", [])])
+        for f in truth.get("faults", [])
+        if f.get("kind") == "slowdown"
+    ]
+
+
+def _window_verdict(d, faults: list[tuple[int, int, list[int]]], n_steps: int, min_n: int) -> str:
+    """'yes' when the row's window matches the steps of a fault, 'whole run' when the row has none and its
+    fault (the one on its rank, else any) leaves no room for a window (``min_n`` steps outside it), 'no'
+    otherwise, '-' without a slowdown."""
+    if not faults or d is None:
+        return "-"
+    if d.window is None:
+        mine = [f for f in faults if d.rank in f[2]] or faults
+        room = any(a >= min_n or (n_steps - 1 - b) >= min_n for a, b, _ in mine)
+        return "no" if room else "whole run"
+    wa, wb = d.window["steps"]
+    hit = any(abs(wa - a) <= WINDOW_SLACK and abs(wb - b) <= WINDOW_SLACK for a, b, _ in faults)
+    return "yes" if hit else "no"
 
 
 def _points_at_fault(d, names: set[str], ranks: set[int], classes: set[str]) -> bool:
@@ -231,6 +261,7 @@ def bench_quality(tmp: Path, quick: bool) -> dict:
                 ),
                 None,
             )
+            fault_steps = _fault_steps(truth)
             faulty.append(
                 {
                     "case": case["name"],
@@ -239,12 +270,16 @@ def bench_quality(tmp: Path, quick: bool) -> dict:
                     "ok": ok,
                     "first_hit": first_hit,
                     "significant": len(c.significant()),
+                    "located": len(c.located()),
                     "top": _describe(top),
+                    "fault_steps": fault_steps,
+                    "window": _window_verdict(top, fault_steps, c.alignment["steps_compared"], P.min_n),
                     "compare_s": dt,
                 }
             )
             print(
                 f"{case['name']:<28} {'ok ' if ok else 'MISS'} first={first_hit} top={_describe(top)} "
+                f"window={faulty[-1]['window']} "
                 f"({time.perf_counter() - t:.1f}s)",
                 flush=True,
             )
@@ -268,10 +303,11 @@ def bench_quality(tmp: Path, quick: bool) -> dict:
                 sig = c.significant()
                 res[label] = len(sig)
                 res[label + "_top"] = _describe(sig[0]) if sig else "-"
+                res[label + "_located"] = len(c.located())
             healthy.append(res)
             print(
                 f"{case['name']:<28} healthy seeds: flat {res['flat']} significant, churn {res['churn']} "
-                f"({time.perf_counter() - t:.1f}s)",
+                f"(located: {res['flat_located']}, {res['churn_located']}) ({time.perf_counter() - t:.1f}s)",
                 flush=True,
             )
     return {"faulty": faulty, "healthy": healthy}
@@ -285,7 +321,8 @@ def _describe(d) -> str:
         what = d.label
     rank = "all" if d.rank is None else d.rank
     eff = "new" if not np.isfinite(d.effect) else f"{d.effect * 100:+.1f}%"
-    return f"{d.kind} [{rank}] {what} {eff}" + ("" if d.significant else " (n.s.)")
+    win = f" steps {d.window['steps'][0]}-{d.window['steps'][1]}" if d.window else ""
+    return f"{d.kind} [{rank}] {what} {eff}{win}" + ("" if d.significant else " (n.s.)")
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -294,10 +331,26 @@ def _describe(d) -> str:
 P = Params()
 
 
+def _machine() -> str:
+    """CPU model and core count, the date, and the load average when this was written."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPU cores ({model}) shared with other jobs, no GPU; written "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')} at load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -> None:
     lines = ["# Comparison benchmark (`python benchmarks/compare.py`)", ""]
     lines += [
-        "Machine: 2 CPU cores shared with other jobs (hence CPU time next to wall time), no GPU. Method and "
+        f"Machine: {_machine()} (hence CPU time next to wall time). Method and "
         f"thresholds: docs/compare.md (Mann-Whitney U, Benjamini-Hochberg FDR {P.alpha:g}, effect >= "
         f"{P.min_effect * 100:g} %, >= {P.min_abs_ns:g} ns; per-rank rows >= {P.min_step_share * 100:g} % of "
         f"a step, waits >= {P.min_wait_share * 100:g} %).",
@@ -318,26 +371,38 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
             f"{min(speed['compare_cpu_s']):.2f} s |",
             f"| wall time of the three runs (load average {speed['load_avg']:.1f} on 2 cores) | "
             f"{', '.join(f'{t:.2f} s' for t in ts)} |",
-            f"| rows tested / significant | {speed['rows']} / {speed['significant']} |",
+            f"| rows tested / significant / located in time | {speed['rows']} / {speed['significant']} / "
+            f"{speed['located']} |",
             f"| top row | {speed['top']} ({'the slowed rank and kernels' if speed['top_ok'] else 'WRONG'}) |",
             "",
         ]
     if quality:
         f = quality["faulty"]
         n_ok = sum(r["ok"] for r in f)
+        timed = [r for r in f if r["window"] in ("yes", "no")]
+        n_win = sum(r["window"] == "yes" for r in timed)
         lines += [
             "## Ranking quality over the simulator suite" + (" (--quick subset)" if quick else ""),
             "",
             f"Faulty cases: the first ranked row points at the injected fault in **{n_ok} of {len(f)}** "
             f"({100 * n_ok / max(len(f), 1):.0f} %).",
             "",
-            "| case | fault | severity | first row points at the fault | first hit (rank) | significant rows | first row |",
-            "|---|---|---|---|---|---|---|",
+            "Changes located in time: the suite's slowdowns start at step 10 of 48 (default onset) and run "
+            "to the end, so the first row should carry the window of the fault's steps. It does (both ends "
+            f"within {WINDOW_SLACK} steps of a fault's) in **{n_win} of {len(timed)}** cases with a slowdown "
+            f"that leaves at least {P.min_n} steps (`Params.min_n`) outside it; a fault that leaves fewer "
+            "keeps the whole-run row (*whole run*); hangs are ranked by the stopped rank (-).",
+            "",
+            "| case | fault | severity | first row points at the fault | first hit (rank) | significant rows "
+            "| located rows | fault steps | first row's window | first row |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in f:
+            fs = ", ".join(f"{a}-{b}" for a, b, _ in r["fault_steps"]) or "-"
             lines.append(
                 f"| {r['case']} | {r['fault']} | {r['severity']} | {'yes' if r['ok'] else 'no'} | "
-                f"{r['first_hit'] or '-'} | {r['significant']} | {r['top'].replace('|', '/')} |"
+                f"{r['first_hit'] or '-'} | {r['significant']} | {r['located']} | {fs} | {r['window']} | "
+                f"{r['top'].replace('|', '/')} |"
             )
         h = quality["healthy"]
         import suite
@@ -346,6 +411,7 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
         decode = [r for r in h if mode.get(r["case"], "decode") == "decode"]
         flat_clean = sum(r["flat"] == 0 for r in h)
         churn_clean = sum(r["churn"] == 0 for r in h)
+        located = sum(r["flat_located"] + r["churn_located"] for r in h)
         lines += [
             "",
             "Healthy runs, seed against seed + 1. *flat*: batch churn off; decode-only runs then differ only "
@@ -355,7 +421,8 @@ def write_md(out: Path, speed: dict | None, quality: dict | None, quick: bool) -
             "(collectives are compared against healthy steps of the same shape, docs/compare.md).",
             "",
             f"No significant row: flat **{sum(r['flat'] == 0 for r in decode)} of {len(decode)} decode-only "
-            f"cases** ({flat_clean} of {len(h)} with mixed/prefill), churn {churn_clean} of {len(h)}.",
+            f"cases** ({flat_clean} of {len(h)} with mixed/prefill), churn {churn_clean} of {len(h)}. Rows "
+            f"located in time (a window of steps): {located}.",
             "",
             "| case | mode | significant (flat) | significant (churn) | first significant row (churn) |",
             "|---|---|---|---|---|",

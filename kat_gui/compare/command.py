@@ -47,6 +47,37 @@ def row_subject(d: Difference, width: int = 70) -> str:
     return f"{subject}  [{where}]"
 
 
+def window_suffix(d: Difference) -> str:
+    """``  steps 16-39`` for a row whose change is located in a window of steps (its columns compare those
+    steps only); empty for a row over the whole run."""
+    if d.window is None:
+        return ""
+    a, b = d.window["steps"]
+    return f"  steps {a}-{b}"
+
+
+def window_text(c: Comparison, w: dict) -> str:
+    """A window in words: each run's steps and their time from the run's start."""
+    parts = []
+    for who, run, key_steps, key_ns in (
+        ("degraded", c.degraded, "steps", "degraded_ns"),
+        ("healthy", c.healthy, "healthy_steps", "healthy_ns"),
+    ):
+        (a, b), (t0, t1) = w[key_steps], w[key_ns]
+        parts.append(
+            f"{who} steps {a}-{b} ({fmt_ns(t0 - run.start_ns)} to {fmt_ns(t1 - run.start_ns)} into the run)"
+        )
+    return ", ".join(parts)
+
+
+def window_line(c: Comparison, located: list[Difference]) -> str:
+    """The line that says which rows are located in time and where the first one's window lies."""
+    return (
+        f"{len(located)} row(s) changed in part of the run only ('steps a-b'): their columns compare those "
+        f"steps of both runs; the first: {window_text(c, located[0].window)}"
+    )
+
+
 def summary_lines(c: Comparison, top: int = TOP, color: bool = False) -> list[str]:
     """The text the command prints: runs, alignment, then the top rows (insignificant ones marked grey)."""
     grey, red, green, reset = ("\x1b[90m", "\x1b[31m", "\x1b[32m", "\x1b[0m") if color else ("",) * 4
@@ -71,17 +102,21 @@ def summary_lines(c: Comparison, top: int = TOP, color: bool = False) -> list[st
         f"(FDR {c.params.alpha:g}, effect >= {c.params.min_effect * 100:g}%)"
         + ("" if sig else ": no significant difference")
     )
+    shown = c.differences[:top]
+    located = [row for row in shown if row.window is not None]
+    if located:
+        lines.append(window_line(c, located))
     lines.append(
         f"  {'':1} {'change':>8} {'p50 healthy':>11} {'p50 degraded':>12} {'mean healthy':>12} {'mean degraded':>13} {'q':>6}  what"
     )
-    for row in c.differences[:top]:
+    for row in shown:
         mark = "*" if row.significant else " "
         tint = grey if not row.significant else (red if row.effect > 0 else green)
         q = f"{row.q_value:.0e}" if row.q_value > 0 else "0"
         sym = " (symptom)" if row.symptom and row.significant else ""
         lines.append(
             f"{tint}  {mark} {fmt_effect(row):>8} {fmt_ns(row.p50_healthy_ns):>11} {fmt_ns(row.p50_degraded_ns):>12}"
-            f" {fmt_ns(row.mean_healthy_ns):>12} {fmt_ns(row.mean_degraded_ns):>13} {q:>6}  {row_subject(row, 60)}{sym}{reset}"
+            f" {fmt_ns(row.mean_healthy_ns):>12} {fmt_ns(row.mean_degraded_ns):>13} {q:>6}  {row_subject(row, 60)}{window_suffix(row)}{sym}{reset}"
         )
     slower = [r["rank"] for r in c.ranks if r.get("slower")]
     if slower:

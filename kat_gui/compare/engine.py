@@ -17,14 +17,18 @@ Method (docs/compare.md):
    least ``min_effect`` and its absolute median shift at least ``min_abs_ns``. The relative effect is the
    median's relative change, or the mean's when both move the same way and the mean moved more (a fault
    that covers a third of the steps moves the mean before it moves the median).
-4. Ranking. Significant causes first (kernels, classes, rank busy/idle), then significant symptoms
+4. Located in time. Per row, the window of aligned steps in which it changed (a change-point search over
+   its per-step effect); where that window is a part of the run, the row is tested again on those steps
+   alone and reports them (``Difference.window``), so its p50s, means and effect agree.
+5. Ranking. Significant causes first (kernels, classes, rank busy/idle), then significant symptoms
    (collective wait grows because another rank is late), then structural changes, then the rest; each
    block by the size of its effect.
 
 The steps live in one module each: :mod:`~kat_gui.compare.alignment` (1), :mod:`~kat_gui.compare.samples`
 and :mod:`~kat_gui.compare.workload` (2), :mod:`~kat_gui.compare.significance` and
-:mod:`~kat_gui.compare.stats` (3), :mod:`~kat_gui.compare.structural` and :mod:`~kat_gui.compare.ranking`
-(4); the result types in :mod:`~kat_gui.compare.result`. This module runs them in order.
+:mod:`~kat_gui.compare.stats` (3), :mod:`~kat_gui.compare.window` (4), :mod:`~kat_gui.compare.structural`
+and :mod:`~kat_gui.compare.ranking` (5); the result types in :mod:`~kat_gui.compare.result`. This module
+runs them in order.
 
 Units: times in ns; effects are relative changes (degraded/healthy - 1).
 """
@@ -49,6 +53,7 @@ from kat_gui.compare.samples import (
 )
 from kat_gui.compare.significance import difference_rows, row_tests
 from kat_gui.compare.structural import stopped_ranks, structural_rows, workload_rows
+from kat_gui.compare.window import locate_changes
 from kat_gui.compare.workload import workload_model
 from kat_gui.progress import Progress, scaled
 
@@ -86,18 +91,39 @@ def compare_runs(
 
     # 3. Tests and verdicts.
     tests = row_tests(samples, layout.n_groups, p)
-    del samples
     if progress:
         progress(0.8, "ranking")
     h_step = float(np.median(step_times[0])) if len(step_times[0]) else 0.0
     d_ranks = pairing.degraded_ranks
     rows = difference_rows(tests, layout, vocab, d_ranks, model.modelled, h_step, p)
 
-    # 4. Structural rows, then the reading order.
+    # 4. Changes located in time: rows that changed in a window of steps report that window.
+    whole_run = rows
+    if p.locate_in_time:
+        located = locate_changes(
+            samples,
+            tests,
+            rows,
+            layout,
+            vocab,
+            d_ranks,
+            model.modelled,
+            h_step,
+            steps,
+            runs,
+            p,
+            model.covariate,
+        )
+        rows = [located.get(i, d) for i, d in enumerate(rows)]
+    del samples
+
+    # 5. Structural rows, then the reading order.
     structural = structural_rows(healthy, degraded, kernels, vocab, steps.steps_compared, p)
     structural += workload_rows(kernels, model, vocab, p)
     structural += stopped_ranks(healthy, degraded, h_step)
     if p.common_mode:
+        if not any(d.significant and not d.symptom for d in rows + structural):
+            rows = whole_run  # only symptoms were located: they are demoted below, over the whole run
         demote_causeless_symptoms(rows, structural)
     differences = rank_differences(rows, structural)
     ranks = rank_table(rows, d_ranks)

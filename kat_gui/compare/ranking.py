@@ -63,8 +63,8 @@ def rank_differences(rows: list[Difference], structural: list[Difference]) -> li
 
 
 def rank_table(rows: list[Difference], d_ranks: list[int]) -> list[dict[str, Any]]:
-    """Per degraded rank: its busy/idle/wait changes (None where untested) and whether it is ``slower``
-    (significantly more GPU busy time per step)."""
+    """Per degraded rank: its busy/idle/wait changes (None where untested; with the row's ``window`` when its
+    change is located in time) and whether it is ``slower`` (significantly more GPU busy time per step)."""
     by = {(d.kind, d.rank): d for d in rows if d.kind in RANK_METRIC_KINDS}
     out = []
     for r in d_ranks:
@@ -82,6 +82,8 @@ def rank_table(rows: list[Difference], d_ranks: list[int]) -> list[dict[str, Any
                 "q_value": d.q_value,
                 "significant": d.significant,
             }
+            if d.window is not None:  # numbers over a window of steps (absent: the whole run)
+                entry[key]["window"] = d.window
         busy = entry.get("busy") or {}
         entry["slower"] = bool(busy.get("significant") and busy.get("effect", 0) > 0)
         out.append(entry)

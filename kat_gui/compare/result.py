@@ -64,6 +64,23 @@ class Params:
     min_effect_modelled: float = 0.08
     """Smallest relative change that counts for a kernel whose durations a workload model adjusted (and for
     the collective class when any was)."""
+    locate_in_time: bool = True
+    """Look for the window of steps in which each row changed and, where the change is a part of the run,
+    report the row over that window (:mod:`kat_gui.compare.window`)."""
+
+
+# Params fields added after schema kat.compare/1 was first written, with their defaults: left out of the
+# JSON at these values, so that every comparison they do not affect stays byte for byte what it was.
+LATER_PARAMS: dict[str, Any] = {"locate_in_time": True}
+
+
+def params_json(p: Params) -> dict[str, Any]:
+    """``p`` as written into the JSON (fields of :data:`LATER_PARAMS` only when not at their default)."""
+    d = asdict(p)
+    for key, default in LATER_PARAMS.items():
+        if d.get(key) == default:
+            del d[key]
+    return d
 
 
 @dataclass
@@ -106,6 +123,9 @@ class Difference:
     significant: bool = False
     symptom: bool = False
     note: str = ""
+    window: dict[str, Any] | None = None
+    """Where the change is located in time (:func:`kat_gui.compare.window.window_info`): the numbers of the
+    row then cover those steps of both runs only. None = the whole compared run (and not in the JSON)."""
 
     @property
     def delta_total_ns(self) -> float:
@@ -117,8 +137,11 @@ class Difference:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        window = d.pop("window")
         d["delta_total_ns"] = self.delta_total_ns
         d["delta_p50_ns"] = self.delta_p50_ns
+        if window is not None:  # only rows located in time carry one (the rest stay as they were)
+            d["window"] = window
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
@@ -167,6 +190,10 @@ class Comparison:
     def significant(self) -> list[Difference]:
         return [d for d in self.differences if d.significant]
 
+    def located(self) -> list[Difference]:
+        """The rows whose change is located in a window of steps (ranked order)."""
+        return [d for d in self.differences if d.window is not None]
+
     def top(self, n: int = 10, kinds: tuple[str, ...] | None = None) -> list[Difference]:
         """The first ``n`` ranked rows, optionally of some kinds only."""
         rows = self.differences if kinds is None else [d for d in self.differences if d.kind in kinds]
@@ -178,7 +205,7 @@ class Comparison:
             "healthy": asdict(self.healthy),
             "degraded": asdict(self.degraded),
             "alignment": self.alignment,
-            "params": asdict(self.params),
+            "params": params_json(self.params),
             "step_time": {
                 "healthy_ns": [int(x) for x in self.step_time_healthy_ns],
                 "degraded_ns": [int(x) for x in self.step_time_degraded_ns],

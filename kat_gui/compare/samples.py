@@ -184,13 +184,16 @@ class GroupLayout:
 class Samples(NamedTuple):
     """One entry per sample: ``group`` (row id, int64), ``side`` (0 healthy, 1 degraded; int8), ``value_ns``
     (what the reader sees, int64), ``test_value`` (what the tests compare, int64), ``excluded`` (bool: its
-    workload lies outside the healthy run's range, so it is counted but not compared)."""
+    workload lies outside the healthy run's range, so it is counted but not compared), ``position`` (the
+    aligned step it belongs to, 0 = the anchor step; int32: where in the run a row changed, see
+    :mod:`kat_gui.compare.window`)."""
 
     group: np.ndarray
     side: np.ndarray
     value_ns: np.ndarray
     test_value: np.ndarray
     excluded: np.ndarray
+    position: np.ndarray
 
 
 @dataclass
@@ -202,6 +205,7 @@ class SampleColumns:
     value_ns: list[np.ndarray] = field(default_factory=list)
     test_value: list[np.ndarray] = field(default_factory=list)
     excluded: list[np.ndarray] = field(default_factory=list)
+    position: list[np.ndarray] = field(default_factory=list)
 
     def add(
         self,
@@ -210,12 +214,14 @@ class SampleColumns:
         value_ns: np.ndarray,
         test_value: np.ndarray,
         excluded: np.ndarray,
+        position: np.ndarray,
     ) -> None:
         self.group.append(group)
         self.side.append(side)
         self.value_ns.append(value_ns)
         self.test_value.append(test_value)
         self.excluded.append(excluded)
+        self.position.append(position.astype(np.int32, copy=False))
 
     def join(self) -> Samples:
         """The pieces as one table (and the pieces dropped: on million-kernel runs they are large)."""
@@ -225,8 +231,9 @@ class SampleColumns:
             value_ns=np.concatenate(self.value_ns).astype(np.int64),
             test_value=np.concatenate(self.test_value).astype(np.int64),
             excluded=np.concatenate(self.excluded),
+            position=np.concatenate(self.position),
         )
-        for pieces in (self.group, self.side, self.value_ns, self.test_value, self.excluded):
+        for pieces in (self.group, self.side, self.value_ns, self.test_value, self.excluded, self.position):
             pieces.clear()
         return out
 
@@ -248,10 +255,15 @@ def add_kernel_samples(
         sd = np.full(len(nm), side, dtype=np.int8)
         rt = model.ratios[side]
         out = model.outside[side]
-        cols.add(layout.start("kernel") + nm, sd, dur, rt, out)
-        cols.add(layout.start("kernel_rank") + nm[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
-        cols.add(layout.start("class") + cl, sd, dur, rt, out)
-        cols.add(layout.start("class_rank") + cl[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok])
+        ps = k.position
+        cols.add(layout.start("kernel") + nm, sd, dur, rt, out, ps)
+        cols.add(
+            layout.start("kernel_rank") + nm[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok], ps[ok]
+        )
+        cols.add(layout.start("class") + cl, sd, dur, rt, out, ps)
+        cols.add(
+            layout.start("class_rank") + cl[ok] * n_rk + slot[ok], sd[ok], dur[ok], rt[ok], out[ok], ps[ok]
+        )
 
 
 def add_step_samples(
@@ -304,8 +316,9 @@ def add_step_samples(
                 val[ok],
                 tv[ok],
                 np.zeros(n_ok, bool),
+                pos[keep][ok],
             )
-        stt = _step_times_ns(
+        stt, stp = _step_times_ns(
             run, pos[keep], rk, sr["start_ns"][keep], sr["end_ns"][keep], steps.steps_compared
         )
         step_times.append(stt)
@@ -316,19 +329,21 @@ def add_step_samples(
             stt,
             stt,
             np.zeros(n, bool),
+            stp,
         )
     return step_times
 
 
 def _step_times_ns(
     run: RunData, pos: np.ndarray, rank: np.ndarray, start_ns: np.ndarray, end_ns: np.ndarray, n_steps: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Step time per aligned step that ran: latest end minus earliest start over ranks (per (rank, step)
-    spans, on the lowest rank's clock: spans across hosts need one clock)."""
+    spans, on the lowest rank's clock: spans across hosts need one clock), and the positions of those
+    steps."""
     st0 = np.full(n_steps, np.iinfo(np.int64).max)
     st1 = np.full(n_steps, np.iinfo(np.int64).min)
     off = run.offset_of(rank)
     np.minimum.at(st0, pos, start_ns - off)
     np.maximum.at(st1, pos, end_ns - off)
     present = st1 > st0
-    return (st1 - st0)[present]
+    return (st1 - st0)[present], np.flatnonzero(present)

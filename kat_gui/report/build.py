@@ -20,7 +20,7 @@ import numpy as np
 
 from kat_gui import __version__
 from kat_gui.annotations import Annotation, load_annotations
-from kat_gui.compare.command import fmt_ns
+from kat_gui.compare.command import fmt_ns, window_line
 from kat_gui.errors import KatInputError
 from kat_gui.progress import Progress
 from kat_gui.report.scrub import Scrubber
@@ -309,23 +309,38 @@ def _html_comparison(c, h, scrub_text) -> list[str]:
         f"<p>{n_sig} significant difference(s) (false discovery rate {c.params.alpha:g}, effect at least "
         f"{c.params.min_effect * 100:g}%); grey rows are within noise.</p>"
     )
+    rows = _diff_rows(c, TOP_DIFFS)
+    located = [d for d in rows if d.window is not None]
+    if located:  # rows whose change is located in time: a steps column, and where the first window lies
+        out.append(f"<p>{h(window_line(c, located))}.</p>")
     out.append(
-        "<table><tr><th>change</th><th>what</th><th>rank</th><th>p50 healthy</th><th>p50 degraded</th>"
+        "<table><tr><th>change</th><th>what</th><th>rank</th>"
+        + ("<th>steps</th>" if located else "")
+        + "<th>p50 healthy</th><th>p50 degraded</th>"
         "<th>mean healthy</th><th>mean degraded</th><th>q</th><th>note</th></tr>"
     )
-    for d in _diff_rows(c, TOP_DIFFS):
+    for d in rows:
         cls = ("sig " + ("up" if d.effect > 0 else "down")) if d.significant else "insig"
         what = d.name if d.name and d.kind not in ("class", "class_rank") else d.label
         out.append(
             f"<tr class='{cls}'><td class='num eff'>{h(_effect_text(d))}</td>"
             f"<td class='name' title='{h(what)}'>{h(short_name(scrub_text(what)))}</td>"
             f"<td class='num'>{'all' if d.rank is None else d.rank}</td>"
-            f"<td class='num'>{h(fmt_ns(d.p50_healthy_ns))}</td><td class='num'>{h(fmt_ns(d.p50_degraded_ns))}</td>"
+            + (f"<td class='num'>{h(_steps_text(d))}</td>" if located else "")
+            + f"<td class='num'>{h(fmt_ns(d.p50_healthy_ns))}</td><td class='num'>{h(fmt_ns(d.p50_degraded_ns))}</td>"
             f"<td class='num'>{h(fmt_ns(d.mean_healthy_ns))}</td><td class='num'>{h(fmt_ns(d.mean_degraded_ns))}</td>"
             f"<td class='num'>{d.q_value:.0e}</td><td>{h(d.note)}</td></tr>"
         )
     out.append("</table>")
     return out
+
+
+def _steps_text(d) -> str:
+    """The steps a comparison row's numbers cover: its window (``steps 16-39``), else the whole run."""
+    if d.window is None:
+        return "all"
+    a, b = d.window["steps"]
+    return f"steps {a}-{b}"
 
 
 def _ranges(ranks: list[int]) -> str:
@@ -387,20 +402,28 @@ def render_md(data: ReportData, scrub: Scrubber) -> str:
     lines += ["", "## Explanation", "", m(data.explanation), "", f"_{m(data.explanation_source)}_", ""]
     c = data.comparison
     if c is not None:
+        rows = _diff_rows(c, TOP_DIFFS)
+        located = [d for d in rows if d.window is not None]
         lines += [
             "## Comparison with a healthy run",
             "",
             f"Healthy run {m(c.healthy.name)}; {c.alignment['steps_compared']} steps compared; "
             f"{len(c.significant())} significant difference(s). Rows marked `~` are within noise.",
             "",
-            "| | change | what | rank | p50 healthy | p50 degraded | q |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for d in _diff_rows(c, TOP_DIFFS):
+        if located:
+            lines += [m(window_line(c, located)) + ".", ""]
+        steps_col = " steps |" if located else ""
+        lines += [
+            f"| | change | what | rank |{steps_col} p50 healthy | p50 degraded | q |",
+            "|---|---|---|---|" + ("---|" if located else "") + "---|---|---|",
+        ]
+        for d in rows:
             what = d.name if d.name and d.kind not in ("class", "class_rank") else d.label
+            steps = f" {m(_steps_text(d))} |" if located else ""
             lines.append(
                 f"| {'**!**' if d.significant else '~'} | {m(_effect_text(d))} | {m(what)} | "
-                f"{'all' if d.rank is None else d.rank} | {m(fmt_ns(d.p50_healthy_ns))} | "
+                f"{'all' if d.rank is None else d.rank} |{steps} {m(fmt_ns(d.p50_healthy_ns))} | "
                 f"{m(fmt_ns(d.p50_degraded_ns))} | {d.q_value:.0e} |"
             )
         lines.append("")
