@@ -19,6 +19,8 @@ from kat_gui.ui.workers import Job, pool
 SLOWER = "#C62828"
 FASTER = "#1565C0"
 GREY = "#8A8A8A"
+WINDOW_BRUSH = (255, 179, 0, 50)  # the steps a located change covers, shaded on both timelines
+WINDOW_PEN = "#FFB300"
 DIFF_HEADERS = ("kind", "what", "rank", "healthy p50", "degraded p50", "Δ p50", "effect", "q")
 
 
@@ -254,6 +256,7 @@ class CompareView(QtWidgets.QWidget):
             self.align(a_d, a_h)
         self._set_banner()
         self._fill_table()
+        self.mark_window()
         self.comparisonReady.emit()
 
     def _set_banner(self) -> None:
@@ -272,6 +275,9 @@ class CompareView(QtWidgets.QWidget):
             if top is not None
             else "no significant difference"
         )
+        if top is not None and top.window is not None:
+            a, b = top.window["steps"]
+            what += f" in steps {a}-{b} (shaded)"
         self.banner.setText(
             f"<b>Comparing</b> {esc(self.degraded.name)} (degraded, top) with {esc(self.healthy.name)} "
             f"(healthy, below) · aligned on step {al.get('anchor_degraded_step')} ↔ "
@@ -318,6 +324,8 @@ class CompareView(QtWidgets.QWidget):
             return False
         d = self.rows[row]
         c = self.result["comparison"]
+        if d.window is not None:
+            self.mark_window(d)
         al = c.alignment
         a_hs = int(al.get("anchor_healthy_step", 0))
         a_ds = int(al.get("anchor_degraded_step", 0))
@@ -340,6 +348,36 @@ class CompareView(QtWidgets.QWidget):
             self.align(s, hit_h["start_ns"])
             if hit_h["track"] >= 0:
                 self.bottom.select(hit_h["track"], hit_h["index"])
+        return True
+
+    def mark_window(self, d=None) -> bool:
+        """Shade the window of steps in which diff row ``d`` changed (default: the first row located in
+        time) on both timelines, lanes and overview, each run at its own steps' times; clear the shading
+        when there is none. True when a window is shown (``window_row`` is then its row)."""
+        import pyqtgraph as pg
+
+        for plot, item in getattr(self, "_window_items", []):
+            plot.removeItem(item)
+        self._window_items: list = []
+        if d is None and self.result is not None:
+            d = next((x for x in self.result["comparison"].differences if x.window is not None), None)
+        self.window_row = d if d is not None and d.window is not None else None
+        if self.window_row is None:
+            return False
+        w = self.window_row.window
+        for tl, model, key in (
+            (self.top, self.degraded, "degraded_ns"),
+            (self.bottom, self.healthy, "healthy_ns"),
+        ):
+            a, b = ((t - model.t0_ns) / 1e9 for t in w[key])
+            for plot in (tl.plot.getPlotItem(), tl.overview.getPlotItem()):
+                item = pg.LinearRegionItem(
+                    (a, b), movable=False, brush=pg.mkBrush(*WINDOW_BRUSH), pen=pg.mkPen(WINDOW_PEN)
+                )
+                item.setZValue(1)  # over the lanes, under anomalies, selection and notes
+                item.setToolTip(f"steps {w['steps'][0]}-{w['steps'][1]}: {self.window_row.label}")
+                plot.addItem(item)
+                self._window_items.append((plot, item))
         return True
 
     # ------------------------------------------------------------------ lifetime
