@@ -4,6 +4,7 @@ and no change at all, leave the comparison exactly as it was."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -178,9 +179,9 @@ def test_transient_fault_mid_run_is_found_and_located(runs, healthy):
 
 
 @pytest.mark.gui
+@pytest.mark.skipif(importlib.util.find_spec("pytestqt") is None, reason="pytest-qt is not installed")
 @pytest.mark.usefixtures("private_kat_dirs")
 def test_comparison_view_shades_the_window_on_both_timelines(qtbot, demo):
-    pytest.importorskip("pytestqt")
     from kat_gui.ui.compare_view import CompareView, compute_comparison
     from kat_gui.ui.run_model import RunModel
 
