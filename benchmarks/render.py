@@ -4,7 +4,10 @@ Builds (once, cached in ``benchmarks/.cache``) a synthetic tensor-parallel store
 ``--ranks`` ranks in lock-step, ``--kernels`` kernels in total, one slow rank, plus a detection table marking
 its slow kernels as roots and the peers' collectives as symptoms. Then opens the real GUI timeline offscreen
 and measures, per view: the first frame (store query + batching + paint) and repaints while panning
-(each pan step moves the view by 10% so a fraction of frames query the store again).
+(each pan step moves the view by 10% so a fraction of frames query the store again). The timeline reads the
+store on the run's store thread and paints what it has meanwhile; here each frame waits for that read
+(``LanesItem.fetch_now``) before it paints, so a frame's time is the whole read + draw, as before. How long
+the GUI thread itself is held is ``benchmarks/gui_stalls.py``'s measure.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/render.py [--kernels 10000000 --ranks 64]
 
@@ -163,6 +166,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def frame(view) -> None:
+    """One frame of ``view``: the store's answer for the view when it needs a new one (read on the run's store
+    thread, waited for here), then the paint."""
+    view.lanes_item.fetch_now()
+    view.plot.grab()
+
+
 def bench(store: Path, repeats: int = 15) -> list[dict]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6 import QtWidgets
@@ -177,7 +187,7 @@ def bench(store: Path, repeats: int = 15) -> list[dict]:
     view.resize(1600, 1000)
     view.show()
     app.processEvents()
-    view.plot.grab()
+    frame(view)
     first_full = time.perf_counter() - t
     span = view._span_s()
     rows = [
@@ -199,7 +209,7 @@ def bench(store: Path, repeats: int = 15) -> list[dict]:
         x0 = span / 2 - width / 2
         view.set_x_range(x0, x0 + width)
         t = time.perf_counter()
-        view.plot.grab()
+        frame(view)
         first = time.perf_counter() - t
         times = []
         for i in range(repeats):
@@ -207,13 +217,13 @@ def bench(store: Path, repeats: int = 15) -> list[dict]:
             x0 += d
             view.set_x_range(x0, x0 + width)
             t = time.perf_counter()
-            view.plot.grab()
+            frame(view)
             times.append(time.perf_counter() - t)
         zoom, sharp = [], []
         for f in (0.8, 1.25) * 3:
             view.zoom(f)
             t = time.perf_counter()
-            view.plot.grab()
+            frame(view)
             zoom.append(time.perf_counter() - t)
             # The crisp frame the timer draws once the wheel rests (re-rasterised at the new pixel size).
             t = time.perf_counter()

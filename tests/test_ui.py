@@ -152,7 +152,7 @@ def test_click_selects_kernel_and_details_show_it(qtbot, window, dlrm_store):
     ev = view.model.store.track_events(track, ["start_ns", "end_ns"])
     k = int(np.argmax(ev["end_ns"] - ev["start_ns"]))
     tl.zoom_ns(int(ev["start_ns"][k]), int(ev["end_ns"][k]), margin=1.0)
-    tl.plot.grab()  # paint: fetches the window
+    tl.settle()  # the window's rectangles, read on the run's store thread
     lane = next(i for i, ld in enumerate(tl.lanes_item.data) if len(ld) and (ld.index >= 0).any())
     ld = tl.lanes_item.data[lane]
     j = int(np.flatnonzero(ld.index >= 0)[np.argmax((ld.end_ns - ld.start_ns)[ld.index >= 0])])
@@ -161,6 +161,8 @@ def test_click_selects_kernel_and_details_show_it(qtbot, window, dlrm_store):
     qtbot.mouseClick(tl.plot.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=pt)
     assert tl.selected == (int(ld.track[j]), int(ld.index[j]))
     name = view.model.string(int(ld.name[j]))
+    # The details are read on the run's store thread and shown when they arrive.
+    qtbot.waitUntil(lambda: view.details.shown == tl.selected, timeout=10_000)
     assert name[:30] in view.details.toPlainText()
     assert "Same kernel on the other ranks" in view.details.toPlainText()
 
@@ -263,7 +265,7 @@ def test_cancel_opens_nothing(qtbot, window, dlrm_dir):
 def test_tooltip_escapes_trace_strings(qtbot, window, dlrm_store, monkeypatch):
     view = _open(qtbot, window, dlrm_store)
     tl = view.timeline
-    tl.plot.grab()
+    tl.settle()
     lane = next(i for i, ld in enumerate(tl.lanes_item.data) if len(ld))
     monkeypatch.setattr(view.model, "string", lambda sid: "<img src=x onerror=alert(1)>")
     tip = tl.tooltip_text(lane, 0)

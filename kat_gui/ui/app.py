@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         return int(app.exec())
 
     result = {"code": 0}
+    # --quit waits in a local event loop, not QApplication.exec(): QCoreApplication.exit() would leave the
+    # application refusing every later event loop (Qt keeps "quit now" set until the next exec()), which
+    # breaks whatever runs after in the same process (tests, scripts).
+    loop = QtCore.QEventLoop()
 
     def finish() -> None:
         if win.busy():
@@ -92,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if batch:
                 win.close()
-                app.exit(result["code"])
+                loop.exit(result["code"])
 
     timer = QtCore.QTimer()
     timer.setInterval(200)
     timer.timeout.connect(finish)
     timer.start()
-    code = int(app.exec())
-    return result["code"] if batch else code
+    if batch:
+        loop.exec()
+        return result["code"]
+    return int(app.exec())

@@ -3,6 +3,12 @@
 them. Clicking a diff row moves both timelines to that kernel (its most slowed-down instance in the degraded
 run and the same kernel at the aligned place of the healthy run), and from then on the two views stay lined
 up on that pair. The diff runs on a worker thread; until it is ready, both runs are aligned at their starts.
+
+The diff table is a ``QTableView`` over :class:`DiffTableModel`: significant rows first (in the comparison's
+ranked order), then the others; a click on a header sorts each of the two parts by that column, *significant
+only* hides the others. Its sort keys are numpy columns made on the worker (``diff_columns``) and its order a
+permutation, so 64 ranks x 1,000 kernels (64k rows) fill, sort and filter in milliseconds and Qt formats only
+the rows on screen.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ DIFF_HEADERS = ("kind", "what", "rank", "healthy p50", "degraded p50", "Δ p50",
 
 
 def compute_comparison(healthy: str, degraded: str, progress=None) -> dict[str, Any]:
-    """Load both runs and diff them (a worker's job): ``{"comparison", "healthy", "degraded"}`` with the
-    loaded :class:`kat_gui.compare.run.RunData` kept so rows can be located in each run."""
+    """Load both runs and diff them (a worker's job): ``{"comparison", "healthy", "degraded", "table"}`` with
+    the loaded :class:`kat_gui.compare.run.RunData` kept so rows can be located in each run, and the diff
+    table's sort columns (``diff_columns``)."""
     from kat_gui.compare.engine import compare_runs
     from kat_gui.compare.run import load_run
     from kat_gui.progress import scaled
@@ -34,7 +41,124 @@ def compute_comparison(healthy: str, degraded: str, progress=None) -> dict[str, 
     h = load_run(healthy, scaled(progress, 0.0, 0.4))
     d = load_run(degraded, scaled(progress, 0.4, 0.8))
     c = compare_runs(h, d, None, None, scaled(progress, 0.8, 1.0))
-    return {"comparison": c, "healthy": h, "degraded": d}
+    return {"comparison": c, "healthy": h, "degraded": d, "table": diff_columns(c.differences)}
+
+
+def diff_columns(diffs: list) -> dict[str, np.ndarray]:
+    """The diff table's sort keys, one array per column of ``DIFF_HEADERS`` plus ``significant`` (made once,
+    on the worker: 64k rows of attribute reads would hold the GUI thread for tens of ms)."""
+    n = len(diffs)
+
+    def f(get) -> np.ndarray:
+        return np.fromiter((get(d) for d in diffs), np.float64, n)
+
+    def codes(get) -> np.ndarray:  # text sorts by its rank among the distinct values
+        return np.unique(np.array([get(d) for d in diffs], dtype=object).astype(str), return_inverse=True)[1]
+
+    if not n:
+        z = np.zeros(0)
+        return {"significant": z.astype(bool), **{h: z for h in DIFF_HEADERS}}
+    effect = f(lambda d: d.effect)
+    return {
+        "significant": np.fromiter((bool(d.significant) for d in diffs), bool, n),
+        "kind": codes(lambda d: d.kind),
+        "what": codes(lambda d: d.label),
+        "rank": f(lambda d: -1.0 if d.rank is None else d.rank),
+        "healthy p50": f(lambda d: d.p50_healthy_ns if d.n_healthy else -np.inf),
+        "degraded p50": f(lambda d: d.p50_degraded_ns if d.n_degraded else -np.inf),
+        "Δ p50": f(lambda d: d.delta_p50_ns),
+        "effect": np.where(np.isfinite(effect), effect, np.inf),  # "new" sorts above every change
+        "q": f(lambda d: d.q_value),
+    }
+
+
+class DiffTableModel(QtCore.QAbstractTableModel):
+    """The diff rows for a ``QTableView`` (see the module docstring): ``order`` maps view rows to diffs."""
+
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.diffs: list = []
+        self.cols: dict[str, np.ndarray] = diff_columns([])
+        self.order = np.zeros(0, np.int64)
+        self.only_significant = False
+        self._sort: tuple[int, QtCore.Qt.SortOrder] = (-1, QtCore.Qt.SortOrder.AscendingOrder)
+
+    def set_diffs(self, diffs: list, cols: dict[str, np.ndarray] | None = None) -> None:
+        self.beginResetModel()
+        self.diffs = list(diffs)
+        self.cols = (
+            cols if cols is not None and len(cols["significant"]) == len(self.diffs) else diff_columns(diffs)
+        )
+        self._reorder()
+        self.endResetModel()
+
+    def set_only_significant(self, on: bool) -> None:
+        self.beginResetModel()
+        self.only_significant = bool(on)
+        self._reorder()
+        self.endResetModel()
+
+    def sort(self, column: int, order=QtCore.Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (int(column), order)
+        self._reorder()
+        self.layoutChanged.emit()
+
+    def _reorder(self) -> None:
+        sig = self.cols["significant"]
+        col, order = self._sort
+        if 0 <= col < len(DIFF_HEADERS):
+            key = np.unique(self.cols[DIFF_HEADERS[col]], return_inverse=True)[1].astype(np.int64)
+            if order == QtCore.Qt.SortOrder.DescendingOrder:
+                key = -key
+            idx = np.lexsort((key, ~sig))  # significant first, then by the column; stable: ranked order
+        else:
+            idx = np.argsort(~sig, kind="stable")  # the comparison's ranking, significant rows first
+        self.order = idx[sig[idx]] if self.only_significant else idx
+
+    def diff(self, row: int):
+        return self.diffs[int(self.order[row])]
+
+    def rows(self) -> list:
+        return [self.diffs[i] for i in self.order]
+
+    def rowCount(self, parent=None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self.order)
+
+    def columnCount(self, parent=None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(DIFF_HEADERS)
+
+    def headerData(self, section, orientation, role=QtCore.Qt.ItemDataRole.DisplayRole):
+        if role == QtCore.Qt.ItemDataRole.DisplayRole and orientation == QtCore.Qt.Orientation.Horizontal:
+            return DIFF_HEADERS[section]
+        return None
+
+    def data(self, index, role=QtCore.Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        d = self.diff(index.row())
+        c = index.column()
+        if role == QtCore.Qt.ItemDataRole.DisplayRole:
+            return diff_cells(d)[c]
+        if role == QtCore.Qt.ItemDataRole.ForegroundRole and (c >= 5 or c == 1):
+            return QtGui.QColor(delta_color(d))
+        if role == QtCore.Qt.ItemDataRole.ToolTipRole and c == 1:
+            return f"<b>{esc(d.label)}</b><br>{esc(d.note)}"
+        return None
+
+
+def diff_cells(d) -> tuple[str, ...]:
+    """The texts of one diff row, in ``DIFF_HEADERS`` order."""
+    return (
+        d.kind,
+        d.label,
+        "" if d.rank is None else str(d.rank),
+        fmt_ns(d.p50_healthy_ns) if d.n_healthy else "—",
+        fmt_ns(d.p50_degraded_ns) if d.n_degraded else "—",
+        f"{'+' if d.delta_p50_ns > 0 else ''}{fmt_ns(d.delta_p50_ns)}",
+        f"{d.effect:+.1%}" if np.isfinite(d.effect) else "new",
+        f"{d.q_value:.2g}",
+    )
 
 
 def delta_color(d) -> str:
@@ -169,20 +293,25 @@ class CompareView(QtWidgets.QWidget):
         self.table_title.setWordWrap(True)
         rv.addWidget(self.table_title)
         self.only_sig = QtWidgets.QCheckBox("significant only")
-        self.only_sig.toggled.connect(lambda _c: self._fill_table())
+        self.only_sig.toggled.connect(self._only_significant)
         rv.addWidget(self.only_sig)
-        self.table = QtWidgets.QTableWidget(0, len(DIFF_HEADERS))
-        self.table.setHorizontalHeaderLabels(DIFF_HEADERS)
+        self.table_model = DiffTableModel(self)
+        self.table = QtWidgets.QTableView()
+        self.table.setModel(self.table_model)
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setStretchLastSection(False)
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(False)
+        header.setResizeContentsPrecision(200)  # widths from the first rows, not from 64k
+        header.setSortIndicator(-1, QtCore.Qt.SortOrder.AscendingOrder)  # start in the ranked order
+        self.table.setSortingEnabled(True)
         self.table.setWordWrap(False)
         self.table.setMinimumWidth(200)
         self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
-        self.table.cellClicked.connect(lambda r, _c: self.goto_row(r))
+        self.table.clicked.connect(lambda idx: self.goto_row(idx.row()))
         rv.addWidget(self.table, 1)
         legend = QtWidgets.QLabel(
             f"<span style='color:{SLOWER}'>■ slower</span> · <span style='color:{FASTER}'>■ faster</span> · "
@@ -200,7 +329,6 @@ class CompareView(QtWidgets.QWidget):
 
         self.top.rangeChanged.connect(lambda a, b: self._sync(self.top, a, b))
         self.bottom.rangeChanged.connect(lambda a, b: self._sync(self.bottom, a, b))
-        self.rows: list = []
         self._set_banner()
         self.top.fit_all()
 
@@ -285,44 +413,36 @@ class CompareView(QtWidgets.QWidget):
             f"{len(sig)} significant difference(s); {what}"
         )
 
+    @property
+    def rows(self) -> list:
+        """The diff rows in the table's current order (what row ``i`` of the view shows)."""
+        return self.table_model.rows()
+
+    def _only_significant(self, on: bool) -> None:
+        self.table_model.set_only_significant(on)
+
     def _fill_table(self) -> None:
         if self.result is None:
             return
         c = self.result["comparison"]
-        rows = c.significant() if self.only_sig.isChecked() else list(c.differences)
-        self.rows = rows
+        n_sig = int(np.count_nonzero(self.result["table"]["significant"])) if "table" in self.result else None
+        if n_sig is None:
+            n_sig = len(c.significant())
         self.table_title.setText(
-            f"<b>Differences</b> — {len(c.significant())} significant of {len(c.differences)} "
-            "(ranked: causes, then symptoms)"
+            f"<b>Differences</b> — {n_sig} significant of {len(c.differences)} "
+            "(ranked: causes, then symptoms; significant first)"
         )
-        self.table.setRowCount(len(rows))
-        for r, d in enumerate(rows):
-            color = QtGui.QColor(delta_color(d))
-            cells = (
-                d.kind,
-                d.label,
-                "" if d.rank is None else str(d.rank),
-                fmt_ns(d.p50_healthy_ns) if d.n_healthy else "—",
-                fmt_ns(d.p50_degraded_ns) if d.n_degraded else "—",
-                f"{'+' if d.delta_p50_ns > 0 else ''}{fmt_ns(d.delta_p50_ns)}",
-                f"{d.effect:+.1%}" if np.isfinite(d.effect) else "new",
-                f"{d.q_value:.2g}",
-            )
-            for col, text in enumerate(cells):
-                it = QtWidgets.QTableWidgetItem(text)
-                if col >= 5 or col == 1:
-                    it.setForeground(color)
-                if col == 1:
-                    it.setToolTip(f"<b>{esc(d.label)}</b><br>{esc(d.note)}")
-                self.table.setItem(r, col, it)
+        self.table_model.only_significant = self.only_sig.isChecked()
+        self.table_model.set_diffs(c.differences, self.result.get("table"))
         self.table.resizeColumnsToContents()
         self.table.setColumnWidth(1, min(self.table.columnWidth(1), 260))
 
     def goto_row(self, row: int) -> bool:
-        """Both timelines to diff row ``row``; False when the row names nothing that can be shown."""
-        if self.result is None or not 0 <= row < len(self.rows):
+        """Both timelines to diff row ``row`` (of the table's current order); False when the row names
+        nothing that can be shown."""
+        if self.result is None or not 0 <= row < self.table_model.rowCount():
             return False
-        d = self.rows[row]
+        d = self.table_model.diff(row)
         c = self.result["comparison"]
         if d.window is not None:
             self.mark_window(d)
@@ -343,11 +463,11 @@ class CompareView(QtWidgets.QWidget):
         s, e = hit_d["start_ns"], hit_d["end_ns"]
         self.top.zoom_ns(s, e, margin=3.0 if hit_d["track"] >= 0 else 0.1)
         if hit_d["track"] >= 0:
-            self.top.select(hit_d["track"], hit_d["index"])
+            self.top.select(hit_d["track"], hit_d["index"], (hit_d["start_ns"], hit_d["end_ns"]))
         if hit_h is not None:
             self.align(s, hit_h["start_ns"])
             if hit_h["track"] >= 0:
-                self.bottom.select(hit_h["track"], hit_h["index"])
+                self.bottom.select(hit_h["track"], hit_h["index"], (hit_h["start_ns"], hit_h["end_ns"]))
         return True
 
     def mark_window(self, d=None) -> bool:

@@ -1,5 +1,8 @@
 """Details of the selected event: every column and arg, its anomaly roles, and the same kernel on the other
-ranks side by side with duration deltas (grey when within ±5%, red when slower, blue when faster)."""
+ranks side by side with duration deltas (grey when within ±5%, red when slower, blue when faster).
+
+The event and its peers are read on the run's store thread (one window query per rank for the peers); the
+panel says so meanwhile and shows the text when it arrives, if that event is still the selected one."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 from PySide6 import QtWidgets
 
+from kat_gui.ui.async_reads import Deliver
 from kat_gui.ui.run_model import ROLE_ROOT, RunModel, esc, fmt_ns
 
 SKIP = {"name", "args", "name_id", "args_id", "track", "index", "kind"}
@@ -33,13 +37,33 @@ class DetailsPanel(QtWidgets.QTextBrowser):
         self.run = model
         self.setOpenLinks(False)
         self.current: tuple[int, int] | None = None
+        self.shown: tuple[int, int] | None = None  # the event whose details are on screen
+        self._deliver = Deliver(self)
         self.setHtml(
             "<p style='color:#777'>Click a kernel on the timeline (or a row of the anomaly table) to see "
             "its details and the same kernel on the other ranks.</p>"
         )
 
     def show_event(self, track: int, index: int) -> None:
-        self.current = (track, index)
+        """Show this event's details once they are read (on the store thread)."""
+        key = (int(track), int(index))
+        self.current = key
+        self.setHtml("<p style='color:#777'>reading the kernel and its peers…</p>")
+
+        def arrived(fut) -> None:
+            if self.current != key:
+                return
+            if fut.exception() is not None:
+                self.setHtml(f"<p style='color:#C62828'>cannot read this event: {esc(fut.exception())}</p>")
+                return
+            self.setHtml(fut.result())
+            self.shown = key
+
+        if self._deliver.submit(self.run, lambda: self.html_for(*key), arrived) is None:
+            self.setHtml("<p style='color:#777'>the run is closed</p>")
+
+    def html_for(self, track: int, index: int) -> str:
+        """The details of one event as rich text (reads the store: call it on the store thread)."""
         m = self.run
         ev = m.event(track, index)
         name = m.event_name(ev)
@@ -107,4 +131,4 @@ class DetailsPanel(QtWidgets.QTextBrowser):
             for k, v in args.items():
                 parts.append(f"<tr><td style='color:#555'>{esc(k)}</td><td>{esc(_val(v))}</td></tr>")
             parts.append("</table>")
-        self.setHtml("".join(parts))
+        return "".join(parts)

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kat_gui.errors import KatInputError
 from kat_gui.progress import Progress, scaled
@@ -114,6 +115,49 @@ def analyse(store: Path, progress: Progress | None = None) -> str:
         return f"{store.name} is read-only: detection results cannot be stored, timelines only"
     fn(store, progress=progress)
     return "detection finished" if stored is None else f"re-analysed with {current} (the store held {stored})"
+
+
+def load_models(
+    stores: Sequence[str | os.PathLike], progress: Progress | None = None
+) -> list[tuple[Path, Any]]:
+    """Each store's :class:`RunModel`, built and preloaded (``RunModel.preload``) here — on the worker that
+    opened the run, so the GUI thread reads nothing from the file — or, for a store that cannot be read, the
+    one-line reason. Returns ``[(path, model or message)]`` in the order given; on cancel, closes what it
+    loaded and re-raises."""
+    from kat_gui.ui.run_model import RunModel
+
+    out: list[tuple[Path, Any]] = []
+    try:
+        for i, s in enumerate(stores):
+            path = Path(s)
+            if progress:
+                progress(i / max(len(stores), 1), f"loading {path.name}")
+            try:
+                out.append((path, RunModel(path).preload()))
+            except Exception as exc:  # a store the detector wrote but we cannot read: say which and why
+                out.append((path, str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
+        warm_imports()
+        if progress:
+            progress(1.0, "ready")
+    except BaseException:
+        for _p, m in out:
+            if not isinstance(m, str):
+                m.close()
+        raise
+    return out
+
+
+def warm_imports() -> None:
+    """Import here (a worker) what the run's tab imports on first use, so building the tab on the GUI thread
+    does not stop for imports: the explain stage (the explanation panel looks it up; ~25 ms) and numpy.ma
+    (loaded lazily by numpy; ~20 ms)."""
+    import importlib
+
+    for name in ("numpy.ma", "kat_gui.explain"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional stage that is not installed: the panel says so itself
+            pass
 
 
 def prepare(paths: Sequence[str | os.PathLike], cache: Path, progress: Progress | None = None) -> list[Path]:

@@ -28,6 +28,9 @@ TRACE_FILTER = (
     "All files (*)"
 )
 ICON = resource_path("icons", "kat.svg")
+# On close, how long to wait for cancelled workers to stop before the runs' stores are closed (a cancelled
+# detection stops within 0.5 s; a reader inside one huge trace file may take longer).
+CLOSE_WAIT_MS = 30_000
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -318,10 +321,13 @@ class MainWindow(QtWidgets.QMainWindow):
         cache = cache_dir()
 
         def work(job: Job):
-            return loader.prepare(paths, cache, job.progress)
+            from kat_gui.progress import scaled
+
+            stores = loader.prepare(paths, cache, scaled(job.progress, 0.0, 0.9))
+            return loader.load_models(stores, scaled(job.progress, 0.9, 1.0))  # off the GUI thread
 
         job = Job(f"opening {Path(paths[0]).name}" if paths else "opening", work)
-        job.signals.done.connect(lambda stores: self._opened(paths, stores, label))
+        job.signals.done.connect(lambda loaded: self._opened(paths, loaded, label))
         job.signals.failed.connect(self.report_error)
         job.signals.cancelled.connect(
             lambda: self.statusBar().showMessage("cancelled; nothing was opened", 5000)
@@ -334,12 +340,25 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.save()
         self._rebuild_recent()
         for s in stores:
-            self.open_store(Path(s), label)
+            if isinstance(s, tuple):  # (path, RunModel loaded on the worker, or why it could not be)
+                self._open_loaded(s, label)
+            else:
+                self.open_store(Path(s), label)
 
-    def open_store(self, path: Path, label: str | None = None, at: int | None = None) -> RunView | None:
-        """Open a store in a new tab (at index ``at``, else last); None when it cannot be read (reported)."""
+    def _open_loaded(self, loaded: tuple, label: str | None = None) -> RunView | None:
+        path, model = loaded
+        if isinstance(model, str):
+            self.report_error(model)
+            return None
+        return self.open_store(Path(path), label, model=model)
+
+    def open_store(
+        self, path: Path, label: str | None = None, at: int | None = None, model: RunModel | None = None
+    ) -> RunView | None:
+        """Open a store in a new tab (at index ``at``, else last); None when it cannot be read (reported).
+        ``model``: the run already loaded (``loader.load_models`` on a worker); else it is loaded here."""
         try:
-            model = RunModel(path)
+            model = RunModel(path) if model is None else model
         except Exception as exc:  # a store the detector wrote but we cannot read: say which and why
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             self.report_error(msg)
@@ -367,14 +386,16 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def work(job: Job):
             from kat_gui.demo import ensure_demo
+            from kat_gui.progress import scaled
 
-            return ensure_demo(progress=job.progress)
+            healthy, degraded = ensure_demo(progress=scaled(job.progress, 0.0, 0.9))
+            # The two tabs' runs and the comparison's own pair, loaded here, off the GUI thread.
+            return loader.load_models([degraded, healthy, healthy, degraded], scaled(job.progress, 0.9, 1.0))
 
-        def opened(pair) -> None:
-            healthy, degraded = pair
-            v = self.open_store(Path(degraded), "demo: degraded run")
-            self.open_store(Path(healthy), "demo: healthy twin")
-            self.open_comparison_stores(Path(healthy), Path(degraded), "demo: degraded vs healthy")
+        def opened(loaded) -> None:
+            v = self._open_loaded(loaded[0], "demo: degraded run")
+            self._open_loaded(loaded[1], "demo: healthy twin")
+            self._open_compare_loaded(loaded[2], loaded[3], "demo: degraded vs healthy")
             if v is not None:
                 self.tabs.setCurrentWidget(v)
 
@@ -407,28 +428,42 @@ class MainWindow(QtWidgets.QMainWindow):
         def work(job: Job):
             from kat_gui.progress import scaled
 
-            h = loader.prepare(hp, cache, scaled(job.progress, 0.0, 0.5))
-            d = loader.prepare(dp, cache, scaled(job.progress, 0.5, 1.0))
-            return h[0], d[0]
+            h = loader.prepare(hp, cache, scaled(job.progress, 0.0, 0.45))
+            d = loader.prepare(dp, cache, scaled(job.progress, 0.45, 0.9))
+            # The runs are loaded here, off the GUI thread: the tabs' own (with_tabs) and the comparison's.
+            order = ([d[0], h[0]] if with_tabs else []) + [h[0], d[0]]
+            return loader.load_models(order, scaled(job.progress, 0.9, 1.0))
 
         job = Job("opening the runs to compare", work)
 
-        def done(pair) -> None:
+        def done(loaded) -> None:
             if with_tabs:
-                self.open_store(Path(pair[1]), "degraded")
-                self.open_store(Path(pair[0]), "baseline")
-            self.open_comparison_stores(Path(pair[0]), Path(pair[1]))
+                self._open_loaded(loaded[0], "degraded")
+                self._open_loaded(loaded[1], "baseline")
+            self._open_compare_loaded(loaded[-2], loaded[-1])
 
         job.signals.done.connect(done)
         job.signals.failed.connect(self.report_error)
         return self.start_job(job)
 
-    def open_comparison_stores(
-        self, healthy: Path, degraded: Path, label: str | None = None
+    def _open_compare_loaded(
+        self, healthy: tuple, degraded: tuple, label: str | None = None
     ) -> CompareView | None:
+        bad = [m for _p, m in (healthy, degraded) if isinstance(m, str)]
+        if bad:
+            for _p, m in (healthy, degraded):
+                if not isinstance(m, str):
+                    m.close()
+            self.report_error(bad[0])
+            return None
+        return self.open_comparison_stores(healthy[0], degraded[0], label, (healthy[1], degraded[1]))
+
+    def open_comparison_stores(
+        self, healthy: Path, degraded: Path, label: str | None = None, models: tuple | None = None
+    ) -> CompareView | None:
+        """A comparison tab of two stores; ``models``: (healthy, degraded) already loaded on a worker."""
         try:
-            h = RunModel(healthy)
-            d = RunModel(degraded)
+            h, d = models if models is not None else (RunModel(healthy), RunModel(degraded))
         except Exception as exc:
             self.report_error(str(exc))
             return None
@@ -579,7 +614,14 @@ class MainWindow(QtWidgets.QMainWindow):
             w = self.tabs.widget(i)
             if isinstance(w, RunView):
                 w.explanation.stop()
-        pool().waitForDone(3000)
+            if isinstance(w, CompareView):
+                w.close_view()
+        # The stores are closed only once the workers stopped (cancelled ones stop at their next progress
+        # check); each run's close() also waits for its store thread's read in progress.
+        if not pool().waitForDone(CLOSE_WAIT_MS):
+            print(
+                f"kat gui: workers still running after {CLOSE_WAIT_MS / 1000:.0f} s; closing", file=sys.stderr
+            )
         for i in range(self.tabs.count()):
             w = self.tabs.widget(i)
             if isinstance(w, RunView):

@@ -173,13 +173,11 @@ class NotesPanel(QtWidgets.QWidget):
                 return None
             if sel is not None:
                 track, index = sel
-                ev = self.run.event(track, index)
-                fields = {
-                    "track": track,
-                    "index": index,
-                    "start_ns": int(ev["start_ns"]),
-                    "end_ns": int(ev["end_ns"]),
-                }
+                span = ctx.get("selected_span")
+                if span is None:  # not known yet (being read): read the one row here
+                    ev = self.run.event(track, index)
+                    span = (int(ev["start_ns"]), int(ev["end_ns"]))
+                fields = {"track": track, "index": index, "start_ns": int(span[0]), "end_ns": int(span[1])}
         elif target == "rank":
             if "rank" not in where:
                 ranks = [str(r) for r in sorted(self.run.ranks)]

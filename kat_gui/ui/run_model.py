@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,9 @@ class RunModel:
         from kat_gui.store import TraceStore
 
         self.path = Path(path)
+        self._reads: ThreadPoolExecutor | None = None  # this run's store thread (``submit``)
+        self._closed = False
+        self._ro_notes: list[Annotation] | None = None
         # Held read-only either way, so other KAT processes (a terminal's `kat detect`, a second window) can
         # use the run meanwhile. "r+" when the file is writable: each note is then saved in a short write
         # under the store's write lock; a read-only file shows its notes only.
@@ -158,10 +163,12 @@ class RunModel:
         """Notes to show when ``notes`` is None (a read-only store)."""
         if self.notes is not None:
             return self.notes.items()
-        try:
-            return load_annotations(self.store)
-        except (KeyError, OSError, ValueError, TypeError):
-            return []
+        if self._ro_notes is None:  # read once: this process cannot change a read-only store's notes
+            try:
+                self._ro_notes = load_annotations(self.store)
+            except (KeyError, OSError, ValueError, TypeError):
+                self._ro_notes = []
+        return self._ro_notes
 
     # ------------------------------------------------------------------ loading
 
@@ -202,7 +209,31 @@ class RunModel:
         except Exception:
             return None
 
+    def preload(self) -> RunModel:
+        """Read now what the views would otherwise read from the file on first use — the string table and
+        the kernel colour classes, the collective instances, a read-only store's notes — so that a model
+        built on a worker thread leaves the GUI thread nothing to read. Returns the model."""
+        _ = self.name_class
+        self.collective_instance(0, 0)
+        _ = self.read_only_notes
+        return self
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run ``fn(*args)`` on this run's store thread and return its Future. One thread per run: reads of
+        the store (its window caches are not thread-safe) never overlap, and the GUI thread never waits on
+        the file. Raises RuntimeError once the model is closed."""
+        if self._closed:
+            raise RuntimeError(f"{self.path}: the run is closed")
+        if self._reads is None:
+            self._reads = ThreadPoolExecutor(1, thread_name_prefix=f"kat-store-{self.path.name}")
+        return self._reads.submit(fn, *args)
+
     def close(self) -> None:
+        """Close the store after its thread has finished the read it is doing (queued reads are dropped)."""
+        self._closed = True
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            reads.shutdown(wait=True, cancel_futures=True)
         try:
             self.store.close()
         except Exception:

@@ -108,6 +108,7 @@ class RunView(QtWidgets.QWidget):
             "start_ns": max(t0, self.model.t0_ns),
             "end_ns": min(t1, self.model.t1_ns),
             "selected": sel,
+            "selected_span": self.timeline.selected_span,
             "rank": rank,
         }
 
@@ -123,8 +124,10 @@ class RunView(QtWidgets.QWidget):
             end = a.end_ns if a.end_ns is not None else a.start_ns
             self.timeline.zoom_ns(int(a.start_ns), int(end), margin=0.1)
         if a.target == "kernel" and a.track is not None and a.index is not None:
-            self.timeline.selected = (int(a.track), int(a.index))
-            self.timeline._place_selection()
+            span = (
+                (int(a.start_ns), int(a.end_ns)) if a.start_ns is not None and a.end_ns is not None else None
+            )
+            self.timeline.set_selected(int(a.track), int(a.index), span)
         if a.rank is not None:
             self.timeline.set_highlight({int(a.rank)} | set(self.model.culprit_ranks()))
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from kat_gui.ui.async_reads import Deliver
 from kat_gui.ui.lane_axis import LaneAxis
 from kat_gui.ui.run_model import ROLE_ROOT, Lane, RunModel, esc, fmt_ns
 from kat_gui.ui.timeline_anomalies import AnomalyItem
@@ -43,6 +44,8 @@ class TimelineView(QtWidgets.QWidget):
         self.rank_filter: set[int] | None = None
         self.lanes: list[Lane] = []
         self.selected: tuple[int, int] | None = None
+        self._selected_span: tuple[int, int] | None = None  # (start_ns, end_ns) of the selected event
+        self._deliver = Deliver(self)
         self._anomaly_pos = -1
         self._order = self._anomaly_order()
 
@@ -115,7 +118,9 @@ class TimelineView(QtWidgets.QWidget):
         self.refresh_notes()
 
     def settle(self) -> None:
-        """Finish deferred drawing now (a crisp raster at the current zoom) before a screenshot or export."""
+        """Finish deferred drawing now before a screenshot or export (or a test's look at the lanes): wait for
+        the view's window from the store thread, then make the raster crisp at the current zoom."""
+        self.lanes_item.fetch_now()
         self.lanes_item.sharpen_now()
 
     # ---------------------------------------------------------------- lanes
@@ -225,7 +230,7 @@ class TimelineView(QtWidgets.QWidget):
         a = self.model.anomalies
         s, e = int(a["start_ns"][row]), int(a["end_ns"][row])
         self.zoom_ns(s, e, margin=4.0)
-        self.select(int(a["track"][row]), int(a["index"][row]))
+        self.select(int(a["track"][row]), int(a["index"][row]), (s, e))
 
     def step_anomaly(self, direction: int) -> None:
         """N/P: the next/previous root anomaly in time (all anomalies when there are no roots)."""
@@ -236,10 +241,22 @@ class TimelineView(QtWidgets.QWidget):
 
     # ---------------------------------------------------------------- selection, hover
 
-    def select(self, track: int, index: int) -> None:
-        self.selected = (int(track), int(index))
-        self._place_selection()
+    def select(self, track: int, index: int, span: tuple[int, int] | None = None) -> None:
+        """Select event ``index`` of ``track`` and emit ``eventSelected``. ``span`` = its (start_ns, end_ns)
+        when the caller knows them (a click, an anomaly row); otherwise they are read on the store thread."""
+        self.set_selected(track, index, span)
         self.eventSelected.emit(int(track), int(index))
+
+    @property
+    def selected_span(self) -> tuple[int, int] | None:
+        """(start_ns, end_ns) of the selected event, once known."""
+        return self._selected_span if self.selected is not None else None
+
+    def set_selected(self, track: int, index: int, span: tuple[int, int] | None = None) -> None:
+        """Select without emitting ``eventSelected`` (see ``select``)."""
+        self.selected = (int(track), int(index))
+        self._selected_span = (int(span[0]), int(span[1])) if span is not None else None
+        self._place_selection()
 
     def _place_selection(self) -> None:
         if self.selected is None:
@@ -254,14 +271,22 @@ class TimelineView(QtWidgets.QWidget):
         if lane < 0:
             self.selection_item.set_rect(None)
             return
-        try:
-            ev = self.model.event(track, index)
-        except (IndexError, ValueError):
+        if self._selected_span is None:
             self.selection_item.set_rect(None)
+            sel, model = self.selected, self.model
+
+            def arrived(fut) -> None:
+                if self.selected != sel or fut.exception() is not None:
+                    return
+                ev = fut.result()
+                self._selected_span = (int(ev["start_ns"]), int(ev["end_ns"]))
+                self._place_selection()
+
+            self._deliver.submit(model, lambda: model.event(*sel), arrived)
             return
-        x = (int(ev["start_ns"]) - self.model.t0_ns) / 1e9
-        w = (int(ev["end_ns"]) - int(ev["start_ns"])) / 1e9
-        self.selection_item.set_rect(QtCore.QRectF(x, lane + 0.02, w, 0.96))
+        s, e = self._selected_span
+        x = (s - self.model.t0_ns) / 1e9
+        self.selection_item.set_rect(QtCore.QRectF(x, lane + 0.02, (e - s) / 1e9, 0.96))
 
     def _hit_at_scene(self, pos) -> tuple[int, int] | None:
         if not self.vb.sceneBoundingRect().contains(pos):
@@ -318,7 +343,7 @@ class TimelineView(QtWidgets.QWidget):
         if int(ld.index[i]) < 0:
             self.zoom_ns(int(ld.start_ns[i]), int(ld.end_ns[i]), margin=0.05)
             return
-        self.select(int(ld.track[i]), int(ld.index[i]))
+        self.select(int(ld.track[i]), int(ld.index[i]), (int(ld.start_ns[i]), int(ld.end_ns[i])))
 
     # ---------------------------------------------------------------- keys
 

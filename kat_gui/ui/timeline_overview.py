@@ -1,8 +1,9 @@
 """The whole-run strip above the lanes: finding windows shaded, every anomaly a tick (red root, amber symptom).
 
 x is seconds since the run start (see ``timeline_paint``) over the whole run whatever the lanes show, y the
-strip's ``[0, 1]``: symptoms in the lower half, roots over the upper half. Nothing cached: each paint
-deduplicates the ticks by pixel column, so a million anomalies still draw as O(pixels) rectangles.
+strip's ``[0, 1]``: symptoms in the lower half, roots over the upper half. The ticks are deduplicated by pixel
+column, so a million anomalies still draw as O(pixels) rectangles, and kept for the strip's pixel size: the
+strip repaints whenever the view region on it moves, and then reuses them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class OverviewItem(pg.GraphicsObject):
     def __init__(self, model: RunModel):
         super().__init__()
         self.model = model
+        self._ticks: tuple[float, list] | None = None  # (pixel size, [(brush, rectangles)])
 
     def boundingRect(self) -> QtCore.QRectF:
         return QtCore.QRectF(0.0, 0.0, span_s(self.model), 1.0)
@@ -40,18 +42,22 @@ class OverviewItem(pg.GraphicsObject):
         a = m.anomalies
         if not len(a["start_ns"]):
             return
-        x = (a["start_ns"] - m.t0_ns) / 1e9
-        for role, color, y0, h in (
-            (ROLE_SYMPTOM, SYMPTOM_COLOR, 0.5, 0.5),
-            (ROLE_ROOT, ROOT_COLOR, 0.0, 0.55),
-        ):
-            sel = a["role"] == role
-            if not sel.any():
-                continue
-            # One tick per pixel column is enough: dedupe by pixel so a million anomalies still draw fast.
-            cols = np.unique(np.floor(x[sel] / px))
-            p.setBrush(pg.mkBrush(color))
-            rects = rect_array(
-                cols * px, np.full(len(cols), y0), np.full(len(cols), 2 * px), np.full(len(cols), h)
-            )
-            p.drawRects(*rects.drawargs())  # ``rects`` kept alive: drawargs is a raw pointer into it
+        if self._ticks is None or self._ticks[0] != px:
+            x = (a["start_ns"] - m.t0_ns) / 1e9
+            ticks = []
+            for role, color, y0, h in (
+                (ROLE_SYMPTOM, SYMPTOM_COLOR, 0.5, 0.5),
+                (ROLE_ROOT, ROOT_COLOR, 0.0, 0.55),
+            ):
+                sel = a["role"] == role
+                if not sel.any():
+                    continue
+                # One tick per pixel column is enough: dedupe by pixel so a million anomalies draw fast.
+                cols = np.unique(np.floor(x[sel] / px))
+                n = len(cols)
+                rects = rect_array(cols * px, np.full(n, y0), np.full(n, 2 * px), np.full(n, h))
+                ticks.append((pg.mkBrush(color), rects))
+            self._ticks = (px, ticks)
+        for brush, rects in self._ticks[1]:
+            p.setBrush(brush)
+            p.drawRects(*rects.drawargs())  # ``rects`` kept alive in the cache: drawargs is a raw pointer
