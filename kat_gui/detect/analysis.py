@@ -28,10 +28,15 @@ from kat_gui.detect.frame import RunFrame
 from kat_gui.detect.params import Params
 from kat_gui.detect.signals import CellSignal, PeerMatch, cell_signal, peer_match
 from kat_gui.detect.stats import quiet_nanmedian, segments, small_unique
+from kat_gui.progress import Progress
 
 # Noise floor of the ``late`` signal, whose cells are a share of the step (1e-4 = 0.01 % of a step), not a log
 # ratio: ``Params.sigma_floor`` (a floor for log ratios) does not apply to it.
 LATE_SHARE_SIGMA_FLOOR = 1e-4
+
+
+def _no_progress(_frac: float, _msg: str) -> None:
+    pass
 
 
 class IdleGaps(NamedTuple):
@@ -45,11 +50,16 @@ class IdleGaps(NamedTuple):
 class RunAnalysis:
     """The intermediate arrays of one detection pass over a :class:`RunFrame` (see the module docstring)."""
 
-    def __init__(self, frame: RunFrame, params: Params):
+    def __init__(self, frame: RunFrame, params: Params, progress: Progress | None = None):
+        """``progress(frac, msg)`` is called between the steps (it may raise Cancelled to stop)."""
         self.frame = frame
         self.params = params
+        tick = progress or _no_progress
+        tick(0.0, "aligning ranks: launches")
         self.launch_ns = launch_times(frame)  # per GPU event: its host launch time (-1 when unknown)
+        tick(0.35, "aligning ranks: steps")
         self.steps: Steps = assign_steps(frame, self.launch_ns)
+        tick(0.55, "aligning ranks: step numbers")
         self.step_values = small_unique(self.steps.step[self.steps.step >= 0])  # distinct step numbers
         self.n_steps = max(len(self.step_values), 1)
         if not len(self.step_values):
@@ -58,11 +68,14 @@ class RunAnalysis:
         self.step_idx = np.where(st >= 0, np.searchsorted(self.step_values, st), -1)
         self.n_ranks = len(frame.ranks)
         self.rank_idx = np.searchsorted(frame.ranks, frame.gpu["rank"])
+        tick(0.7, "aligning ranks: collectives")
         self.collectives: Collectives = match_collectives(frame, self.steps)
         self.coll_step_idx = np.where(
             self.collectives.step >= 0, np.searchsorted(self.step_values, self.collectives.step), -1
         )
+        tick(0.85, "aligning ranks: step lengths")
         self.step_len_ns = self._step_lengths()
+        tick(1.0, "aligning ranks")
         self.peer_matches: dict[str, PeerMatch] = {}  # filled by kernel_signals, per signal name
 
     def _step_lengths(self) -> np.ndarray:
@@ -84,17 +97,20 @@ class RunAnalysis:
         return np.where(np.isfinite(med) & (med > 0), med, 1.0)
 
     # ------------------------------------------------------------------ signals
-    def kernel_signals(self) -> dict[str, CellSignal]:
+    def kernel_signals(self, progress: Progress | None = None) -> dict[str, CellSignal]:
         """The [rank, step] peer signals: ``compute``, ``memory`` and ``copy`` (log ratio of each kernel's or
         host copy's duration to the same op on the peers), ``launch`` (log ratio of the host's launch
         interval, when launches are known and there are peers) and ``late`` (the waiting a rank imposes on
         the median peer at collectives, summed per step as a share of the step length; when there are
-        collectives). Records each signal's :class:`PeerMatch` in ``peer_matches``."""
+        collectives). Records each signal's :class:`PeerMatch` in ``peer_matches``. ``progress(frac, msg)`` is
+        called between the signals and their steps (it may raise Cancelled to stop)."""
+        tick = progress or _no_progress
         g = self.frame.gpu
         p = self.params
         out: dict[str, CellSignal] = {}
         dur = (g["end_ns"] - g["start_ns"]).astype(np.float64)
-        for label, cls in (("compute", COMPUTE), ("memory", MEMORY), ("copy", COPY_HOST)):
+        for k, (label, cls) in enumerate((("compute", COMPUTE), ("memory", MEMORY), ("copy", COPY_HOST))):
+            tick(0.2 * k, f"comparing ranks with their peers: {label} kernels")
             rows = np.flatnonzero((g["cls"] == cls) & (self.step_idx >= 0))
             pm = peer_match(
                 rows, self.step_idx[rows], g["name"][rows], self.rank_idx[rows], dur[rows], self.n_ranks
@@ -110,6 +126,7 @@ class RunAnalysis:
                 p.sigma_floor,
             )
         # Host launch pacing: interval between a rank's consecutive launches, matched like kernels.
+        tick(0.6, "comparing ranks with their peers: launches")
         has = self.launch_ns >= 0
         rows = np.flatnonzero(has & (self.step_idx >= 0))
         if len(rows) and self.n_ranks >= 2:
@@ -118,6 +135,7 @@ class RunAnalysis:
                 not (np.diff(ri_) < 0).any() and not ((np.diff(lt_) < 0) & (np.diff(ri_) == 0)).any()
             )  # one stream per rank: rows are already in launch order, no sort
             order = np.arange(len(rows)) if in_order else np.lexsort((lt_, ri_))
+            tick(0.63, "comparing ranks with their peers: launches")
             r_o = rows[order]
             t = self.launch_ns[r_o]
             same = np.r_[False, self.rank_idx[r_o][1:] == self.rank_idx[r_o][:-1]]
@@ -128,8 +146,11 @@ class RunAnalysis:
             if in_order:
                 r_k_sorted, iv_sorted = r_k, iv
             else:
+                tick(0.66, "comparing ranks with their peers: launches")
                 r_k_sorted = np.sort(r_k)  # back to (track, start) order for the ordinal in peer_match
+                tick(0.68, "comparing ranks with their peers: launches")
                 iv_sorted = iv[np.argsort(r_k, kind="stable")]
+            tick(0.7, "comparing ranks with their peers: launches")
             pm = peer_match(
                 r_k_sorted,
                 self.step_idx[r_k_sorted],
@@ -139,6 +160,7 @@ class RunAnalysis:
                 self.n_ranks,
             )
             self.peer_matches["launch"] = pm
+            tick(0.8, "comparing ranks with their peers: launches")
             out["launch"] = cell_signal(
                 "launch",
                 self.rank_idx[r_k_sorted],
@@ -149,6 +171,7 @@ class RunAnalysis:
                 p.sigma_floor,
             )
         # Collective arrival: the waiting a rank imposes on the median peer, as a share of the step.
+        tick(0.9, "comparing ranks with their peers: collective arrival")
         co = self.collectives
         if co.n:
             m_step = self.coll_step_idx[co.inst]
