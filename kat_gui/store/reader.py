@@ -88,6 +88,41 @@ def _damage_is_input_error(method: Callable) -> Callable:
     return read
 
 
+def _check_tables(
+    path: Path,
+    t: dict,
+    kind_counts: np.ndarray,
+    n_tracks: int,
+    n_events: int,
+    lv: dict,
+    lod: dict,
+    chunk: int,
+) -> None:
+    """The small tables must agree with each other and with the datasets they index before anything trusts
+    them: a damaged row count would otherwise ask numpy for petabytes, or a read for rows that do not exist."""
+
+    def bad(what: str) -> KatInputError:
+        return KatInputError(path, f"damaged KAT store ({what}); ingest the traces again")
+
+    if any(len(v) != n_tracks for v in t.values()) or kind_counts.shape != (n_tracks, N_EVENT_KINDS):
+        raise bad("the track table's columns differ in length")
+    if n_tracks and not np.array_equal(t["id"], np.arange(n_tracks)):
+        raise bad("track ids out of order")
+    off, cnt = t["row_offset"].astype(np.int64), t["row_count"].astype(np.int64)
+    if (off < 0).any() or (cnt < 0).any() or (off > n_events - cnt).any() or int(cnt.sum()) > n_events:
+        raise bad("track rows outside the events")
+    if (kind_counts < 0).any() or not np.array_equal(kind_counts.sum(axis=1), cnt):
+        raise bad("event counts disagree with the track rows")
+    n_lod = lod["start_ns"].shape[0]
+    lo, lc = lv["row_offset"].astype(np.int64), lv["row_count"].astype(np.int64)
+    if (lo < 0).any() or (lc < 0).any() or (lo > n_lod - lc).any():
+        raise bad("summary levels outside the summaries")
+    if len(lv["track"]) and ((lv["track"] < 0).any() or (lv["track"] >= n_tracks).any()):
+        raise bad("summary levels of tracks that do not exist")
+    if chunk <= 0:
+        raise bad("chunk size not positive")
+
+
 def _fd_signature(fd: int) -> Signature:
     st = os.fstat(fd)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -213,6 +248,9 @@ class TraceStore(Results):
         self._ranks = json.loads(f["ranks"].asstr()[()])
         self._strings: list[str] | None = None
         t = self._t
+        _check_tables(
+            self.path, t, self._kind_counts, len(labels), self._ev["start_ns"].shape[0], lv, lod, chunk
+        )
         self._tracks = [
             TrackRow(
                 id=int(t["id"][i]),
