@@ -343,9 +343,10 @@ def _huge_input(rng: random.Random) -> bytes:
     return b'{"traceEvents": [' + ev * (HUGE_BYTES // len(ev)) + b"{}]}"
 
 
-def _ingest_case(inp: Path, case_dir: Path, extra: list[str] = ()) -> str:
+def _ingest_case(inp: Path, case_dir: Path, extra: list[str] = (), rank: bool = True) -> str:
+    """``kat ingest`` of one damaged file (as rank 0 unless the format finds its ranks itself)."""
     out = case_dir / "out.kat.h5"
-    rc, _, err = _cli(["ingest", str(inp), "-o", str(out), "--rank", "0", *extra])
+    rc, _, err = _cli(["ingest", str(inp), "-o", str(out), *(["--rank", "0"] if rank else []), *extra])
     names = (inp.name, *(Path(x).name for x in extra if "/" in x))
     problem = _check(rc, err, names)
     if problem:
@@ -393,7 +394,7 @@ def _run_target(target: str, rng: random.Random, case_dir: Path, seeds: Seeds, h
         src = rng.choice(seeds.files["nsys"])
         inp = case_dir / f"damaged-{src.stem[:40]}.sqlite"
         what = f"{src.name}: " + mutate_sqlite(src, inp, rng)
-        return what, _ingest_case(inp, case_dir)
+        return what, _ingest_case(inp, case_dir, rank=False)  # whole-node reports: one rank per process
     if target == "store":
         inp = case_dir / "damaged.kat.h5"
         data, what = mutate(seeds.store().read_bytes(), "text", rng)

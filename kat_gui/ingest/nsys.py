@@ -470,7 +470,14 @@ def _select_gpu_activity(
         "gpid": "globalPid",
         **more,
     }
-    return _select_ints(conn, table, exprs, required=("deviceId", "streamId", *required))
+    cols = _select_ints(conn, table, exprs, required=("deviceId", "streamId", *required))
+    for key in ("device", "stream"):  # stored as int32 / int64 track fields; a device id is a small number
+        v = cols[key]
+        if len(v) and (v.min() < -1 or (key == "device" and v.max() > np.iinfo(np.int32).max)):
+            raise _SchemaError(
+                f"table {table} holds a {key} id out of range ({int(v.min())}): a damaged export"
+            )
+    return cols
 
 
 def _per_code(codes: np.ndarray, value_of: Callable[[int], int], dtype: type) -> np.ndarray:
