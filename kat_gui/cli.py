@@ -50,7 +50,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         opts.ranks_per_node = args.ranks_per_node
     with TerminalProgress("ingest") as bar:
         out = pipeline.ingest(
-            args.paths, args.output, name=args.name, topology=args.topology, options=opts, progress=bar
+            args.paths,
+            args.output,
+            name=args.name,
+            topology=args.topology,
+            options=opts,
+            progress=bar,
+            scale=_scale(args),
         )
     print(f"wrote {out}")
     return _print_info(out, as_json=False)
@@ -290,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--keep-python", action="store_true", help="keep python_function events (skipped by default)"
     )
+    add_scale_arguments(s)
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("info", help="summarise a store")
@@ -300,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("detect", help="find kernel-level anomalies and the components behind them")
     s.add_argument("store", metavar="RUN.kat.h5")
     s.add_argument("--json", metavar="OUT.json", help="also write the kat.detect/1 JSON")
-    s.set_defaults(func=_delegate("kat_gui.detect.command", "run", "detect"))
+    add_scale_arguments(s)
+    s.set_defaults(func=_scaled(_delegate("kat_gui.detect.command", "run", "detect")))
 
     s = sub.add_parser("explain", help="explain the diagnosis in plain language")
     s.add_argument("store", metavar="RUN.kat.h5")
@@ -336,6 +344,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_gui_arguments(s)
     s.set_defaults(func=_delegate("kat_gui.ui.app", "run", "gui"))
     return p
+
+
+def add_scale_arguments(s: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--scheduler`` (docs/scale-out.md)."""
+    s.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="parallel worker processes on this machine (a dask LocalCluster on 127.0.0.1); 0 = in this "
+        "process; default: one per core when the input is large enough to pay for starting them",
+    )
+    s.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing dask cluster (e.g. tcp://head:8786; default $DASK_SCHEDULER_ADDRESS); its "
+        "workers must see the inputs and the output at the same paths",
+    )
+
+
+def _scale(args: argparse.Namespace):
+    from kat_gui.parallel import Scale
+
+    return Scale(workers=args.workers, scheduler=args.scheduler)
+
+
+def _scaled(cmd):
+    """A command run with the scale its ``--workers`` / ``--scheduler`` ask for (kat_gui.parallel.requested)."""
+
+    def _cmd(args: argparse.Namespace) -> int:
+        from kat_gui import parallel
+
+        with parallel.requested(_scale(args)):
+            return cmd(args)
+
+    return _cmd
 
 
 def add_gui_arguments(s: argparse.ArgumentParser) -> None:

@@ -118,6 +118,10 @@ class Executor:
     def cancel(self) -> None:
         """Cancel every task still outstanding."""
 
+    def run_everywhere(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` in every process that runs tasks (to release what tasks keep per process)."""
+        fn()
+
 
 class InProcess(Executor):
     """Runs each task at once, here. A task's exception is kept and raised by ``result()``, as dask does, so
@@ -161,6 +165,10 @@ class OnDask(Executor):
                     f"dask worker {worker} cannot see this path: the inputs and the output must be on a "
                     "filesystem every worker shares, at the same path",
                 )
+
+    def run_everywhere(self, fn: Callable[[], Any]) -> None:
+        with contextlib.suppress(Exception):
+            self.client.run(fn)
 
     def cancel(self) -> None:
         live = [f for f in self._futures if not f.done()]

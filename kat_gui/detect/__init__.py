@@ -22,7 +22,8 @@ from kat_gui.detect.engine import DETECTOR_VERSION, detect_frame
 from kat_gui.detect.frame import RunFrame, load_frame
 from kat_gui.detect.params import Params
 from kat_gui.detect.result import DetectResult, load_result, save_result, to_contract_json
-from kat_gui.progress import Progress, scaled
+from kat_gui.detect.streamed import analyse_store
+from kat_gui.progress import Progress
 
 
 def detect_store(
@@ -43,8 +44,7 @@ def detect_store(
     try:
         if progress:
             progress(0.0, "reading events")
-        frame = load_frame(store)
-        result = detect_frame(frame, params, scaled(progress, 0.25, 0.95))
+        result = analyse_store(store, params, progress)  # whole, or streamed by windows of steps
         if progress:
             progress(0.96, "saving results")
         with store.writing():

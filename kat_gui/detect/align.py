@@ -42,6 +42,16 @@ def _rank_time_key(rank: np.ndarray, t_rel: np.ndarray) -> np.ndarray:
 
 def launch_times(fr: RunFrame) -> np.ndarray:
     """Host launch time of each GPU event (runtime call with the same rank and correlation); -1 if none."""
+    row = launch_rows(fr)
+    out = np.full(len(row), -1, dtype=np.int64)
+    hit = row >= 0
+    out[hit] = fr.launch["start_ns"][row[hit]]
+    return out
+
+
+def launch_rows(fr: RunFrame) -> np.ndarray:
+    """Per GPU event, the row of ``fr.launch`` that launched it (same rank and correlation; the first such row
+    when several match); -1 if none."""
     g = fr.gpu
     out = np.full(fr.n_gpu, -1, dtype=np.int64)
     la = fr.launch
@@ -57,7 +67,7 @@ def launch_times(fr: RunFrame) -> np.ndarray:
     pos_c = np.minimum(pos, len(lkey_s) - 1)
     hit = lkey_s[pos_c] == gkey
     vals = np.full(len(gkey), -1, dtype=np.int64)
-    vals[hit] = la["start_ns"][order[pos_c[hit]]]
+    vals[hit] = order[pos_c[hit]]
     out[has] = vals
     return out
 
@@ -105,11 +115,18 @@ def _marker_name(fr: RunFrame) -> int | None:
         return None
     pair = (g["name"][k].astype(np.int64) << 20) | np.searchsorted(ranks, g["rank"][k])
     u, c = np.unique(pair, return_counts=True)
-    names = u >> 20
-    nu, first_idx, n_ranks = np.unique(names, return_index=True, return_counts=True)
-    cmin = np.minimum.reduceat(c, first_idx)
-    cmax = np.maximum.reduceat(c, first_idx)
-    ok = (n_ranks == len(ranks)) & (cmin == cmax) & (cmin >= 3)
+    return marker_from_counts(u, c, len(ranks))
+
+
+def marker_from_counts(pair: np.ndarray, count: np.ndarray, n_ranks: int) -> int | None:
+    """The marker kernel from the sorted distinct ``(name << 20) | rank index`` pairs of the run's
+    non-collective kernels and their counts: run equally often (>= 3 times) on every rank, the rarest such
+    name (ties: the lowest string id)."""
+    names = pair >> 20
+    nu, first_idx, n_ranks_of = np.unique(names, return_index=True, return_counts=True)
+    cmin = np.minimum.reduceat(count, first_idx)
+    cmax = np.maximum.reduceat(count, first_idx)
+    ok = (n_ranks_of == n_ranks) & (cmin == cmax) & (cmin >= 3)
     if not ok.any():
         return None
     cand = np.flatnonzero(ok)

@@ -23,8 +23,10 @@ from typing import NamedTuple
 import numpy as np
 
 from kat_gui.detect.align import Collectives, Steps, assign_steps, launch_times, match_collectives
-from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
+from kat_gui.detect.anomalies import ROOT, AnomalyPart, RowQuery, launch_wait_rows, scored_rows
+from kat_gui.detect.classify import COLLECTIVE, COMPUTE, COPY_HOST, MEMORY
 from kat_gui.detect.frame import RunFrame
+from kat_gui.detect.history import step_covariates
 from kat_gui.detect.params import Params
 from kat_gui.detect.signals import CellSignal, PeerMatch, cell_signal, peer_match
 from kat_gui.detect.stats import quiet_nanmedian, segments, small_unique
@@ -37,6 +39,38 @@ LATE_SHARE_SIGMA_FLOOR = 1e-4
 
 def _no_progress(_frac: float, _msg: str) -> None:
     pass
+
+
+def step_lengths(lo: np.ndarray, hi: np.ndarray, n_ranks: int, n_steps: int) -> np.ndarray:
+    """Median across ranks of each step's GPU span from the per-(rank, step) first start ``lo`` and last end
+    ``hi`` (flat [rank * n_steps + step]; int64 max/min where a rank has nothing in a step), ns; 1 where
+    unknown."""
+    span = np.where(hi > lo, hi - lo, np.nan).astype(np.float64).reshape(n_ranks, n_steps)
+    med = quiet_nanmedian(span, 0)
+    return np.where(np.isfinite(med) & (med > 0), med, 1.0)
+
+
+def late_signal(run) -> CellSignal | None:
+    """The ``late`` cells of a run (whole or streamed: it reads only the collectives, the step lengths and
+    the run's shape): the waiting a rank imposes on the median peer at collectives, summed per step as a
+    share of the step length; None without collectives."""
+    co = run.collectives
+    if not co.n:
+        return None
+    m_step = run.coll_step_idx[co.inst]
+    ok = m_step >= 0
+    share = np.clip(co.late_ns, 0, None).astype(np.float64) / run.step_len_ns[np.maximum(m_step, 0)]
+    ridx = np.searchsorted(run.frame.ranks, co.rank)
+    return cell_signal(
+        "late",
+        ridx[ok],
+        m_step[ok],
+        share[ok],
+        run.n_ranks,
+        run.n_steps,
+        LATE_SHARE_SIGMA_FLOOR,
+        reduce="sum",
+    )
 
 
 class IdleGaps(NamedTuple):
@@ -92,9 +126,7 @@ class RunAnalysis:
         if len(first):
             lo[c_s[first]] = np.minimum.reduceat(g["start_ns"][ok][order], first)
             hi[c_s[first]] = np.maximum.reduceat(g["end_ns"][ok][order], first)
-        span = np.where(hi > lo, hi - lo, np.nan).astype(np.float64).reshape(self.n_ranks, self.n_steps)
-        med = quiet_nanmedian(span, 0)
-        return np.where(np.isfinite(med) & (med > 0), med, 1.0)
+        return step_lengths(lo, hi, self.n_ranks, self.n_steps)
 
     # ------------------------------------------------------------------ signals
     def kernel_signals(self, progress: Progress | None = None) -> dict[str, CellSignal]:
@@ -172,22 +204,9 @@ class RunAnalysis:
             )
         # Collective arrival: the waiting a rank imposes on the median peer, as a share of the step.
         tick(0.9, "comparing ranks with their peers: collective arrival")
-        co = self.collectives
-        if co.n:
-            m_step = self.coll_step_idx[co.inst]
-            ok = m_step >= 0
-            share = np.clip(co.late_ns, 0, None).astype(np.float64) / self.step_len_ns[np.maximum(m_step, 0)]
-            ridx = np.searchsorted(self.frame.ranks, co.rank)
-            out["late"] = cell_signal(
-                "late",
-                ridx[ok],
-                m_step[ok],
-                share[ok],
-                self.n_ranks,
-                self.n_steps,
-                LATE_SHARE_SIGMA_FLOOR,
-                reduce="sum",
-            )
+        late = late_signal(self)
+        if late is not None:
+            out["late"] = late
         return out
 
     @cached_property
@@ -223,3 +242,88 @@ class RunAnalysis:
         if not m.any():
             return 0, 0
         return int(g["start_ns"][m].min()), int(g["end_ns"][m].max())
+
+    # ------------------------------------------------------------------ what the analyses ask of a run
+    # The finding modules read per-event facts through these methods, never through the per-event arrays, so
+    # that a streamed analysis (kat_gui.detect.streamed), which never holds the run's events, answers the
+    # same questions (its rows are row keys and its parts are resolved by one more pass over the windows).
+
+    @property
+    def has_steps(self) -> bool:
+        """Whether any GPU event falls in a step."""
+        return bool((self.steps.step >= 0).any())
+
+    @property
+    def any_launch(self) -> bool:
+        """Whether any GPU event has a known host launch."""
+        return bool((self.launch_ns >= 0).any())
+
+    def query_mask(self, q: RowQuery) -> np.ndarray:
+        """The GPU events of rank index ``q.rank_idx`` in step indices ``q.s0..q.s1`` (of ``q.classes``)."""
+        m = (self.step_idx >= q.s0) & (self.step_idx <= q.s1) & (self.rank_idx == q.rank_idx)
+        if q.classes:
+            m &= np.isin(self.frame.gpu["cls"], q.classes)
+        return m
+
+    def scored_part(self, q: RowQuery, finding: int, sigma: float) -> AnomalyPart:
+        """Root rows of ``q`` scored by their log ratio to peers in units of ``sigma`` (``anomalies.scored_rows``)."""
+        return scored_rows(self, self.query_mask(q), finding, sigma)
+
+    def launch_wait_part(
+        self, q: RowQuery, finding: int, extra_rows: np.ndarray | None = None
+    ) -> AnomalyPart:
+        """Root rows of ``q`` whose GPU waited for a late launch (``anomalies.launch_wait_rows``; score: the
+        grown gap in µs). With ``extra_rows``, their union with those rows, every score 1."""
+        rows, score = launch_wait_rows(self, self.query_mask(q))
+        if extra_rows is not None:
+            rows = np.union1d(rows, extra_rows)
+            score = np.ones(len(rows))
+        return AnomalyPart(rows, ROOT, finding, score)
+
+    def resolve_parts(self, parts: list[AnomalyPart]) -> list[AnomalyPart]:
+        """Parts with concrete rows (a whole-run analysis makes them concrete at once)."""
+        return parts
+
+    def row_columns(self, rows: np.ndarray, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """GPU event columns (``RunFrame.gpu``) of ``rows``."""
+        g = self.frame.gpu
+        return {c: g[c][rows] for c in columns}
+
+    def gpu_values(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """One ``RunFrame.gpu`` column at ``rows`` (rows from ``collectives.row``, say)."""
+        return self.frame.gpu[column][rows]
+
+    def collective_launch_ns(self) -> np.ndarray:
+        """Host launch time of each member row of ``collectives`` (-1 when unknown)."""
+        return self.launch_ns[self.collectives.row]
+
+    def last_end_ns_by_rank(self) -> np.ndarray:
+        """Per rank index: the last end of its GPU events (int64 min for a rank without any)."""
+        out = np.full(self.n_ranks, np.iinfo(np.int64).min)
+        np.maximum.at(out, self.rank_idx, self.frame.gpu["end_ns"])
+        return out
+
+    def collective_class_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, rank index, start_ns, end_ns) of the GPU events classed collective, in row order."""
+        g = self.frame.gpu
+        rows = np.flatnonzero(g["cls"] == COLLECTIVE)
+        return rows, self.rank_idx[rows], g["start_ns"][rows], g["end_ns"][rows]
+
+    def step_covariates(self) -> np.ndarray:
+        """[n_steps, k] work-size covariates of each step (``history.step_covariates``)."""
+        g = self.frame.gpu
+        kern = np.flatnonzero(np.isin(g["cls"], (COMPUTE, MEMORY)) & (self.step_idx >= 0))
+        dur = np.maximum(g["end_ns"][kern] - g["start_ns"][kern], 1).astype(np.float64)
+        cp = np.flatnonzero(g["cls"] == COPY_HOST)
+        return step_covariates(
+            self.step_idx[kern],
+            self.n_steps,
+            np.log(dur),
+            g["name"][kern],
+            g["cls"][kern],
+            self.rank_idx[kern],
+            self.n_ranks,
+            self.step_idx[cp],
+            self.rank_idx[cp],
+            g["bytes"][cp],
+        )

@@ -10,12 +10,14 @@ function that made them).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from kat_gui.detect.analysis import RunAnalysis
 from kat_gui.events import COMPONENTS
+
+if TYPE_CHECKING:  # the analyses hand themselves in; no import cycle at run time
+    from kat_gui.detect.analysis import RunAnalysis
 
 ANOMALY_COLUMNS = {
     "track": np.int32,
@@ -37,12 +39,29 @@ LAUNCH_WAIT_NS = 1_000  # a GPU idle gap that grew by at least this waited for a
 
 
 class AnomalyPart(NamedTuple):
-    """Rows of ``RunFrame.gpu`` that one finding blames, with one role and a score per row."""
+    """Rows of ``RunFrame.gpu`` that one finding blames, with one role and a score per row.
+
+    A streamed analysis (``kat_gui.detect.streamed``) uses row keys instead of row numbers (ordered the same
+    way), and may hand out a part whose ``rows`` is a :class:`RowQuery` still to be resolved
+    (``resolve_parts``)."""
 
     rows: np.ndarray
     role: int  # ROOT or SYMPTOM
     finding: int  # index of the finding in emission order (renumbered by confidence in anomaly_table)
     score: np.ndarray
+
+
+class RowQuery(NamedTuple):
+    """The GPU events of one rank (``rank_idx``, an index into ``RunFrame.ranks``) in the step indices
+    ``s0..s1`` (inclusive), of the classes ``classes`` (``kat_gui.detect.classify`` codes; empty: any)."""
+
+    rank_idx: int
+    s0: int
+    s1: int
+    classes: tuple[int, ...] = ()
+
+
+ROW_COLUMNS = ("track", "index", "rank", "device", "stream", "name", "start_ns", "end_ns")
 
 
 def scored_rows(run: RunAnalysis, mask: np.ndarray, finding: int, sigma: float) -> AnomalyPart:
@@ -74,7 +93,7 @@ def anomaly_table(
 ) -> dict[str, np.ndarray]:
     """The store columns of the anomaly rows, ordered by start time. ``findings`` are already sorted;
     ``remap`` maps a part's emission-order finding index to the finding's final id."""
-    g = run.frame.gpu
+    parts = run.resolve_parts(parts)
     if parts:
         rows = np.concatenate([part.rows for part in parts]).astype(np.int64)
         role = np.concatenate([np.full(len(part.rows), part.role, np.uint8) for part in parts])
@@ -91,15 +110,16 @@ def anomaly_table(
     keep = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
     rows, role, fid, score = rows[keep], role[keep], fid[keep], score[keep]
     comp = np.array([COMPONENTS.index(f["component"]) for f in findings], dtype=np.uint8)
+    g = run.row_columns(rows, ROW_COLUMNS)
     out = {
-        "track": g["track"][rows].astype(np.int32),
-        "index": g["index"][rows].astype(np.int64),
-        "rank": g["rank"][rows].astype(np.int32),
-        "device": g["device"][rows].astype(np.int32),
-        "stream": g["stream"][rows].astype(np.int64),
-        "name": g["name"][rows].astype(np.int32),
-        "start_ns": g["start_ns"][rows].astype(np.int64),
-        "end_ns": g["end_ns"][rows].astype(np.int64),
+        "track": g["track"].astype(np.int32),
+        "index": g["index"].astype(np.int64),
+        "rank": g["rank"].astype(np.int32),
+        "device": g["device"].astype(np.int32),
+        "stream": g["stream"].astype(np.int64),
+        "name": g["name"].astype(np.int32),
+        "start_ns": g["start_ns"].astype(np.int64),
+        "end_ns": g["end_ns"].astype(np.int64),
         "role": role.astype(np.uint8),
         "component": comp[fid] if len(fid) else np.zeros(0, np.uint8),
         "score": np.nan_to_num(score, nan=0.0).astype(np.float32),

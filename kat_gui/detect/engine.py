@@ -38,6 +38,14 @@ def detect_frame(
     if progress:
         progress(0.05, "aligning ranks")
     run = RunAnalysis(fr, p, scaled(progress, 0.05, 0.35))
+    return detect_run(run, progress)
+
+
+def detect_run(run: RunAnalysis, progress: Progress | None = None) -> DetectResult:
+    """Signals, findings, anomaly table and meta of an aligned run: a whole-run :class:`RunAnalysis`, or a
+    streamed one (``kat_gui.detect.streamed``, which answers the same questions window by window)."""
+    fr = run.frame
+    p = run.params
     if progress:
         progress(0.35, "comparing ranks with their peers")
     sig = run.kernel_signals(scaled(progress, 0.35, 0.65)) if fr.n_gpu else {}
@@ -75,7 +83,7 @@ def detect_frame(
         "params": asdict(p),
         "steps": {
             "method": run.steps.method,
-            "count": int(len(run.step_values)) if (run.steps.step >= 0).any() else 0,
+            "count": int(len(run.step_values)) if run.has_steps else 0,
             "marker": run.steps.marker,
         },
         "collectives": {

@@ -14,18 +14,15 @@ import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
 from kat_gui.detect.anomalies import SYMPTOM, AnomalyPart
-from kat_gui.detect.classify import COLLECTIVE
 from kat_gui.detect.placement import component_id, finding_nodes
 
 
 def hang_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPart]) -> None:
     """Append the hang finding and its alternative cause (when there is a hang) to ``findings``."""
     fr = run.frame
-    g = fr.gpu
     if run.n_ranks < 2 or not fr.n_gpu:
         return
-    last_end_ns = np.full(run.n_ranks, np.iinfo(np.int64).min)
-    np.maximum.at(last_end_ns, run.rank_idx, g["end_ns"])
+    last_end_ns = run.last_end_ns_by_rank()
     run_end_ns = int(last_end_ns.max())
     typical_step_ns = float(np.median(run.step_len_ns))
     stopped = np.flatnonzero(run_end_ns - last_end_ns > 5 * typical_step_ns)
@@ -34,18 +31,19 @@ def hang_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
     ri = int(stopped[0])
     rank = int(fr.ranks[ri])
     # Peers' longest collective near the end must dwarf the usual instance.
-    is_c = g["cls"] == COLLECTIVE
-    tail = is_c & (g["end_ns"] > last_end_ns[ri]) & (run.rank_idx != ri)
+    c_rows, c_rank_idx, c_start_ns, c_end_ns = run.collective_class_rows()
+    tail = (c_end_ns > last_end_ns[ri]) & (c_rank_idx != ri)
     if not tail.any():
         return
-    dur_ns = g["end_ns"] - g["start_ns"]
-    usual_ns = float(np.median(dur_ns[is_c])) if is_c.any() else 0.0
+    dur_ns = c_end_ns - c_start_ns
+    usual_ns = float(np.median(dur_ns)) if len(c_rows) else 0.0
     hung = tail & (dur_ns > 20 * max(usual_ns, 1.0))
     if not hung.any():
         return
     fid = len(findings)
-    rows = np.flatnonzero(hung)
-    parts.append(AnomalyPart(rows, SYMPTOM, fid, (dur_ns[rows] / max(usual_ns, 1.0)).astype(np.float64)))
+    sel = np.flatnonzero(hung)
+    rows = c_rows[sel]
+    parts.append(AnomalyPart(rows, SYMPTOM, fid, (dur_ns[sel] / max(usual_ns, 1.0)).astype(np.float64)))
     findings.append(
         {
             "component": "hbm",
@@ -55,7 +53,7 @@ def hang_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
             "start_ns": int(last_end_ns[ri]),
             "end_ns": run_end_ns,
             "summary": f"rank {rank} stops issuing GPU work while its peers hang in a collective "
-            f"({dur_ns[rows].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual "
+            f"({dur_ns[sel].max() / 1e6:.1f} ms); a fatal GPU memory error (Xid 48/63/94) is the usual "
             "cause",
             "kind": "timing",
             "nodes": finding_nodes(fr, "hbm", [rank]),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kat_gui.detect.stats import MAD_TO_SIGMA, group_median, quiet_nanmedian, small_inverse, small_unique
+from kat_gui.detect.stats import MAD_TO_SIGMA, group_median, quiet_nanmedian, small_unique
 
 
 @dataclass
@@ -62,30 +62,101 @@ def step_covariates(
     """[n_steps, k] covariates of the step's work size (see the module docstring); NaN rows are steps
     without kernels. ``log_dur``/``name``/``step_idx``/``rank_idx`` describe compute and memory kernels;
     ``copy_*`` the host->device copies with a byte count."""
-    cols = []
+    return covariates_from_sums(
+        covariate_sums(step_idx, log_dur, name, cls, copy_step, copy_rank, copy_bytes, n_steps),
+        n_steps,
+        n_ranks,
+    )
+
+
+@dataclass
+class CovariateSums:
+    """The sums :func:`step_covariates` reduces, per cell: per kernel class, per (step, name) the number of
+    kernels and the sum of their log durations; per (rank, step) the bytes of host copies. Cells are keyed by
+    step index, string id and rank index, so that the sums of disjoint windows of steps merge by union (each
+    cell's sum is taken over its rows in row order, as over the whole run)."""
+
+    kern: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # class -> (step, name, cnt, tot)
+    names: np.ndarray  # string ids of every compute/memory kernel
+    copy: tuple[np.ndarray, np.ndarray, np.ndarray]  # (rank, step, summed bytes) of cells with a copy
+    any_copy_bytes: bool  # any host copy with a byte count (in or out of a step)
+
+    @staticmethod
+    def merge(parts: list[CovariateSums]) -> CovariateSums:
+        kern: dict[int, list] = {}
+        for p in parts:
+            for c, v in p.kern.items():
+                kern.setdefault(c, []).append(v)
+        cat = {c: tuple(np.concatenate([x[i] for x in vs]) for i in range(4)) for c, vs in kern.items()}
+        return CovariateSums(
+            {c: cat[c] for c in sorted(cat)},
+            np.unique(np.concatenate([np.zeros(0, np.int64), *(p.names for p in parts)])),
+            tuple(
+                np.concatenate([np.zeros(0, dt), *(p.copy[i] for p in parts)])
+                for i, dt in enumerate((np.int64, np.int64, np.float64))
+            ),
+            any(p.any_copy_bytes for p in parts),
+        )
+
+
+def covariate_sums(
+    step_idx: np.ndarray,
+    log_dur: np.ndarray,
+    name: np.ndarray,
+    cls: np.ndarray,
+    copy_step: np.ndarray,
+    copy_rank: np.ndarray,
+    copy_bytes: np.ndarray,
+    n_steps: int,
+) -> CovariateSums:
+    """The per-cell sums behind :func:`step_covariates`, as sparse (key, count, sum) lists."""
+    kern = {}
+    names = small_unique(name.astype(np.int64)) if len(log_dur) else np.zeros(0, np.int64)
     if len(log_dur):
+        ok = step_idx >= 0
+        for c in small_unique(cls):
+            sel = ok & (cls == c)
+            key = step_idx[sel].astype(np.int64) * (int(names[-1]) + 1) + name[sel]
+            uk, inv = np.unique(key, return_inverse=True)
+            cnt = np.bincount(inv, minlength=len(uk))
+            tot = np.bincount(inv, weights=log_dur[sel], minlength=len(uk))
+            kern[int(c)] = (uk // (int(names[-1]) + 1), uk % (int(names[-1]) + 1), cnt, tot)
+    any_bytes = bool(len(copy_bytes) and (copy_bytes > 0).any())
+    copy = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    if any_bytes:
+        ok = (copy_step >= 0) & (copy_bytes > 0)
+        cell = copy_rank[ok].astype(np.int64) * n_steps + copy_step[ok]
+        uk, inv = np.unique(cell, return_inverse=True)
+        tot = np.bincount(inv, weights=copy_bytes[ok].astype(np.float64), minlength=len(uk))
+        copy = (uk // n_steps, uk % n_steps, tot)
+    return CovariateSums(kern, names, copy, any_bytes)
+
+
+def covariates_from_sums(sums: CovariateSums, n_steps: int, n_ranks: int) -> np.ndarray:
+    """[n_steps, k] covariates from their per-cell sums (see :func:`step_covariates`)."""
+    cols = []
+    if len(sums.names):
         # Per (step, name): the mean log duration (bincounts, no sort); each name's level is its median
         # over steps; a step's common mode is the median over names of its deviation from their levels.
-        _, name_c = small_inverse(name.astype(np.int64))
-        n_names = int(name_c.max()) + 1
-        ok = step_idx >= 0
-        for c in small_unique(cls):  # compute- and memory-bound work scale differently with batch and context
-            sel = ok & (cls == c)
-            key = step_idx[sel].astype(np.int64) * n_names + name_c[sel]
-            cnt = np.bincount(key, minlength=n_steps * n_names).reshape(n_steps, n_names)
-            tot = np.bincount(key, weights=log_dur[sel], minlength=n_steps * n_names).reshape(
-                n_steps, n_names
-            )
+        n_names = len(sums.names)
+        for _c, (step, nm, cnt_c, tot_c) in sums.kern.items():  # compute- and memory-bound work scale apart
+            key = step * n_names + np.searchsorted(sums.names, nm)
+            cnt = np.zeros(n_steps * n_names, np.int64)
+            tot = np.zeros(n_steps * n_names)
+            cnt[key] = cnt_c
+            tot[key] = tot_c
+            cnt = cnt.reshape(n_steps, n_names)
+            tot = tot.reshape(n_steps, n_names)
             with np.errstate(all="ignore"):
                 mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
                 level = quiet_nanmedian(mean, 0)
                 cm = quiet_nanmedian(mean - level[None, :], 1)
             if np.isfinite(cm).sum() >= 3:
                 cols.append(cm)
-    if len(copy_bytes) and (copy_bytes > 0).any():
-        ok = (copy_step >= 0) & (copy_bytes > 0)
-        cell = copy_rank[ok].astype(np.int64) * n_steps + copy_step[ok]
-        tot = np.bincount(cell, weights=copy_bytes[ok].astype(np.float64), minlength=n_ranks * n_steps)
+    if sums.any_copy_bytes:
+        rank, step, tot_c = sums.copy
+        tot = np.zeros(n_ranks * n_steps)
+        tot[rank * n_steps + step] = tot_c
         tot = tot.reshape(n_ranks, n_steps)
         tot[tot <= 0] = np.nan
         with np.errstate(all="ignore"):

@@ -19,8 +19,7 @@ import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
 from kat_gui.detect.anomalies import ROOT, AnomalyPart
-from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
-from kat_gui.detect.history import LinkShift, link_shifts, step_covariates
+from kat_gui.detect.history import LinkShift, link_shifts
 from kat_gui.detect.params import timing_confidence
 from kat_gui.detect.placement import component_id, finding_nodes
 from kat_gui.detect.stats import segments
@@ -46,30 +45,15 @@ class _Emitted(NamedTuple):
 def collective_shifts(run: RunAnalysis) -> list[LinkShift]:
     """Per collective (group, name): the best sustained transfer-time shift (``history.link_shifts``)."""
     co = run.collectives
-    g = run.frame.gpu
     p = run.params
     first, _ = segments(co.inst)
     rows0 = co.row[first]
-    name = g["name"][rows0].astype(np.int64)
+    name = run.gpu_values("name", rows0).astype(np.int64)
     pair = np.stack([co.group, name], axis=1)
     keys, kid = np.unique(pair, axis=0, return_inverse=True)
-    nel = g["msg_nelems"][rows0].astype(np.float64)
+    nel = run.gpu_values("msg_nelems", rows0).astype(np.float64)
     log_msg = np.where(nel > 0, np.log(np.maximum(nel, 1.0)), np.nan)
-    kern = np.flatnonzero(np.isin(g["cls"], (COMPUTE, MEMORY)) & (run.step_idx >= 0))
-    dur = np.maximum(g["end_ns"][kern] - g["start_ns"][kern], 1).astype(np.float64)
-    cp = np.flatnonzero(g["cls"] == COPY_HOST)
-    cov = step_covariates(
-        run.step_idx[kern],
-        run.n_steps,
-        np.log(dur),
-        g["name"][kern],
-        g["cls"][kern],
-        run.rank_idx[kern],
-        run.n_ranks,
-        run.step_idx[cp],
-        run.rank_idx[cp],
-        g["bytes"][cp],
-    )
+    cov = run.step_covariates()
     return link_shifts(
         keys[:, 0],
         keys[:, 1],

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
-from kat_gui.detect.anomalies import ROOT, SYMPTOM, AnomalyPart, launch_wait_rows, scored_rows
+from kat_gui.detect.anomalies import SYMPTOM, AnomalyPart, RowQuery
 from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
 from kat_gui.detect.history import joint_windows
 from kat_gui.detect.params import Params, timing_confidence
@@ -181,8 +181,6 @@ def _emit_rank_finding(
     comp, ev = fault.component, fault.median_dev
     rank = int(fr.ranks[ri])
     fid = len(findings)
-    in_win = (run.step_idx >= s0) & (run.step_idx <= s1)
-    on_rank = run.rank_idx == ri
     key = SIGNAL_OF_COMPONENT[comp]
     s = sig[key]
     zs = s.z[ri, s0 : s1 + 1]
@@ -190,15 +188,12 @@ def _emit_rank_finding(
     # Root rows: a hardware fault multiplies the duration of *every* instance of the work it affects on the
     # rank (clock throttling: compute- and memory-bound kernels; HBM: both, memory-bound most; PCIe: host
     # copies), so all of them in the fault's steps are roots, not only those that cleared the noise.
-    g = fr.gpu
-    sel_rows = in_win & on_rank
     if comp in ("gpu", "hbm"):
-        parts.append(scored_rows(run, sel_rows & np.isin(g["cls"], (COMPUTE, MEMORY)), fid, s.sigma))
+        parts.append(run.scored_part(RowQuery(ri, s0, s1, (COMPUTE, MEMORY)), fid, s.sigma))
     elif comp == "pcie":
-        parts.append(scored_rows(run, sel_rows & (g["cls"] == COPY_HOST), fid, s.sigma))
+        parts.append(run.scored_part(RowQuery(ri, s0, s1, (COPY_HOST,)), fid, s.sigma))
     elif comp == "cpu":
-        w_rows, w_score = launch_wait_rows(run, sel_rows)
-        parts.append(AnomalyPart(w_rows, ROOT, fid, w_score))
+        parts.append(run.launch_wait_part(RowQuery(ri, s0, s1), fid))
     # Symptoms: peers' collective kernels that waited for this rank (it arrived last) in the window.
     co = run.collectives
     wait_share = 0.0

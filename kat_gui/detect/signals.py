@@ -59,23 +59,46 @@ def _exact_reference(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(reference, group members) per row of ``v`` (values >= 1) matched by (step, name, ordinal of that name
     within the rank's step): sorts, works for any layout."""
-    n = len(v)
     n_names = int(name.max()) + 1
+    ordinal = name_ordinals(step_idx, name, rank_idx, n_names, n_ranks)
+    max_ord = int(ordinal.max()) + 1
+    base = step_idx.astype(np.int64) * n_names + name
+    gid = exact_groups(base, ordinal, max_ord, int(base.max()))
+    return exact_reference(gid, v, float(np.nanmin(v)), float(np.nanmax(v)), 0)
+
+
+def name_ordinals(
+    step_idx: np.ndarray, name: np.ndarray, rank_idx: np.ndarray, n_names: int, n_ranks: int
+) -> np.ndarray:
+    """Per row: how many rows of the same (step, name, rank) come before it (rows in execution order)."""
+    n = len(step_idx)
     k1 = (step_idx.astype(np.int64) * n_names + name) * n_ranks + rank_idx
     o1 = np.argsort(k1, kind="stable")
     first, length = segments(k1[o1])
     ordinal = np.empty(n, dtype=np.int64)
     ordinal[o1] = np.arange(n) - np.repeat(first, length)
-    max_ord = int(ordinal.max()) + 1
-    base = step_idx.astype(np.int64) * n_names + name
-    if int(base.max()) * max_ord + max_ord < 2**62:
+    return ordinal
+
+
+def exact_groups(base: np.ndarray, ordinal: np.ndarray, max_ord: int, base_max: int) -> np.ndarray:
+    """Dense group id per row, numbered in (base, ordinal) order; ``max_ord`` and ``base_max`` bound the run's
+    ordinals and bases (so that a window of the run picks the encoding the whole run would)."""
+    if base_max * max_ord + max_ord < 2**62:
         k2 = base * max_ord + ordinal
         _, gid = np.unique(k2, return_inverse=True)
     else:  # very long runs with huge string tables: two-column unique, slower but exact
         _, gid = np.unique(np.stack([base, ordinal], axis=1), axis=0, return_inverse=True)
-    gid = gid.ravel()
+    return gid.ravel()
+
+
+def exact_reference(
+    gid: np.ndarray, v: np.ndarray, lo: float, hi: float, gid_offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, members) per row from dense group ids; ``lo``/``hi`` are the range of the run's values and
+    ``gid_offset`` the number of groups before these (both only order the median sort as the whole run
+    would: see :func:`kat_gui.detect.stats.group_sort`)."""
     n_groups = int(gid.max()) + 1
-    med, cnt = group_median(gid, v, n_groups)
+    med, cnt = group_median(gid, v, n_groups, lo, hi, gid_offset)
     sums = np.bincount(gid, weights=v, minlength=n_groups)
     members = cnt[gid]
     return _peer_reference(members, med[gid], sums[gid], v), members
@@ -97,16 +120,45 @@ def _positional_reference(
     n_steps = int(step_idx.max()) + 1
     if n_steps * n_ranks >= 2**31:
         return None
-    cell = rank_idx.astype(np.int32) * np.int32(n_steps) + step_idx.astype(np.int32)
+    pos = cell_positions(step_idx, rank_idx, n_steps)
+    if pos is None:
+        return None
+    max_pos = int(pos.max()) + 1
+    if n_steps * max_pos * n_ranks > 8 * n + 1_000_000:
+        return None  # ragged steps: the dense matrix would be mostly empty
+    ok, ref, members = positional_match(step_idx, name, rank_idx, v, n_ranks, pos, max_pos)
+    if np.count_nonzero(ok) < 0.9 * n:
+        return None
+    return ref, members
+
+
+def cell_positions(step_idx: np.ndarray, rank_idx: np.ndarray, n_steps: int) -> np.ndarray | None:
+    """Per row, its position within its (rank, step) cell when the rows run cell by cell in (rank, step)
+    order (None otherwise)."""
+    n = len(step_idx)
+    cell = rank_idx.astype(np.int64) * n_steps + step_idx.astype(np.int64)
     brk = cell[1:] != cell[:-1]
     if n > 1 and (cell[1:][brk] < cell[:-1][brk]).any():
         return None
     first = np.flatnonzero(np.r_[True, brk])
-    pos = np.arange(n, dtype=np.int32) - np.repeat(first.astype(np.int32), np.diff(np.r_[first, n]))
-    max_pos = int(pos.max()) + 1
-    if n_steps * max_pos * n_ranks > 8 * n + 1_000_000:
-        return None  # ragged steps: the dense matrix would be mostly empty
-    mid = step_idx.astype(np.int64) * max_pos + pos
+    return np.arange(n, dtype=np.int32) - np.repeat(first.astype(np.int32), np.diff(np.r_[first, n]))
+
+
+def positional_match(
+    step_idx: np.ndarray,
+    name: np.ndarray,
+    rank_idx: np.ndarray,
+    v: np.ndarray,
+    n_ranks: int,
+    pos: np.ndarray,
+    max_pos: int,
+    step0: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(matched, reference, members) per row: the k-th row of each (rank, step) against the k-th of the same
+    step on the other ranks, members with the match's majority name only (see :func:`_positional_reference`).
+    ``step0`` is the first step of the rows (a window of the run; 0 for the whole run)."""
+    n_steps = int(step_idx.max()) + 1 - step0
+    mid = (step_idx.astype(np.int64) - step0) * max_pos + pos
     n_mid = n_steps * max_pos
     # Majority name per match: with the valid names of a row sorted, the middle one is the majority name
     # whenever more than half of the ranks agree.
@@ -117,8 +169,6 @@ def _positional_reference(
     k = n_ranks - cnt + (cnt - 1) // 2
     major = np.take_along_axis(srt, np.clip(k, 0, n_ranks - 1)[:, None], axis=1)[:, 0]
     ok = name == major[mid]
-    if np.count_nonzero(ok) < 0.9 * n:
-        return None
     vals = np.full((n_mid, n_ranks), np.nan)
     vals[mid[ok], rank_idx[ok]] = v[ok]
     vs = np.sort(vals, axis=1)  # NaN last
@@ -129,7 +179,7 @@ def _positional_reference(
     tot = np.nansum(vs, axis=1)
     m_row = members[mid]
     ref = np.where(ok, _peer_reference(m_row, med[mid], tot[mid], v), np.nan)
-    return ref, np.where(ok, m_row, 0)
+    return ok, ref, np.where(ok, m_row, 0)
 
 
 @dataclass
@@ -167,16 +217,49 @@ def cell_signal(
     ok = np.isfinite(value) & (step_idx >= 0)
     cell = rank_idx[ok].astype(np.int64) * n_steps + step_idx[ok]
     n_cells = n_ranks * n_steps
-    se = np.zeros(n_cells)
+    vo = value[ok]
     if reduce == "median" and ok.sum() > LARGE_CELL_ROWS:
+        bounds = winsor_bounds(vo[:: max(1, len(vo) // WINSOR_SAMPLE)], sigma_floor)
+        val, cnt, se = cell_values(cell, vo, n_cells, "winsor", clip=bounds)
+    elif reduce == "median":
+        lo_hi = (float(np.min(vo)), float(np.max(vo))) if len(vo) else None
+        val, cnt, se = cell_values(cell, vo, n_cells, "median", lo_hi=lo_hi)
+    else:
+        val, cnt, se = cell_values(cell, vo, n_cells, "sum")
+    val = val.reshape(n_ranks, n_steps)
+    cnt = cnt.reshape(n_ranks, n_steps)
+    return centred(name, val, cnt, sigma_floor, se.reshape(n_ranks, n_steps))
+
+
+WINSOR_SAMPLE = 50_000  # rows the winsorising bounds are estimated from (every k-th row of the signal)
+
+
+def winsor_bounds(sample: np.ndarray, sigma_floor: float) -> tuple[float, float]:
+    """Clipping bounds of the winsorised cell means: 4 robust deviations (at least 0.05) around the median of a
+    regular subsample of the signal's rows."""
+    centre = float(np.median(sample))
+    spread = max(4.0 * robust_sigma(sample, sigma_floor), 0.05)
+    return centre - spread, centre + spread
+
+
+def cell_values(
+    cell: np.ndarray,
+    value: np.ndarray,
+    n_cells: int,
+    mode: str,
+    lo_hi: tuple[float, float] | None = None,
+    clip: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, count, standard error) per cell id in ``[0, n_cells)`` of finite per-row ``value``: ``mode``
+    ``"median"`` (``lo_hi``: the range of the signal's values, which orders the median sort), ``"winsor"``
+    (means of the values clipped to ``clip``) or ``"sum"``. Every cell depends on its own rows only, in their
+    order, so a window of the run holding whole cells computes them as the whole run would."""
+    se = np.zeros(n_cells)
+    if mode == "winsor":
         # Many rows: a winsorised mean per cell (bincounts, no sort) stands in for the median. Rows are
         # clipped at 4 robust deviations of all rows (from a subsample), so a few outliers cannot move a
         # cell, while a fault, which shifts most rows of a cell, passes unclipped.
-        vo = value[ok]
-        sub = vo[:: max(1, len(vo) // 50_000)]
-        centre = float(np.median(sub))
-        spread = max(4.0 * robust_sigma(sub, sigma_floor), 0.05)
-        vc = np.clip(vo, centre - spread, centre + spread)
+        vc = np.clip(value, clip[0], clip[1])
         cnt = np.bincount(cell, minlength=n_cells)
         with np.errstate(all="ignore"):
             val = np.bincount(cell, weights=vc, minlength=n_cells) / cnt
@@ -184,23 +267,22 @@ def cell_signal(
             sd = np.sqrt(np.maximum(sq - val * val, 0.0))
             se = np.nan_to_num(sd / np.sqrt(np.maximum(cnt, 1)), nan=0.0)
         val = np.where(cnt > 0, val, np.nan)
-    elif reduce == "median":
-        val, cnt = group_median(cell, value[ok], n_cells)
+    elif mode == "median":
+        lo, hi = lo_hi if lo_hi is not None else (None, None)
+        val, cnt = group_median(cell, value, n_cells, lo, hi)
         # Standard error of each cell's median from its own rows' spread: a cell built from few or noisy
         # rows must deviate more before it counts. The spread is the mean absolute deviation from the cell
         # median (x 1.2533 = sigma for normal rows; a bincount, no second sort), and 1.2533 again is the
         # efficiency of the median relative to the mean.
-        absdev = np.bincount(cell, weights=np.abs(value[ok] - val[cell]), minlength=n_cells)
+        absdev = np.bincount(cell, weights=np.abs(value - val[cell]), minlength=n_cells)
         with np.errstate(all="ignore"):
             spread = 1.2533 * absdev / np.maximum(cnt, 1)
             se = np.nan_to_num(1.2533 * spread / np.sqrt(np.maximum(cnt, 1)), nan=0.0)
     else:
         cnt = np.bincount(cell, minlength=n_cells)
-        val = np.bincount(cell, weights=value[ok], minlength=n_cells).astype(np.float64)
+        val = np.bincount(cell, weights=value, minlength=n_cells).astype(np.float64)
         val[cnt == 0] = np.nan
-    val = val.reshape(n_ranks, n_steps)
-    cnt = cnt.reshape(n_ranks, n_steps)
-    return centred(name, val, cnt, sigma_floor, se.reshape(n_ranks, n_steps))
+    return val, cnt, se
 
 
 def centred(

@@ -31,30 +31,54 @@ def count_before_by_rank(rank: np.ndarray, start_ns: np.ndarray, mark: np.ndarra
     return out
 
 
-def group_sort(group: np.ndarray, value: np.ndarray) -> np.ndarray:
+def group_sort(
+    group: np.ndarray,
+    value: np.ndarray,
+    lo: float | None = None,
+    hi: float | None = None,
+    key_offset: int = 0,
+) -> np.ndarray:
     """Order sorting rows by (group, value) with one argsort: ``value`` is squeezed into [0, 0.5) and added
-    to the group id (float64 keeps ~1e-9 resolution of the value range, plenty for medians)."""
+    to the group id (float64 keeps ~1e-9 resolution of the value range, plenty for medians).
+
+    ``lo``/``hi`` (default: the values' own range) and ``key_offset`` (added to the group ids) let a part of
+    a larger set of rows be ordered with the keys the whole set would have: streamed detection orders each
+    window's groups exactly as a pass over the whole run would (``kat_gui.detect.streamed``)."""
     if not len(group):
         return np.zeros(0, np.int64)
     v = value.astype(np.float64)
-    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    if lo is None or hi is None:
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
     scaled = (v - lo) / ((hi - lo) * 2.0 + 1e-300)
-    return np.argsort(group.astype(np.float64) + scaled, kind="stable")
+    key = (
+        group.astype(np.float64)
+        if not key_offset
+        else (group.astype(np.int64) + key_offset).astype(np.float64)
+    )
+    return np.argsort(key + scaled, kind="stable")
 
 
-def group_median(group: np.ndarray, value: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Median and count of ``value`` per group id in ``[0, n_groups)``; NaN where a group is empty."""
+def group_median(
+    group: np.ndarray,
+    value: np.ndarray,
+    n_groups: int,
+    lo: float | None = None,
+    hi: float | None = None,
+    key_offset: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median and count of ``value`` per group id in ``[0, n_groups)``; NaN where a group is empty.
+    ``lo``/``hi``/``key_offset``: see :func:`group_sort`."""
     med = np.full(n_groups, np.nan)
     cnt = np.bincount(group, minlength=n_groups) if len(group) else np.zeros(n_groups, np.int64)
     if not len(group):
         return med, cnt
-    order = group_sort(group, value)
+    order = group_sort(group, value, lo, hi, key_offset)
     g_s = group[order]
     v_s = value[order].astype(np.float64)
     first, length = segments(g_s)
-    lo = v_s[first + (length - 1) // 2]
-    hi = v_s[first + length // 2]
-    med[g_s[first]] = 0.5 * (lo + hi)
+    lo_v = v_s[first + (length - 1) // 2]
+    hi_v = v_s[first + length // 2]
+    med[g_s[first]] = 0.5 * (lo_v + hi_v)
     return med, cnt
 
 

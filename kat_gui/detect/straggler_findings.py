@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
-from kat_gui.detect.anomalies import ROOT, SYMPTOM, AnomalyPart, launch_wait_rows
+from kat_gui.detect.anomalies import ROOT, SYMPTOM, AnomalyPart, RowQuery
 from kat_gui.detect.placement import component_id, finding_nodes
 from kat_gui.detect.signals import CellSignal
 
@@ -89,9 +89,10 @@ def straggler_findings(
         rows_me = co.row[mine & last[co.inst]]
         late_me_ns = co.late_ns[mine & last[co.inst]].astype(np.float64)
         launch_delay_ns = np.full(len(rows_me), np.nan)
-        if (run.launch_ns >= 0).any():
-            launch_ns = run.launch_ns[co.row].astype(np.float64)
-            launch_ns[run.launch_ns[co.row] < 0] = np.nan
+        if run.any_launch:
+            member_launch_ns = run.collective_launch_ns()
+            launch_ns = member_launch_ns.astype(np.float64)
+            launch_ns[member_launch_ns < 0] = np.nan
             for j, i in enumerate(co.inst[mine & last[co.inst]]):
                 others_l = launch_ns[(co.inst == i) & ~mine]
                 own = launch_ns[(co.inst == i) & mine]
@@ -110,10 +111,7 @@ def straggler_findings(
         s0 = int(s_last[s_last >= 0].min()) if (s_last >= 0).any() else 0
         s1 = int(s_last[s_last >= 0].max()) if (s_last >= 0).any() else run.n_steps - 1
         if comp == "cpu":
-            on_rank = (run.rank_idx == ri) & (run.step_idx >= s0) & (run.step_idx <= s1)
-            w_rows, w_score = launch_wait_rows(run, on_rank)
-            w_rows = np.union1d(w_rows, rows_me)
-            parts.append(AnomalyPart(w_rows, ROOT, fid, np.ones(len(w_rows))))
+            parts.append(run.launch_wait_part(RowQuery(ri, s0, s1), fid, extra_rows=rows_me))
         else:
             parts.append(
                 AnomalyPart(

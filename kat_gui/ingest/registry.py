@@ -11,7 +11,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -192,40 +192,85 @@ def read_traces(
     rank raise KatInputError naming both files.
     """
     options = options or IngestOptions()
-    files = plan(paths)
-    if options.rank is not None and len(files) != 1:
-        raise KatInputError(None, f"--rank applies to a single file, but {len(files)} files were given")
-    placements = _placements(files, options)
-    sizes = [max(_size(p), 1) for p, _ in files]
-    total = float(sum(sizes)) or 1.0
+    reads = plan_reads(paths, options)
+    total = float(sum(r.size for r in reads)) or 1.0
     done = 0.0
-    owner: dict[int, Path] = {}
-    for (path, fmt), size in zip(files, sizes, strict=True):
+    owners = RankOwners(options)
+    for fr in reads:
         sub: Progress | None = None
         if progress is not None:
             base = done
 
-            def sub(frac: float, message: str, base: float = base, size: int = size) -> None:
+            def sub(frac: float, message: str, base: float = base, size: int = fr.size) -> None:
                 progress((base + frac * size) / total, message)
 
-            progress(done / total, f"reading {path.name}")
-        mod = reader_for(fmt)
-        read_many = getattr(mod, "read_many", None)
-        # A reader with read_many takes files that hold several ranks (one RankTrace each, rank from content).
-        opts = replace(options, node=placements[path]) if path in placements else options
-        traces = read_many(path, opts, sub) if read_many is not None else [mod.read(path, opts, sub)]
-        done += size
+            progress(done / total, f"reading {fr.path.name}")
+        traces = read_file(fr, sub)
+        done += fr.size
         for trace in traces:
-            rank, source = _resolve_rank(path, trace, options)
-            if rank in owner:
-                raise KatInputError(path, f"rank {rank} appears twice: in {owner[rank]} and in {path}")
-            owner[rank] = path
-            trace.rank = rank
-            if source != "content" or "rank_source" not in trace.meta:  # a reader may say more than "content"
-                trace.meta["rank_source"] = source
+            owners.claim(fr.path, trace)
             if progress is not None:
-                progress(done / total, f"read {path.name}")
+                progress(done / total, f"read {fr.path.name}")
             yield trace
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """One file to read: its format, the options its reader gets (with its node placement) and its size in
+    bytes (at least 1, for progress). A plain value, so that a dask worker can read the file
+    (:func:`read_file`) while the caller resolves ranks in file order (:class:`RankOwners`)."""
+
+    path: Path
+    fmt: str
+    options: IngestOptions
+    size: int
+
+
+def plan_reads(paths: Iterable[str | os.PathLike], options: IngestOptions) -> list[FileRead]:
+    """Every file :func:`read_traces` reads, in its order, sniffed and placed; raises KatInputError first."""
+    files = plan(paths)
+    if options.rank is not None and len(files) != 1:
+        raise KatInputError(None, f"--rank applies to a single file, but {len(files)} files were given")
+    placements = _placements(files, options)
+    return [
+        FileRead(
+            path,
+            fmt,
+            replace(options, node=placements[path]) if path in placements else options,
+            max(_size(path), 1),
+        )
+        for path, fmt in files
+    ]
+
+
+def read_file(fr: FileRead, progress: Progress | None = None) -> Iterable[RankTrace]:
+    """The traces of one file, ranks not yet resolved (a reader with read_many may yield several)."""
+    mod = reader_for(fr.fmt)
+    read_many = getattr(mod, "read_many", None)
+    # A reader with read_many takes files that hold several ranks (one RankTrace each, rank from content).
+    return (
+        read_many(fr.path, fr.options, progress)
+        if read_many is not None
+        else [mod.read(fr.path, fr.options, progress)]
+    )
+
+
+class RankOwners:
+    """Resolves each trace's rank, in file order, and refuses a rank seen before (naming both files)."""
+
+    def __init__(self, options: IngestOptions):
+        self.options = options
+        self.owner: dict[int, Path] = {}
+
+    def claim(self, path: Path, trace: RankTrace) -> None:
+        """Set ``trace.rank`` and ``trace.meta["rank_source"]``; KatInputError for a rank already claimed."""
+        rank, source = _resolve_rank(path, trace, self.options)
+        if rank in self.owner:
+            raise KatInputError(path, f"rank {rank} appears twice: in {self.owner[rank]} and in {path}")
+        self.owner[rank] = path
+        trace.rank = rank
+        if source != "content" or "rank_source" not in trace.meta:  # a reader may say more than "content"
+            trace.meta["rank_source"] = source
 
 
 def _placements(files: list[tuple[Path, str]], options: IngestOptions) -> dict[Path, NodePlacement]:
