@@ -311,15 +311,11 @@ def wait(task: Any, poll: Callable[[], None] | None = None) -> Any:
     raises ``Cancelled`` when the user cancels: the wait ends at once, and :func:`executor` cancels the rest)."""
     if isinstance(task, Task) or poll is None:
         return task.result()
-    from distributed import wait as dask_wait
-
     while True:
         try:
-            dask_wait(task, timeout=POLL_S)
+            return task.result(timeout=POLL_S)
         except TimeoutError:
             poll()
-            continue
-        return task.result()
 
 
 def describe(path: str | os.PathLike) -> str:

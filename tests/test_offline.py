@@ -193,3 +193,87 @@ def test_gui_offline_screenshot(offline_run, tmp_path):
     assert _attempts(log) == []
     if trace is not None:
         assert _strace_net(trace) == []
+
+
+# A local cluster (``--workers N``, or the default for large inputs) talks over TCP, but only on 127.0.0.1: this
+# guard lets loopback sockets through and records any bind, connect or name lookup beyond it, in every process
+# (the workers are spawned Pythons that read the same sitecustomize).
+LOOPBACK_GUARD = textwrap.dedent(
+    """
+    import os
+    import socket as _socket
+
+    _LOG = os.environ["KAT_NET_LOG"]
+    _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+    _INET = {_socket.AF_INET, getattr(_socket, "AF_INET6", -1)}
+
+
+    def _record(kind, what):
+        with open(_LOG, "a", encoding="utf-8") as f:
+            f.write(f"{kind}\\t{os.getpid()}\\t{what}\\n")
+
+
+    def _check(sock, address, what):
+        if sock.family in _INET:
+            host = address[0] if isinstance(address, tuple) else address
+            if host not in _LOOPBACK:
+                _record("net", f"{what}({address!r})")
+                raise OSError("only loopback allowed by tests/test_offline.py")
+            _record("loopback", f"{what}({address!r})")
+
+
+    _Base = _socket.socket
+
+
+    class LoopbackSocket(_Base):
+        def bind(self, address):
+            _check(self, address, "bind")
+            return super().bind(address)
+
+        def connect(self, address):
+            _check(self, address, "connect")
+            return super().connect(address)
+
+        def connect_ex(self, address):
+            _check(self, address, "connect_ex")
+            return super().connect_ex(address)
+
+
+    _getaddrinfo = _socket.getaddrinfo
+
+
+    def _guarded_getaddrinfo(host, *args, **kwargs):
+        if host not in _LOOPBACK and host is not None:
+            _record("net", f"getaddrinfo({host!r})")
+            raise _socket.gaierror("only loopback allowed by tests/test_offline.py")
+        return _getaddrinfo(host, *args, **kwargs)
+
+
+    _socket.socket = LoopbackSocket
+    _socket.SocketType = LoopbackSocket
+    _socket.getaddrinfo = _guarded_getaddrinfo
+    """
+)
+
+
+def test_a_local_cluster_stays_on_loopback(tmp_path):
+    """``kat ingest --workers 2`` and ``kat detect --workers 2`` (a dask LocalCluster): every socket of the
+    client, the scheduler and the workers binds and connects to 127.0.0.1 only."""
+    d = tmp_path / "loopguard"
+    d.mkdir()
+    (d / "sitecustomize.py").write_text(LOOPBACK_GUARD, encoding="utf-8")
+    log = tmp_path / "net.log"
+    env = _env(d, log, tmp_path / "cache")
+    env["KAT_DETECT_WINDOW_ROWS"] = "1000"  # several windows: detection really runs on the workers
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    traces = tmp_path / "traces"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks import synth_run; "
+    code += f"synth_run.generate(__import__('pathlib').Path({str(traces)!r}), 4, 30, 2, 1, 0.3, 0)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    store = tmp_path / "run.kat.h5"
+    r = _kat(["ingest", str(traces), "-o", str(store), "--workers", "2"], env)
+    assert r.returncode == 0, r.stderr
+    r = _kat(["detect", str(store), "--workers", "2"], env)
+    assert r.returncode == 0, r.stderr
+    assert _attempts(log) == []
+    assert _attempts(log, "loopback"), "the guard saw no socket: was a cluster started?"
