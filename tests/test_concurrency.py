@@ -41,7 +41,8 @@ def store(base_store, tmp_path) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
+    # faulthandler: a crash of a child (a window quitting with a worker still reading) shows where it was.
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
     env.update(extra)
     return env
 
