@@ -269,7 +269,10 @@ class MainWindow(QtWidgets.QMainWindow):
         return job
 
     def busy(self) -> bool:
-        return any(j.state in ("pending", "running") for j in self.jobs)
+        """Whether a job runs, or its results have not reached the window yet: a job leaves ``jobs`` when its
+        ``finished`` signal is handled here, after its ``done`` (its state is final as soon as the worker
+        returns, before the GUI thread has shown what it made)."""
+        return bool(self.jobs)
 
     def _on_progress(self, frac: float, msg: str) -> None:
         self.progress.setValue(int(frac * 1000))

@@ -81,6 +81,14 @@ class RunView(QtWidgets.QWidget):
         self.split.setStretchFactor(1, 1)
         self.split.setSizes([1180, 420])
         lay.addWidget(self.split, 1)
+        # A new tab paints in steps, each in its own event-loop turn, so that none holds the GUI thread long (a
+        # heartbeat on the GUI thread gets in between): first the tab is built and laid out, then the banner and
+        # the timeline paint, then the panels below and beside it (tables, topology, text).
+        self._later = (self.bottom, right)
+        for w in self._later:
+            w.setUpdatesEnabled(False)
+        self.setUpdatesEnabled(False)
+        QtCore.QTimer.singleShot(0, self, self._paint_step)
 
         self.timeline.eventSelected.connect(self._on_select)
         self.findings.anomalyActivated.connect(self.goto_anomaly)
@@ -88,6 +96,14 @@ class RunView(QtWidgets.QWidget):
         self.topology.ranksSelected.connect(self._on_ranks)
         self.explanation.evidenceActivated.connect(self.goto_window)
         self.notes.noteActivated.connect(self.goto_note)
+
+    def _paint_step(self) -> None:
+        if not self.updatesEnabled():
+            self.setUpdatesEnabled(True)  # the banner and the timeline (the panels stay off)
+            QtCore.QTimer.singleShot(0, self, self._paint_step)
+            return
+        for w in self._later:
+            w.setUpdatesEnabled(True)
 
     def _notes_tab_title(self) -> None:
         try:
