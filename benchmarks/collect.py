@@ -22,6 +22,7 @@ ORDER = [
     ("explain_adapter.md", "Domain-adapted explainer (held-out)", "benchmarks/explain.py --heldout"),
     ("render.md", "GUI rendering", "benchmarks/render.py"),
     ("compare.md", "Run comparison", "benchmarks/compare.py"),
+    ("scaleout.md", "Scale-out: parallel ingest, bounded-memory detection", "benchmarks/scaleout.py"),
 ]
 
 

@@ -109,7 +109,8 @@ class Executor:
     workers = 0
     description = "in this process"
 
-    def submit(self, fn: Callable, *args: Any) -> Any:
+    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Any:
+        """Run ``fn(*args)`` as a task (``priority``: higher runs first among queued tasks)."""
         raise NotImplementedError
 
     def check_paths(self, paths: Iterable[str | os.PathLike]) -> None:
@@ -127,7 +128,7 @@ class InProcess(Executor):
     """Runs each task at once, here. A task's exception is kept and raised by ``result()``, as dask does, so
     that callers that read results in order raise the first error in that order."""
 
-    def submit(self, fn: Callable, *args: Any) -> Task:
+    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Task:
         args = tuple(a.result() if isinstance(a, Task) else a for a in args)
         try:
             return Task(fn(*args))
@@ -146,8 +147,8 @@ class OnDask(Executor):
         self.workers = workers
         self._futures: list = []
 
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        fut = self.client.submit(fn, *args, pure=False)
+    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Any:
+        fut = self.client.submit(fn, *args, pure=False, priority=priority)
         self._futures.append(fut)
         if len(self._futures) > 4096:
             self._futures = [f for f in self._futures if not f.done()]

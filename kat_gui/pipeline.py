@@ -122,12 +122,12 @@ def _write_ranks(ex: parallel.Executor, reads: list[FileRead], writer, options: 
     for fr, prepared in parallel.in_order(ex, reads, submit):
         if progress is not None:
             progress(done / total, f"reading {fr.path.name}{where}")
-        headers = parallel.wait(ex.submit(_headers, prepared))
+        headers = parallel.wait(ex.submit(_headers, prepared, priority=2))
         for i, header in enumerate(headers):
             owners.claim(fr.path, header)
-            queue.append(
-                (ex.submit(_encode, prepared, i, writer.place(header, header.rank, header.meta)), fr)
-            )
+            # Encoding runs before the files read ahead: the writer waits for it, in order.
+            place = writer.place(header, header.rank, header.meta)
+            queue.append((ex.submit(_encode, prepared, i, place, priority=1), fr))
         del prepared  # kept on its worker until its ranks are encoded
         done += fr.size
         yield from write(block=False)

@@ -61,6 +61,13 @@ WINDOW_ROWS = 250_000  # GPU events per window (about 0.1-0.2 GB of working memo
 # Least GPU events for which detection starts a local cluster by itself; smaller runs stream in this process.
 CLUSTER_MIN_ROWS = 4_000_000
 _REL_BITS = 44  # align.assign_steps measures times relative to the run's start in 44 bits
+STAGE_TEXT = {
+    "stats": "comparing ranks with their peers: matching",
+    "refs": "comparing ranks with their peers: references",
+    "cells": "comparing ranks with their peers: cells",
+    "winsor": "comparing ranks with their peers: winsorised cells",
+    "rows": "anomaly table: the blamed events",
+}
 
 
 def window_rows() -> int:
@@ -94,7 +101,10 @@ def analyse_store(store, params: Params | None = None, progress: Progress | None
         try:
             run = StreamedAnalysis.build(store, lay, gpu_tracks, n_gpu, p, ex, scaled(progress, 0.0, 0.25))
             if run is not None:
-                return detect_run(run, scaled(progress, 0.25, 0.95))
+                run_progress = scaled(progress, 0.25, 0.95)
+                if run_progress is not None:  # the last pass runs inside the engine's "anomaly table" (0.9)
+                    run._rows_tick = lambda _f, m: run_progress(0.9, m)
+                return detect_run(run, run_progress)
         finally:
             ex.run_everywhere(release_readers)
     return whole()  # not streamable
@@ -154,7 +164,9 @@ class StreamedAnalysis:
             [int(t) for t in annotated if lay.track_rank[t] == r]
             for r in np.unique(lay.track_rank[annotated])
         ]
-        ann = _gather(ex, groups, lambda ts: ex.submit(step_annotations, lay, ts))
+        ann = _gather(
+            ex, groups, lambda ts: ex.submit(step_annotations, lay, ts), tick, 0.0, 0.1, "reading steps"
+        )
         ann_all = {
             c: np.concatenate([np.zeros(0, dt), *(x[c] for x in ann)]) for c, dt in ANNOTATION_COLUMNS.items()
         }
@@ -171,7 +183,9 @@ class StreamedAnalysis:
             lay.mode = "table"
         else:
             tick(0.1, "looking for a marker kernel")
-            counts = _gather(ex, ranks, lambda r: ex.submit(marker_counts, lay, int(r)))
+            counts = _gather(
+                ex, ranks, lambda r: ex.submit(marker_counts, lay, int(r)), tick, 0.1, 0.2, "marker kernel"
+            )
             pair = np.concatenate(
                 [np.zeros(0, np.int64), *((u << 20) | i for i, (u, _c) in enumerate(counts))]
             )
@@ -183,7 +197,9 @@ class StreamedAnalysis:
             lay.mode, lay.marker = "marker", marker
             lay.frame = replace(lay.frame, step_name=None)
         tick(0.2, "scanning ranks")
-        scans = _gather(ex, ranks, lambda r: ex.submit(scan_rank, lay, int(r)))
+        scans = _gather(
+            ex, ranks, lambda r: ex.submit(scan_rank, lay, int(r)), tick, 0.2, 0.9, "scanning ranks"
+        )
         if not all(s.monotone for s in scans):
             return None
         if lay.mode == "table" and n_gpu:
@@ -249,6 +265,8 @@ class StreamedAnalysis:
         self.any_launch = any(s.any_launch for s in scans)
         self.launch_signal = self.n_ranks >= 2 and any(len(s.lch["step"]) for s in scans)
         self.windows: list[Window] = []
+        self._tick: Progress | None = None
+        self._rows_tick: Progress | None = None
         self._cov: CovariateSums | None = None
         self._rows_cache: dict[str, np.ndarray] = {}
 
@@ -292,15 +310,23 @@ class StreamedAnalysis:
             plans or {}, cells or {},
         )  # fmt: skip
 
-    def _stage(self, ctx: StreamContext, stage: str, windows=None, queries=None) -> list:
+    def _stage(self, ctx: StreamContext, stage: str, windows=None, queries=None, span=(0.0, 1.0)) -> list:
         windows = self.windows if windows is None else windows
         args = {w.index: (queries or {}).get(w.index) for w in windows}
-        return _gather(self.ex, windows, lambda w: self.ex.submit(window_stage, ctx, w, stage, args[w.index]))
+        msg = f"{STAGE_TEXT[stage]} ({len(windows)} windows of steps)"
+        return _gather(
+            self.ex,
+            windows,
+            lambda w: self.ex.submit(window_stage, ctx, w, stage, args[w.index]),
+            self._tick,
+            *span,
+            msg,
+        )
 
     def kernel_signals(self, progress: Progress | None = None) -> dict[str, CellSignal]:
         tick = progress or (lambda f, m: None)
-        tick(0.0, f"comparing ranks with their peers: matching ({len(self.windows)} windows)")
-        stats = self._stage(self._context(), "stats")
+        self._tick = progress
+        stats = self._stage(self._context(), "stats", span=(0.0, 0.3))
         self._cov = CovariateSums.merge([s["covariates"] for s in stats])
         labels = [*SIGNALS, "gaps"]
         plans = {}
@@ -310,8 +336,7 @@ class StreamedAnalysis:
             if plan is not None:
                 plans[label] = plan
         self._plans = plans
-        tick(0.3, "comparing ranks with their peers: references")
-        refs = self._stage(self._context(plans), "refs")
+        refs = self._stage(self._context(plans), "refs", span=(0.3, 0.6))
         cells = {}
         for label in SIGNALS:
             got = [r[label] for r in refs if label in r]
@@ -322,8 +347,7 @@ class StreamedAnalysis:
             elif got:
                 lo, hi = min(x["lo"] for x in got), max(x["hi"] for x in got)
                 cells[label] = ("median", (lo, hi) if n_ok else None)
-        tick(0.6, "comparing ranks with their peers: cells")
-        got = self._stage(self._context(plans, cells), "cells")
+        got = self._stage(self._context(plans, cells), "cells", span=(0.6, 0.85))
         n_cells = self.n_ranks * self.n_steps
         mats: dict[str, tuple] = {}
         winsor = {}
@@ -335,7 +359,7 @@ class StreamedAnalysis:
                 val = np.concatenate([g[label][1] for g in got if label in g])
                 winsor[label] = ("winsor", winsor_bounds(val[np.argsort(pos)], self.params.sigma_floor))
         if winsor:
-            got = self._stage(self._context(plans, winsor), "winsor")
+            got = self._stage(self._context(plans, winsor), "winsor", span=(0.85, 1.0))
             for label in winsor:
                 mats[label] = _merge_cells([g[label] for g in got if label in g], n_cells)
         out = {}
@@ -423,6 +447,7 @@ class StreamedAnalysis:
                     per_window.setdefault(w.index, []).append((kind, q, sigma))
                     where.setdefault(i, []).append((w.index, len(per_window[w.index]) - 1))
         windows = [w for w in self.windows if w.index in per_window]
+        self._tick = self._rows_tick
         got = dict(zip([w.index for w in windows], self._stage(self._context(self._plans), "rows", windows, per_window),
                        strict=True))  # fmt: skip
         if got:
@@ -483,11 +508,19 @@ def _annotated(store, lay: RunLayout) -> np.ndarray:
     return kc[:, EventKind.ANNOTATION] > 0 if len(kc) else np.zeros(0, bool)
 
 
-def _gather(ex, items, submit) -> list:
-    """Results of ``submit(item)`` for every item, in order (a bounded number in flight)."""
-    return [
-        parallel.wait(task) for _item, task in parallel.in_order(ex, list(items), lambda _ex, it: submit(it))
-    ]
+def _gather(ex, items, submit, tick=None, lo: float = 0.0, hi: float = 1.0, message: str = "") -> list:
+    """Results of ``submit(item)`` for every item, in order (a bounded number in flight). ``tick(frac, msg)``
+    is called while waiting and between tasks, from ``lo`` to ``hi`` (it may raise Cancelled: the executor
+    then cancels the rest)."""
+    items = list(items)
+    out = []
+    for k, (_item, task) in enumerate(parallel.in_order(ex, items, lambda _ex, it: submit(it))):
+        frac = lo + (hi - lo) * k / max(len(items), 1)
+        poll = (lambda frac=frac: tick(frac, message)) if tick else None
+        out.append(parallel.wait(task, poll))
+        if tick:
+            tick(frac, message)
+    return out
 
 
 def _merge_cells(parts: list[tuple], n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
