@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -109,8 +110,9 @@ class Executor:
     workers = 0
     description = "in this process"
 
-    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Any:
-        """Run ``fn(*args)`` as a task (``priority``: higher runs first among queued tasks)."""
+    def submit(self, fn: Callable, *args: Any, priority: int = 0, spread: bool = False) -> Any:
+        """Run ``fn(*args)`` as a task (``priority``: higher runs first among queued tasks; ``spread``: on the
+        worker with the fewest such tasks outstanding, for tasks that start a chain of work on their data)."""
         raise NotImplementedError
 
     def check_paths(self, paths: Iterable[str | os.PathLike]) -> None:
@@ -128,7 +130,7 @@ class InProcess(Executor):
     """Runs each task at once, here. A task's exception is kept and raised by ``result()``, as dask does, so
     that callers that read results in order raise the first error in that order."""
 
-    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Task:
+    def submit(self, fn: Callable, *args: Any, priority: int = 0, spread: bool = False) -> Task:
         args = tuple(a.result() if isinstance(a, Task) else a for a in args)
         try:
             return Task(fn(*args))
@@ -146,13 +148,38 @@ class OnDask(Executor):
         self.description = description
         self.workers = workers
         self._futures: list = []
+        self._spread: list = []
+        self._worker_list: list[str] = []
+        self._workers_at = -1e9
 
-    def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Any:
-        fut = self.client.submit(fn, *args, pure=False, priority=priority)
+    def submit(self, fn: Callable, *args: Any, priority: int = 0, spread: bool = False) -> Any:
+        kw: dict[str, Any] = {}
+        if spread:
+            # dask places tasks without inputs as it sees fit, which here left one of two workers idle most of
+            # the time; the least busy worker is asked for instead (another may still take it if it is gone).
+            self._spread = [(w, f) for w, f in self._spread if not f.done()]
+            workers = self._workers()
+            if workers:
+                load = {w: 0 for w in workers}
+                for w, _f in self._spread:
+                    if w in load:
+                        load[w] += 1
+                kw = {"workers": [min(workers, key=lambda w: load[w])], "allow_other_workers": True}
+        fut = self.client.submit(fn, *args, pure=False, priority=priority, **kw)
+        if kw:
+            self._spread.append((kw["workers"][0], fut))
+        # Only futures still running are kept (for cancel): holding a finished one would keep its result
+        # alive on its worker.
+        self._futures = [f for f in self._futures if not f.done()]
         self._futures.append(fut)
-        if len(self._futures) > 4096:
-            self._futures = [f for f in self._futures if not f.done()]
         return fut
+
+    def _workers(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._workers_at > 5.0:
+            self._worker_list = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+            self._workers_at = now
+        return self._worker_list
 
     def check_paths(self, paths: Iterable[str | os.PathLike]) -> None:
         wanted = [os.path.abspath(os.fspath(p)) for p in paths]
@@ -245,22 +272,29 @@ def _connect(address: str) -> tuple[OnDask, Callable[[], None]]:
 
 
 def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
+    import dask
     from distributed import Client, LocalCluster
 
     _quiet_dask()
     scratch = tempfile.mkdtemp(prefix="kat-dask-")
     cluster = client = None
+    # dask spawns workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's adaptive mmap threshold:
+    # every large numpy array is then mapped and unmapped afresh (page faults), 25-40 % slower for the readers
+    # and sorts here. KAT's tasks hold bounded memory; the single-thread settings stay.
+    environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items()
+               if k != "MALLOC_TRIM_THRESHOLD_"}  # fmt: skip
     try:
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-            local_directory=scratch,
-            memory_limit=0,  # tasks are sized by KAT (bounded windows); no spilling or pausing by dask
-        )
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,  # shutdown races (heartbeats to a closed scheduler) are noise
+                local_directory=scratch,
+                memory_limit=0,  # tasks are sized by KAT (bounded windows); no spilling or pausing by dask
+            )
         client = Client(cluster, set_as_default=False)
     except BaseException:
         if cluster is not None:
@@ -305,6 +339,53 @@ def in_order(
 
 _END = object()
 POLL_S = 0.2
+
+
+class Prefetch:
+    """Results of submitted tasks brought into this process as soon as each task completes (on dask, by the
+    client's event loop in the background), so that the caller, which reads them in its own order, finds them
+    here instead of paying a round trip per result. Errors are raised by :meth:`result`, for that task."""
+
+    def __init__(self, ex: Executor):
+        self._ac = None
+        self._got: dict[str, tuple[Any, Any]] = {}
+        if isinstance(ex, OnDask):
+            from distributed import as_completed
+
+            self._ac = as_completed(loop=ex.client.loop, with_results=True, raise_errors=False)
+
+    def add(self, task: Any) -> Any:
+        if self._ac is not None:
+            self._ac.add(task)
+        return task
+
+    def _drain(self) -> None:
+        for fut, res in self._ac.next_batch(block=False):
+            self._got[fut.key] = (fut, res)
+
+    def ready(self, task: Any) -> bool:
+        """Whether ``task``'s result is here (always, in process)."""
+        if self._ac is None:
+            return True
+        self._drain()
+        return task.key in self._got
+
+    def result(self, task: Any, poll: Callable[[], None] | None = None) -> Any:
+        """``task``'s result, waiting for it (``poll`` every :data:`POLL_S`, as :func:`wait`)."""
+        if self._ac is None:
+            return task.result()
+        last = time.monotonic()
+        while True:
+            self._drain()
+            if task.key in self._got:
+                fut, res = self._got.pop(task.key)
+                return fut.result() if fut.status == "error" else res
+            with self._ac.thread_condition:
+                if not self._ac.has_ready():
+                    self._ac.thread_condition.wait(timeout=0.05)
+            if poll is not None and time.monotonic() - last >= POLL_S:
+                poll()
+                last = time.monotonic()
 
 
 def wait(task: Any, poll: Callable[[], None] | None = None) -> Any:

@@ -14,6 +14,7 @@ window of ranks, never the run. Either way the store is the same (docs/store-for
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -104,30 +105,40 @@ def _write_ranks(ex: parallel.Executor, reads: list[FileRead], writer, options: 
     total = float(sum(r.size for r in reads)) or 1.0
     done = 0.0
     owners = RankOwners(options)
-    queue: list[tuple[object, FileRead]] = []  # encode tasks not yet written, in placement order
+    fetch = parallel.Prefetch(ex)
+    queue: deque[tuple[object, FileRead]] = deque()  # encode tasks not yet written, in placement order
     where = "" if ex.workers == 0 else f" ({ex.description})"
 
+    def poll(fr: FileRead):
+        return (
+            None if progress is None else (lambda: progress(done / total, f"reading {fr.path.name}{where}"))
+        )
+
     def write(block: bool) -> Iterator[dict]:
-        while queue and (block or len(queue) > ex.workers):
-            task, fr = queue.pop(0)
-            enc = parallel.wait(
-                task, progress and (lambda fr=fr: progress(done / total, f"reading {fr.path.name}{where}"))
-            )
+        # Write what is here, in order; wait only when too many placed ranks are not written yet.
+        while queue and (block or len(queue) > 2 * ex.workers or fetch.ready(queue[0][0])):
+            task, fr = queue.popleft()
+            enc = fetch.result(task, poll(fr))
             writer.add_encoded(enc)
             yield enc.rank_meta
 
     def submit(ex: parallel.Executor, fr: FileRead):
-        return ex.submit(_prepare_file, _for_workers(fr) if remote else fr, str(fr.path), layout)
+        # Each file's headers are computed right after it is read, where it was read, and fetched as soon as
+        # they are ready: the writer places files in order without a round trip per file.
+        prepared = ex.submit(
+            _prepare_file, _for_workers(fr) if remote else fr, str(fr.path), layout, spread=True
+        )
+        return prepared, fetch.add(ex.submit(_headers, prepared, priority=2))
 
-    for fr, prepared in parallel.in_order(ex, reads, submit):
+    for fr, (prepared, headers_task) in parallel.in_order(ex, reads, submit, window=4 * ex.workers + 1):
         if progress is not None:
             progress(done / total, f"reading {fr.path.name}{where}")
-        headers = parallel.wait(ex.submit(_headers, prepared, priority=2))
+        headers = fetch.result(headers_task, poll(fr))
         for i, header in enumerate(headers):
             owners.claim(fr.path, header)
             # Encoding runs before the files read ahead: the writer waits for it, in order.
             place = writer.place(header, header.rank, header.meta)
-            queue.append((ex.submit(_encode, prepared, i, place, priority=1), fr))
+            queue.append((fetch.add(ex.submit(_encode, prepared, i, place, priority=1)), fr))
         del prepared  # kept on its worker until its ranks are encoded
         done += fr.size
         yield from write(block=False)
