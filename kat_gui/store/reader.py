@@ -30,6 +30,7 @@ import numpy as np
 
 from kat_gui.errors import KatInputError
 from kat_gui.events import EVENT_COLUMNS, SCHEMA_VERSION, EventKind, TrackKind
+from kat_gui.store import heapcheck
 from kat_gui.store.layout import (
     LEVEL_COLUMNS,
     LONG_COLUMNS,
@@ -195,6 +196,7 @@ class TraceStore(Results):
                 return False
             raise KatInputError(path, f"cannot open the store: {e}") from None
         self._f = f
+        heapcheck.register(f)
         try:
             self._load()
         except KatInputError:
@@ -213,6 +215,7 @@ class TraceStore(Results):
 
     def _load(self) -> None:
         f = self._f
+        heapcheck.check_attrs(f, self.path)  # a damaged heap must not hang HDF5 (heapcheck.py)
         if f.attrs.get("kat_store") != STORE_MARKER:
             raise KatInputError(self.path, "an HDF5 file but not a KAT store; create one with `kat ingest`")
         version = int(f.attrs.get("schema_version", -1))
@@ -234,6 +237,7 @@ class TraceStore(Results):
         long = {c: f["long/" + c] for c in LONG_COLUMNS}
         self._t = {c: f["tracks/" + c][:] for c in TRACK_COLUMNS}
         self._kind_counts = f["tracks/kind_counts"][:]
+        heapcheck.check(f["tracks/label"], self.path)
         labels = f["tracks/label"].asstr()[:]
         lv_group = f["lod/levels"]
         lv = {c: lv_group[c][:] for c in LEVEL_COLUMNS if c in lv_group}
@@ -245,6 +249,7 @@ class TraceStore(Results):
         ev_index = f["index/events_start_ns"][:]
         lod_index = f["index/lod_start_ns"][:]
         chunk = int(f["index"].attrs["chunk_rows"])
+        heapcheck.check(f["ranks"], self.path)
         self._ranks = json.loads(f["ranks"].asstr()[()])
         self._strings: list[str] | None = None
         t = self._t
@@ -279,6 +284,7 @@ class TraceStore(Results):
         if self._rf is not None:
             fo = self._rf_file
             try:
+                heapcheck.forget(self._rf)
                 self._rf.close()
             finally:
                 self._rf = None
@@ -288,6 +294,7 @@ class TraceStore(Results):
         with self._results_lock:
             self._close_results()
             if self._f is not None:
+                heapcheck.forget(self._f)
                 self._f.close()
                 self._f = None
 
@@ -350,6 +357,7 @@ class TraceStore(Results):
                             fo.close()
                             raise
                         self._rf_file, self._rf_sig = fo, sig
+                        heapcheck.register(self._rf, fo.fileno())
                     return fn(self._rf)
                 except (KeyError, OSError, ValueError, RuntimeError):
                     self._close_results()
@@ -421,6 +429,7 @@ class TraceStore(Results):
             except OSError as e:
                 fo.close()
                 raise KatInputError(path, f"cannot write the store ({e})") from None
+            heapcheck.register(self._wf, fo.fileno(), keep=False)
             self._wf_file = fo
         return self._wf
 
@@ -428,6 +437,7 @@ class TraceStore(Results):
         if self._wf is not None:
             fo = self._wf_file
             try:
+                heapcheck.forget(self._wf)
                 self._wf.close()
             finally:
                 self._wf = None
@@ -482,6 +492,7 @@ class TraceStore(Results):
     def strings(self) -> list[str]:
         """The run's string table (loaded on first use, then cached)."""
         if self._strings is None:
+            heapcheck.check(self._strings_ds, self.path)
             self._strings = list(self._strings_ds.asstr()[:])
         return self._strings
 
@@ -492,6 +503,7 @@ class TraceStore(Results):
             return ""
         if self._strings is not None:
             return self._strings[string_id]
+        heapcheck.check(self._strings_ds, self.path, int(string_id))
         return self._strings_ds.asstr()[int(string_id)]
 
     @_damage_is_input_error
@@ -499,6 +511,7 @@ class TraceStore(Results):
         """The args of an event as a dict (``{}`` for -1); text that is not a JSON object comes as ``{"raw": text}``."""
         if args_id < 0:
             return {}
+        heapcheck.check(self._args_ds, self.path, int(args_id))
         text = self._args_ds.asstr()[int(args_id)]
         try:
             obj = json.loads(text)

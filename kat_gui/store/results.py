@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from kat_gui.store import heapcheck
 from kat_gui.store.layout import STR_DTYPE
 
 # write(group, name): creates the value as ``group[name]``.
@@ -128,16 +129,23 @@ def write_table(cols: dict[str, np.ndarray]) -> ResultWrite:
 
 
 def read_table(node: h5py.Group) -> dict[str, np.ndarray]:
+    heapcheck.check_attrs(node)  # damaged heaps raise heapcheck.HeapDamage (an OSError), never hang HDF5
     order = json.loads(node.attrs["columns"]) if "columns" in node.attrs else list(node)
     out = {}
     for col in order:
         ds = node[col]
+        heapcheck.check(ds)
         out[col] = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
     return out
 
 
 def read_json_node(node: h5py.Dataset) -> Any:
-    return json.loads(node.asstr()[()])
+    heapcheck.check(node)
+    text = node.asstr()[()]
+    try:
+        return json.loads(text)
+    except ValueError as e:  # damaged text: an OSError, as HDF5's own read errors (the store is damaged)
+        raise OSError(f"{node.name} is not JSON ({e})") from None
 
 
 class ResultWriting:
