@@ -113,9 +113,11 @@ class SignalRows:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_window(ctx: StreamContext, w: Window) -> dict[str, np.ndarray]:
+def load_window(ctx: StreamContext, w: Window, with_bytes: bool = True) -> dict[str, np.ndarray]:
     """The GPU events of a window (every rank), in (track, row) order, with ``key``, ``step``, ``step_idx``,
-    ``rank_idx``, ``cls`` and ``launch_ns`` as the whole run's analysis gives them."""
+    ``rank_idx``, ``cls`` and ``launch_ns`` as the whole run's analysis gives them (``bytes`` only
+    ``with_bytes``)."""
+    columns = WINDOW_COLUMNS if with_bytes else tuple(c for c in WINDOW_COLUMNS if c != "bytes")
     lay = ctx.layout
     name_class, copy_class, _ = classes(lay)
     parts = []
@@ -123,7 +125,7 @@ def load_window(ctx: StreamContext, w: Window) -> dict[str, np.ndarray]:
     with open_store(lay) as store:
         for t in sorted(w.tracks):
             lo, hi, run_row0, run_step = w.tracks[t]
-            cols = store.rows(t, lo, hi, WINDOW_COLUMNS)
+            cols = store.rows(t, lo, hi, columns)
             keep = np.isin(cols["kind"], GPU_KINDS)
             idx = lo + np.flatnonzero(keep)
             part = {c: v[keep] for c, v in cols.items()}
@@ -142,7 +144,7 @@ def load_window(ctx: StreamContext, w: Window) -> dict[str, np.ndarray]:
                     "start_ns": cols["start_ns"][keep],
                 }
             )
-    g = {c: np.concatenate([p[c] for p in parts]) for c in (*WINDOW_COLUMNS, "track", "index", "step")}
+    g = {c: np.concatenate([p[c] for p in parts]) for c in (*columns, "track", "index", "step")}
     track = g["track"]
     g["rank"] = lay.track_rank[track].astype(np.int32)
     g["device"] = lay.track_device[track].astype(np.int32)
@@ -158,9 +160,12 @@ def load_window(ctx: StreamContext, w: Window) -> dict[str, np.ndarray]:
     return g
 
 
-def signal_rows(ctx: StreamContext, w: Window, g: dict[str, np.ndarray]) -> dict[str, SignalRows]:
+def signal_rows(
+    ctx: StreamContext, w: Window, g: dict[str, np.ndarray], gaps: bool = True
+) -> dict[str, SignalRows]:
     """The window's rows of every peer signal, valued as ``RunAnalysis`` values them (durations, launch
-    intervals, idle gaps + 1 ns), with the launch and the end carried over from earlier windows."""
+    intervals, idle gaps + 1 ns: only with ``gaps``), with the launch and the end carried over from earlier
+    windows."""
     out = {}
     dur = (g["end_ns"] - g["start_ns"]).astype(np.float64)
     si, ri = g["step_idx"], g["rank_idx"]
@@ -185,35 +190,39 @@ def signal_rows(ctx: StreamContext, w: Window, g: dict[str, np.ndarray]) -> dict
         r_ks = np.sort(r_k)
         iv_s = iv[np.argsort(r_k, kind="stable")]
         out["launch"] = SignalRows(r_ks, si[r_ks], g["name"][r_ks], ri[r_ks], iv_s)
-    gap = idle_gaps(w, g)
-    rows = np.flatnonzero(si >= 0)
-    out["gaps"] = SignalRows(rows, si[rows], g["name"][rows], ri[rows], gap[rows] + 1.0)
+    if gaps:
+        gap = idle_gaps(w, g)
+        rows = np.flatnonzero(si >= 0)
+        out["gaps"] = SignalRows(rows, si[rows], g["name"][rows], ri[rows], gap[rows] + 1.0)
     return out
 
 
 def idle_gaps(w: Window, g: dict[str, np.ndarray]) -> np.ndarray:
     """Per row, how long its rank's GPU sat idle before it: its start minus the last end of the rank's earlier
-    work (rows in (rank, start, row) order; earlier windows' last end carried in), 0 for a rank's first row."""
+    work (rows in (rank, start, row) order; earlier windows' last end carried in), 0 for a rank's first row.
+    One pass for all ranks: each rank's times are lifted into its own band, so a running maximum over the
+    sorted rows never mixes ranks (as ``RunAnalysis.idle_gaps`` does over the whole run)."""
     ri = g["rank_idx"]
-    order = np.lexsort((g["start_ns"], ri))
-    r_o = ri[order]
-    s_o = g["start_ns"][order]
-    e_o = g["end_ns"][order]
     gap = np.zeros(len(ri))
     if not len(ri):
         return gap
+    order = np.lexsort((g["start_ns"], ri))
+    r_o = ri[order].astype(np.int64)
+    s_o = g["start_ns"][order]
+    e_o = g["end_ns"][order]
+    carry = np.full(int(r_o.max()) + 1, -1, np.int64)
+    has = np.zeros(len(carry), bool)
+    for r, c in w.end_carry.items():
+        if r < len(carry):
+            carry[r], has[r] = c, True
+    t0 = int(min(s_o.min(), e_o.min(), carry[has].min() if has.any() else s_o.min()))
+    band = int(max(s_o.max(), e_o.max(), carry[has].max() if has.any() else s_o.max())) - t0 + 1
+    lift = r_o * band
     first = np.r_[True, r_o[1:] != r_o[:-1]]
-    starts = np.flatnonzero(first)
-    for a, b in zip(starts, np.r_[starts[1:], len(r_o)], strict=True):
-        carry = w.end_carry.get(int(r_o[a]))
-        prev = np.maximum.accumulate(e_o[a:b])
-        before = np.r_[carry if carry is not None else 0, prev[:-1]]
-        if carry is not None and len(before) > 1:
-            before[1:] = np.maximum(before[1:], carry)
-        seg = np.maximum(s_o[a:b] - before, 0)
-        if carry is None:
-            seg[0] = 0
-        gap[order[a:b]] = seg
+    prev = np.maximum.accumulate(np.r_[-1, (e_o - t0 + lift)[:-1]])  # lower ranks' bands stay below
+    before = np.where(first, -1, prev)
+    before = np.maximum(before, np.where(has[r_o], carry[r_o] - t0 + lift, -1))
+    gap[order] = np.where(before >= 0, np.maximum(s_o - t0 + lift - before, 0), 0)
     return gap
 
 
@@ -277,8 +286,8 @@ def peer_stats(sr: SignalRows, g: dict[str, np.ndarray], ctx: StreamContext) -> 
 
 def window_stage(ctx: StreamContext, w: Window, stage: str, queries: list | None = None) -> dict:
     """Task: one stage of one window (see the module docstring)."""
-    g = load_window(ctx, w)
-    sig = signal_rows(ctx, w, g)
+    g = load_window(ctx, w, with_bytes=stage == "stats")
+    sig = signal_rows(ctx, w, g, gaps=stage == "stats" or any(q[0] == "wait" for q in queries or []))
     if stage == "stats":
         out = {label: peer_stats(sr, g, ctx) for label, sr in sig.items()}
         dur = np.maximum(g["end_ns"] - g["start_ns"], 1).astype(np.float64)
@@ -325,8 +334,10 @@ def window_stage(ctx: StreamContext, w: Window, stage: str, queries: list | None
             stride, offsets = mode[1], mode[2][w.index]
             tr = g["track"][sr.rows[ok]]
             brk = np.flatnonzero(np.r_[True, tr[1:] != tr[:-1]]) if len(tr) else np.zeros(0, np.int64)
-            local = np.arange(len(tr)) - np.repeat(brk, np.diff(np.r_[brk, len(tr)]))
-            pos = np.array([offsets.get(int(t), 0) for t in tr], dtype=np.int64) + local
+            lengths = np.diff(np.r_[brk, len(tr)])
+            local = np.arange(len(tr)) - np.repeat(brk, lengths)
+            base = np.array([offsets.get(int(t), 0) for t in tr[brk]], dtype=np.int64)
+            pos = np.repeat(base, lengths) + local
             take = pos % stride == 0
             out[label] = (pos[take], lr[ok][take])
         else:  # "winsor"
