@@ -146,7 +146,20 @@ def test_large_inputs_use_every_core_by_default(traces, tmp_path, monkeypatch):
 
 def test_cancel_stops_the_workers_and_leaves_nothing(traces, tmp_path):
     psutil = pytest.importorskip("psutil")
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    def workers() -> set[
+        int
+    ]:  # spawned processes, not multiprocessing's resource tracker (it stays, by design)
+        out = set()
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.is_running() and "resource_tracker" not in " ".join(p.cmdline()):
+                    out.add(p.pid)
+            except psutil.Error:
+                pass
+        return out
+
+    before = workers()
     calls = []
 
     def progress(frac, msg):
@@ -160,7 +173,7 @@ def test_cancel_stops_the_workers_and_leaves_nothing(traces, tmp_path):
     assert not out.exists() and not list(tmp_path.glob("*.tmp-*"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        left = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()} - before
+        left = workers() - before
         if not left:
             break
         time.sleep(0.2)
@@ -269,3 +282,24 @@ def test_a_path_the_workers_cannot_see_is_one_line(dask_cluster):
     ):
         pass
     assert "cannot see this path" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cancel_during_streamed_detection_writes_nothing(serial_store, tmp_path, monkeypatch):
+    from kat_gui.detect import detect_store, load_result
+    from kat_gui.store import TraceStore
+
+    monkeypatch.setenv("KAT_DETECT_WINDOW_ROWS", "700")
+    copy = tmp_path / "cancel.kat.h5"
+    shutil.copy(serial_store, copy)
+    seen = []
+
+    def progress(frac, msg):
+        seen.append(msg)
+        if "references" in msg:  # inside the window passes
+            raise Cancelled()
+
+    with pytest.raises(Cancelled), parallel.requested(parallel.Scale(workers=0)):
+        detect_store(copy, progress=progress)
+    assert any("windows of steps" in m for m in seen)
+    with TraceStore.open(copy) as st:
+        assert load_result(st) is None
