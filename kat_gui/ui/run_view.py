@@ -8,8 +8,10 @@ from PySide6 import QtCore, QtWidgets
 from kat_gui.ui.details import DetailsPanel
 from kat_gui.ui.explain_panel import ExplanationPanel
 from kat_gui.ui.findings import FindingsPanel
+from kat_gui.ui.heatmap_view import HeatmapView
 from kat_gui.ui.notes_panel import NotesPanel
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
+from kat_gui.ui.scale import LARGE_RUN_RANKS, focus_ranks, parse_rank_filter
 from kat_gui.ui.timeline import TimelineView
 from kat_gui.ui.topology_view import TopologyView
 
@@ -64,12 +66,45 @@ class RunView(QtWidgets.QWidget):
         self._notes_tab_title()
         if model.notes is not None:
             model.notes.connect(lambda _ev: self._notes_tab_title())
+        # Large runs (more ranks than fit as lanes): the rank x step overview on top, and the lanes start on the
+        # implicated ranks and a few reference peers; the filter line takes numbers, ranges, hosts, keywords.
+        self.large = len(model.ranks) > LARGE_RUN_RANKS
+        self.heatmap: HeatmapView | None = None
+        self.filter_edit = QtWidgets.QLineEdit()
+        self.filter_edit.setPlaceholderText(
+            "all ranks — or e.g. 509, 500-511, host63, implicated, waiting, focus (Enter)"
+        )
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.returnPressed.connect(self.apply_filter_text)
+        self.filter_msg = QtWidgets.QLabel()
+        self.filter_msg.setStyleSheet("color:#555")
+        bar = QtWidgets.QHBoxLayout()
+        bar.setContentsMargins(4, 0, 4, 0)
+        bar.addWidget(QtWidgets.QLabel("Lanes:"))
+        bar.addWidget(self.filter_edit, 1)
+        bar.addWidget(self.filter_msg)
+        tl_box = QtWidgets.QWidget()
+        tl_lay = QtWidgets.QVBoxLayout(tl_box)
+        tl_lay.setContentsMargins(0, 0, 0, 0)
+        tl_lay.setSpacing(1)
+        tl_lay.addLayout(bar)
+        tl_lay.addWidget(self.timeline, 1)
         left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        left.addWidget(self.timeline)
+        if self.large:
+            self.heatmap = HeatmapView(model)
+            self.heatmap.cellActivated.connect(self.goto_cell)
+            left.addWidget(self.heatmap)
+        left.addWidget(tl_box)
         left.addWidget(self.bottom)
-        left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 1)
-        left.setSizes([640, 230])
+        if self.large:
+            left.setSizes([300, 400, 170])
+        else:
+            left.setStretchFactor(0, 3)
+            left.setStretchFactor(1, 1)
+            left.setSizes([640, 230])
+        if self.large and focus_ranks(model):
+            self.filter_edit.setText("focus")
+            self.apply_filter_text()
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.topology)
         right.addWidget(self.explanation)
@@ -156,8 +191,11 @@ class RunView(QtWidgets.QWidget):
         rank = int(self.model.anomalies["rank"][row])
         tl = self.timeline
         if tl.rank_filter is not None and rank not in tl.rank_filter:
-            tl.set_rank_filter(None)
-            self.topology.clear()
+            if self.large:
+                self.set_lanes(set(tl.rank_filter) | {rank})
+            else:
+                tl.set_rank_filter(None)
+                self.topology.clear()
         tl.goto_anomaly(row)
         self.bottom.setCurrentWidget(self.findings)
 
@@ -177,7 +215,38 @@ class RunView(QtWidgets.QWidget):
             self.timeline.set_highlight({int(rank)} | set(self.model.culprit_ranks()))
 
     def _on_ranks(self, ranks: list) -> None:
-        self.timeline.set_rank_filter(set(ranks) if ranks else None)
+        if ranks:
+            self.set_lanes(set(ranks), f"{len(ranks)} rank(s) from the topology")
+        else:
+            self.apply_filter_text()
+
+    # ------------------------------------------------------------------ lanes of large runs
+
+    def set_lanes(self, ranks: set[int] | None, why: str = "") -> None:
+        """Show only ``ranks`` as lanes (None = all); says how many in the filter bar."""
+        self.timeline.set_rank_filter(ranks)
+        n = len(ranks) if ranks else len(self.model.ranks)
+        self.filter_msg.setStyleSheet("color:#555")
+        self.filter_msg.setText(f"{n} of {len(self.model.ranks)} ranks" + (f" · {why}" if why else ""))
+
+    def apply_filter_text(self) -> None:
+        """Apply the filter line (see ``scale.parse_rank_filter``); an error is shown beside it."""
+        text = self.filter_edit.text()
+        try:
+            ranks = parse_rank_filter(text, self.model)
+        except ValueError as exc:
+            self.filter_msg.setStyleSheet("color:#B71C1C")
+            self.filter_msg.setText(str(exc))
+            return
+        why = "implicated + reference peers" if text.strip().lower() == "focus" else ""
+        self.set_lanes(ranks, why)
+
+    def goto_cell(self, rank: int, start_ns: int, end_ns: int) -> None:
+        """A heatmap click: that rank's lane (with the focus set, for reference) at that step."""
+        keep = set(self.timeline.rank_filter or focus_ranks(self.model))
+        self.set_lanes(keep | {int(rank)}, f"rank {rank} from the overview")
+        self.timeline.set_highlight({int(rank)} | set(self.model.culprit_ranks()))
+        self.timeline.zoom_ns(int(start_ns), int(end_ns), margin=0.05)
 
     def close_run(self) -> None:
         self.explanation.stop()

@@ -7,12 +7,16 @@ a link filters to the GPUs at its ends. Click the same item again (or "show all 
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.run_model import RunModel
 
 SCALE = 120.0
+COMPACT_HOSTS = 8  # more hosts than this: hosts as boxes with their GPUs collapsed into a strip
+COMPACT_COLS = 4
 NODE_W = {"gpu": 88, "nvswitch": 96, "pci_switch": 84, "cpu": 92, "host": 100, "nic": 84, "fabric": 110}
 NODE_H = 34
 KIND_FILL = {
@@ -161,6 +165,10 @@ class TopologyView(QtWidgets.QWidget):
             msg += f"<br><span style='color:#D62728'>implicated: {', '.join(sorted(culprits))}</span>"
         msg += "<br><span style='color:#777'>click a GPU or component to show only its ranks</span>"
         self.title.setText(msg)
+        self.compact = len([n for n, d in g.nodes(data=True) if d.get("kind") == "host"]) > COMPACT_HOSTS
+        if self.compact:
+            self._build_compact(g)
+            return
         pos = {n: (x * SCALE, y * SCALE) for n, (x, y) in layout(g).items()}
         for u, v, d in g.edges(data=True):
             if u not in pos or v not in pos or u == v:
@@ -212,6 +220,104 @@ class TopologyView(QtWidgets.QWidget):
             self.node_items[n] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect().adjusted(-20, -20, 20, 20))
 
+    def _build_compact(self, g: nx.Graph) -> None:
+        """Many hosts: each host a box with its GPUs collapsed into a strip of cells (in a grid, read at a fixed
+        scale and scrolled), the implicated hosts drawn again, expanded, on top with their GPUs named."""
+        hosts = list(g.graph.get("hosts") or [])
+        hosts += sorted(
+            (n for n, d in g.nodes(data=True) if d.get("kind") == "host" and n not in hosts),
+            key=lambda h: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", h)],
+        )
+        gpus: dict[str, list[str]] = {h: [] for h in hosts}
+        for n, d in g.nodes(data=True):
+            if d.get("kind") == "gpu" and d.get("host") in gpus:
+                gpus[d["host"]].append(n)
+        for h in gpus:
+            gpus[h].sort(key=lambda n: (g.nodes[n].get("device", 0), g.nodes[n].get("rank", 0)))
+        sev_of = {n: v for n, v in self.severity.items() if isinstance(n, str)}
+        # a host is implicated when a finding names it or anything on it
+        host_sev: dict[str, float] = {}
+        for n, v in sev_of.items():
+            if n in g:
+                h = g.nodes[n].get("host") or (n if g.nodes[n].get("kind") == "host" else None)
+                if h is not None:
+                    host_sev[h] = max(host_sev.get(h, 0.0), v)
+        self.implicated_hosts = [h for h in hosts if h in host_sev]
+        font = QtGui.QFont()
+        font.setPointSizeF(8)
+        bold = QtGui.QFont(font)
+        bold.setBold(True)
+        cols = COMPACT_COLS
+        cell_w, box_w, box_h, gap = 11.0, 100.0, 36.0, 8.0
+        y = 0.0
+        # expanded implicated hosts (up to 3): GPU boxes with names and ranks
+        for h in self.implicated_hosts[:3]:
+            members = gpus.get(h, [])
+            width = cols * (box_w + gap) - gap
+            box = _NodeItem(h, QtCore.QRectF(0, y, width, 74))
+            box.setBrush(QtGui.QColor("#FFF4F2"))
+            box.setPen(QtGui.QPen(severity_color(host_sev[h]), 2))
+            box.setToolTip(f"{h} — implicated (confidence {host_sev[h]:.2f}); click: its ranks")
+            self.scene.addItem(box)
+            self.node_items[h] = box
+            t = QtWidgets.QGraphicsSimpleTextItem(f"⚠ {h} · {len(members)} GPUs", box)
+            t.setFont(bold)
+            t.setBrush(severity_color(host_sev[h]))
+            t.setPos(6, y + 4)
+            gw = (width - 12) / max(len(members), 1)
+            for i, n in enumerate(members):
+                d = g.nodes[n]
+                r = QtCore.QRectF(6 + i * gw + 1, y + 24, gw - 2, 44)
+                self._gpu_cell(n, r, sev_of.get(n), f"GPU{d.get('device', '')}\nr{d.get('rank')}", font)
+            y += 74 + 2 * gap
+        self._compact_top = y
+        for k, h in enumerate(hosts):
+            cx, cy = (k % cols) * (box_w + gap), y + (k // cols) * (box_h + gap)
+            sev = host_sev.get(h)
+            key = h if h not in self.node_items else f"{h}\0compact"
+            box = _NodeItem(h, QtCore.QRectF(cx, cy, box_w, box_h))
+            box.setBrush(QtGui.QColor("#FFE9E6" if sev is not None else KIND_FILL["host"]))
+            box.setPen(
+                QtGui.QPen(severity_color(sev), 2)
+                if sev is not None
+                else QtGui.QPen(QtGui.QColor("#999999"), 1)
+            )
+            box.setToolTip(f"{h}: {len(gpus.get(h, []))} GPUs — click: show its ranks")
+            self.scene.addItem(box)
+            self.node_items[key] = box
+            t = QtWidgets.QGraphicsSimpleTextItem(h, box)
+            t.setFont(bold if sev is not None else font)
+            if sev is not None:
+                t.setBrush(severity_color(sev))
+            t.setPos(cx + 4, cy + 2)
+            members = gpus.get(h, [])
+            cw = min(cell_w, (box_w - 8) / max(len(members), 1))
+            for i, n in enumerate(members):
+                r = QtCore.QRectF(cx + 4 + i * cw, cy + box_h - 14, cw - 1.5, 10)
+                self._gpu_cell(n, r, sev_of.get(n), None, font, register=n not in self.node_items)
+        self.scene.setSceneRect(self.scene.itemsBoundingRect().adjusted(-6, -6, 6, 6))
+
+    def _gpu_cell(self, n: str, rect: QtCore.QRectF, sev, label, font, register: bool = True) -> None:
+        item = _NodeItem(n, rect)
+        item.setBrush(severity_color(sev) if sev is not None else QtGui.QColor(KIND_FILL["gpu"]))
+        item.setPen(QtGui.QPen(QtGui.QColor("#555555" if label else "#8A9BB0"), 1 if label else 0.5))
+        item.setZValue(2)
+        d = self.graph.nodes[n]
+        item.setToolTip(
+            f"{n} · rank {d.get('rank')} · {d.get('host', '')}"
+            + (f" — implicated, confidence {sev:.2f}" if sev is not None else "")
+        )
+        if label:
+            t = QtWidgets.QGraphicsSimpleTextItem(label, item)
+            t.setFont(font)
+            if sev is not None and sev >= 0.4:
+                t.setBrush(QtGui.QColor("white"))
+            br = t.boundingRect()
+            t.setPos(rect.center().x() - br.width() / 2, rect.center().y() - br.height() / 2)
+        self.scene.addItem(item)
+        if register:
+            self.node_items[n] = item
+
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
         self.fit()
@@ -222,6 +328,14 @@ class TopologyView(QtWidgets.QWidget):
 
     def fit(self) -> None:
         if not self.scene.items():
+            return
+        if getattr(self, "compact", False):
+            # fit the width only (text stays readable), scroll down for more hosts
+            width = max(self.view.viewport().width() - 4, 50)
+            s = width / max(self.scene.sceneRect().width(), 1.0)
+            self.view.resetTransform()
+            self.view.scale(s, s)
+            self.view.ensureVisible(QtCore.QRectF(self.scene.sceneRect().topLeft(), QtCore.QSizeF(1, 1)))
             return
         self.view.fitInView(self.scene.sceneRect(), QtCore.Qt.AspectRatioMode.KeepAspectRatio)
 

@@ -1,0 +1,226 @@
+"""Large jobs (64 to 1,024 ranks) on one screen, headless: hosts of ranks, the focus set (implicated ranks and
+a few reference peers), the rank filter's text syntax, and the rank x step matrix of the overview heatmap.
+
+Everything here reads only what the run model already holds (findings, the anomaly table, ``detect/meta``,
+``detect/collectives``, the topology graph): nothing touches the file, so it is safe on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from kat_gui.ui.run_model import RunModel
+
+# Above this many ranks a run is "large": the overview heatmap is shown and the lanes start on the focus set.
+LARGE_RUN_RANKS = 48
+ROOT, SYMPTOM = 1, 2
+
+
+def hosts_of(model: RunModel) -> dict[str, list[int]]:
+    """host name -> its ranks (sorted), in host order: from the topology graph's GPUs, else ``detect/meta``'s
+    ``hosts`` (lists of ranks), else one host per 8 ranks is *not* guessed: every rank on host "?"."""
+    ranks = sorted(model.ranks)
+    out: dict[str, list[int]] = {}
+    g = model.graph
+    if g is not None:
+        order = list(g.graph.get("hosts") or [])
+        by: dict[str, list[int]] = {}
+        for _n, d in g.nodes(data=True):
+            if d.get("kind") == "gpu" and d.get("rank") is not None and d.get("host") is not None:
+                by.setdefault(str(d["host"]), []).append(int(d["rank"]))
+        for h in order + sorted(set(by) - set(order), key=_natural):
+            if h in by:
+                out[h] = sorted(by[h])
+    if not out:
+        meta_hosts = model.detect_meta.get("hosts") if isinstance(model.detect_meta, dict) else None
+        if isinstance(meta_hosts, list):
+            for i, rs in enumerate(meta_hosts):
+                if isinstance(rs, list) and rs:
+                    out[f"host{i}"] = sorted(int(r) for r in rs)
+    placed = {r for rs in out.values() for r in rs}
+    rest = [r for r in ranks if r not in placed]
+    if rest:
+        out.setdefault("?", []).extend(rest)
+    return out
+
+
+def _natural(s: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
+
+def host_of_rank(model: RunModel) -> dict[int, str]:
+    return {r: h for h, rs in hosts_of(model).items() for r in rs}
+
+
+def implicated_ranks(model: RunModel) -> list[int]:
+    """Ranks named by any finding, most confident finding first."""
+    out: list[int] = []
+    for f in model.findings:
+        for r in f.get("ranks", []) or []:
+            if int(r) not in out:
+                out.append(int(r))
+    return out
+
+
+def waiting_ranks(model: RunModel) -> list[int]:
+    """Ranks with symptom anomalies (kernels that waited for a root elsewhere)."""
+    a = model.anomalies
+    if not len(a["rank"]):
+        return []
+    return sorted(int(r) for r in np.unique(a["rank"][a["role"] == SYMPTOM]))
+
+
+def focus_ranks(model: RunModel, peers: int = 4) -> list[int]:
+    """Implicated ranks first, then ``peers`` reference ranks: one from each implicated rank's own host (if
+    any), the rest spread evenly over the other ranks. Empty when nothing is implicated."""
+    culprits = implicated_ranks(model)
+    if not culprits:
+        return []
+    host = host_of_rank(model)
+    chosen: list[int] = list(culprits)
+    for c in culprits:
+        mates = [r for r in sorted(model.ranks) if host.get(r) == host.get(c) and r not in chosen]
+        if mates and len(chosen) - len(culprits) < peers:
+            chosen.append(mates[0])
+    others = [r for r in sorted(model.ranks) if r not in chosen]
+    need = max(0, peers - (len(chosen) - len(culprits)))
+    if others and need:
+        idx = np.unique(np.linspace(0, len(others) - 1, need).round().astype(int))
+        chosen += [others[i] for i in idx]
+    return chosen[: len(culprits) + peers]
+
+
+def parse_rank_filter(text: str, model: RunModel) -> set[int] | None:
+    """The rank filter's syntax: comma/space separated numbers (``509``), ranges (``500-511``), host names
+    (``host63``), ``implicated``, ``waiting``, ``focus``; empty or ``all`` = no filter (None).
+    Raises ValueError naming the first term it does not understand."""
+    text = text.strip()
+    if not text or text.lower() == "all":
+        return None
+    hosts = hosts_of(model)
+    known = set(model.ranks)
+    out: set[int] = set()
+    for term in re.split(r"[,\s]+", text):
+        if not term:
+            continue
+        low = term.lower()
+        if re.fullmatch(r"\d+", term):
+            out.add(int(term))
+        elif m := re.fullmatch(r"(\d+)\s*[-:]\s*(\d+)", term):
+            a, b = sorted((int(m.group(1)), int(m.group(2))))
+            out |= set(range(a, b + 1))
+        elif low == "implicated":
+            out |= set(implicated_ranks(model))
+        elif low == "waiting":
+            out |= set(waiting_ranks(model))
+        elif low == "focus":
+            out |= set(focus_ranks(model))
+        elif term in hosts:
+            out |= set(hosts[term])
+        elif re.fullmatch(r"h\d+", low) and f"host{low[1:]}" in hosts:
+            out |= set(hosts[f"host{low[1:]}"])
+        else:
+            raise ValueError(f"not a rank, range, host, 'implicated' or 'waiting': {term!r}")
+    out &= known
+    if not out:
+        raise ValueError(f"no rank of this run matches {text!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- heatmap
+
+
+@dataclass
+class RankStepMatrix:
+    """One row per rank (grouped by host), one column per step. ``root``: the largest root-anomaly score in
+    the cell (noise units, 0 = none); ``symptom``: number of symptom kernels in the cell. ``edges_ns``: the
+    column boundaries (len = columns + 1), ``by_steps`` whether columns are the detector's steps (else equal
+    time bins)."""
+
+    ranks: np.ndarray  # row -> rank
+    hosts: list[tuple[str, int, int]]  # (host, first row, end row)
+    edges_ns: np.ndarray
+    step_numbers: np.ndarray  # column -> step number (or bin index)
+    by_steps: bool
+    root: np.ndarray  # float32 [rows, cols]
+    symptom: np.ndarray  # int32 [rows, cols]
+
+    def row_of(self, rank: int) -> int | None:
+        hit = np.flatnonzero(self.ranks == rank)
+        return int(hit[0]) if len(hit) else None
+
+    def window(self, col: int) -> tuple[int, int]:
+        return int(self.edges_ns[col]), int(self.edges_ns[col + 1])
+
+
+def _column_edges(model: RunModel, bins: int = 100) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Column boundaries: one column per detector step (a step ends where its last collective ends), from
+    ``detect/collectives``; else ``bins`` equal time bins."""
+    model.collective_instance(0, 0)  # loads detect/collectives once (preloaded on the loader's worker)
+    c = getattr(model, "_collectives", None) or {}
+    t0, t1 = int(model.t0_ns), int(model.t1_ns)
+    if c and "step" in c and len(c["step"]):
+        step = np.asarray(c["step"], np.int64)
+        end = np.asarray(c["end_ns"], np.int64)
+        uniq = np.unique(step)
+        ends = np.array([end[step == s].max() for s in uniq], np.int64)
+        order = np.argsort(ends)
+        uniq, ends = uniq[order], ends[order]
+        if len(uniq) >= 2:
+            edges = np.concatenate([[t0], ends[:-1], [max(t1, int(ends[-1]))]]).astype(np.int64)
+            return edges, uniq, True
+    edges = np.linspace(t0, max(t1, t0 + 1), bins + 1).round().astype(np.int64)
+    return edges, np.arange(bins), False
+
+
+def rank_step_matrix(model: RunModel) -> RankStepMatrix:
+    """The overview heatmap's data from the stored anomaly table (O(anomalies + cells), no file read)."""
+    hosts = hosts_of(model)
+    rows: list[int] = []
+    spans: list[tuple[str, int, int]] = []
+    for h, rs in hosts.items():
+        spans.append((h, len(rows), len(rows) + len(rs)))
+        rows += rs
+    ranks = np.asarray(rows, np.int64)
+    edges, numbers, by_steps = _column_edges(model)
+    ncol = len(edges) - 1
+    root = np.zeros((len(ranks), ncol), np.float32)
+    symptom = np.zeros((len(ranks), ncol), np.int32)
+    a = model.anomalies
+    if len(a["rank"]) and len(ranks):
+        lut = np.full(int(max(ranks.max(), a["rank"].max())) + 1, -1, np.int64)
+        lut[ranks] = np.arange(len(ranks))
+        ar = np.asarray(a["rank"], np.int64)
+        row = np.where((ar >= 0) & (ar < len(lut)), lut[np.clip(ar, 0, len(lut) - 1)], -1)
+        col = np.clip(
+            np.searchsorted(edges, np.asarray(a["start_ns"], np.int64), side="right") - 1, 0, ncol - 1
+        )
+        ok = row >= 0
+        role = np.asarray(a["role"])
+        score = np.nan_to_num(np.abs(np.asarray(a["score"], np.float32)))
+        r_ok = ok & (role == ROOT)
+        np.maximum.at(root, (row[r_ok], col[r_ok]), np.maximum(score[r_ok], 1e-3))
+        s_ok = ok & (role == SYMPTOM)
+        np.add.at(symptom, (row[s_ok], col[s_ok]), 1)
+    return RankStepMatrix(ranks, spans, edges, numbers, by_steps, root, symptom)
+
+
+def heat_rgba(m: RankStepMatrix) -> np.ndarray:
+    """uint8 [rows, cols, 4]: white = nothing; light amber = symptoms only (waited); white -> red with the
+    root score (saturating at the 95th percentile of the root cells)."""
+    rows, cols = m.root.shape
+    img = np.full((rows, cols, 4), 255, np.uint8)
+    sym = (m.symptom > 0) & (m.root <= 0)
+    img[sym, :3] = (252, 240, 214)  # light amber: waited on a root elsewhere
+    hot = m.root > 0
+    if hot.any():
+        top = float(np.percentile(m.root[hot], 95)) or 1.0
+        t = np.clip(m.root[hot] / top, 0.0, 1.0)
+        t = 0.35 + 0.65 * t  # even a weak root is clearly red-ish, never as light as a symptom
+        base = np.array([255.0, 255.0, 255.0])
+        red = np.array([183.0, 28.0, 28.0])
+        img[hot, :3] = (base + (red - base) * t[:, None]).round().astype(np.uint8)
+    return img
