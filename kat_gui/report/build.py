@@ -501,5 +501,6 @@ def write_report(
 
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    # a lone surrogate (a damaged trace's or note's text) is written as an escape, not a crash
+    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     os.replace(tmp, path)
