@@ -75,6 +75,7 @@ class RunView(QtWidgets.QWidget):
             "all ranks — or e.g. 509, 500-511, host63, implicated, waiting, focus (Enter)"
         )
         self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setFocusPolicy(QtCore.Qt.FocusPolicy.ClickFocus)  # keys stay with the timeline
         self.filter_edit.returnPressed.connect(self.apply_filter_text)
         self.filter_msg = QtWidgets.QLabel()
         self.filter_msg.setStyleSheet("color:#555")
