@@ -131,6 +131,10 @@ def _fmt(v: Any, pct: bool = False, nd: int = 2) -> str:
 MAIN_COLUMNS = [
     ("kernel P lenient", lambda m: _fmt(m["kernel"]["precision_lenient"])),
     ("kernel P strict", lambda m: _fmt(m["kernel"]["precision_strict"])),
+    ("expert P lenient", lambda m: _fmt(m["expert"]["precision_lenient"])),
+    ("expert P strict", lambda m: _fmt(m["expert"]["precision_strict"])),
+    ("symptom P", lambda m: _fmt(m["expert"]["symptom_precision"])),
+    ("anomalies / faulty run", lambda m: _fmt(m["expert"]["anomalies_per_faulty_run"], nd=0)),
     ("kernel R", lambda m: _fmt(m["kernel"]["recall"])),
     ("F1 lenient", lambda m: _fmt(m["kernel"]["f1_lenient"])),
     ("F1 strict", lambda m: _fmt(m["kernel"]["f1_strict"])),
@@ -316,7 +320,10 @@ def render_markdown(
         "its window, so a detector that raises a finding on every rank (the baseline does) scores high on it by "
         "construction; read it beside finding precision, the healthy false-alarm rate and component top-1. "
         "Culprit-rank top-1 excludes nvlink/nic faults (symmetric: the culprit is not knowable from timing). "
-        "Kernel metrics count individual kernel/memcpy instances (roots only), matched by rank and exact start ns.",
+        "Kernel metrics count individual kernel/memcpy instances (roots only), matched by rank and exact start ns. "
+        'Expert P counts every mark, roots and symptoms, as an expert reads it (scoring.py, "Expert precision"): '
+        "a symptom is false when the fault added under 2 µs to its wait; a root the fault changed without "
+        "targeting counts neither way.",
         "",
     ]
     lines += ["## Recall by severity", ""]

@@ -44,6 +44,20 @@ False alarms (healthy runs: truth has no faults)
     (total findings / total steps * 1000). Anomalies flagged on healthy runs are reported too (count, per 1,000
     steps, and as a fraction of healthy kernel instances).
 
+Expert precision (every mark, as an expert reads it; "old" precision above stays for comparison)
+    Counts every anomaly, root or symptom, once per truth instance:
+    - a symptom mark is right when the collective's extra time caused by the faults (truth column
+      ``excess_ns``: its duration minus the fault-free run's) is at least ``EXPERT_MIN_WAIT_NS`` (2 µs), false
+      below (truth without ``excess_ns``: right when labelled symptom); a symptom mark on a root instance is
+      "don't care" (lenient) or false (strict);
+    - a root mark is right on a root instance, false on a normal (or unmatched) one; on a host-CPU fault's rank
+      the truth root is exactly "the GPU waited for that launch" (docs/simulator.md), so a root on a kernel the
+      GPU started on time is false; a root mark on a symptom instance is "don't care" (lenient) or false (strict);
+    - kernels a fault changed without being its target (truth root of a ``gpu``/``hbm`` fault whose ``factor``
+      is below ``1 + severity``: memory kernels under an SM throttle, compute kernels under an HBM fault) count
+      neither way, whatever the mark.
+    Precision = right / (right + false). ``anomalies per faulty run`` = all anomalies on faulty runs / runs.
+
 No point-adjustment anywhere: one hit inside a fault window does not credit the window's other instances.
 """
 
@@ -61,6 +75,8 @@ LABEL_SYMPTOM = 2
 
 # Components whose culprit rank cannot be told from timing alone: a slow link is slow for every rank on it.
 SYMMETRIC_COMPONENTS = frozenset({"nvlink", "nic"})
+
+EXPERT_MIN_WAIT_NS = 2_000  # a symptom whose fault-caused extra wait is below this is not one to an expert
 
 DETECT_SCHEMA = "kat.detect/1"
 TRUTH_SCHEMA = "kat.truth/1"
@@ -123,6 +139,8 @@ class _RankLabels:
     stream: np.ndarray
     label: np.ndarray
     fault: np.ndarray
+    factor: np.ndarray
+    excess_ns: np.ndarray | None  # None when the truth predates the column
 
 
 def _rank_labels(truth: Mapping[str, Any]) -> dict[int, _RankLabels]:
@@ -144,8 +162,18 @@ def _rank_labels(truth: Mapping[str, Any]) -> dict[int, _RankLabels]:
         stream = np.asarray(cols.get("stream", np.full(n, -1)), dtype=np.int64)
         label = np.asarray(cols["label"], dtype=np.int8)
         fault = np.asarray(cols.get("fault", np.full(n, -1)), dtype=np.int32)
+        factor = np.asarray(cols.get("factor", np.ones(n)), dtype=np.float64)
+        excess = np.asarray(cols["excess_ns"], dtype=np.int64) if "excess_ns" in cols else None
         order = np.argsort(start, kind="stable")
-        out[int(rank)] = _RankLabels(start[order], end[order], stream[order], label[order], fault[order])
+        out[int(rank)] = _RankLabels(
+            start[order],
+            end[order],
+            stream[order],
+            label[order],
+            fault[order],
+            factor[order],
+            None if excess is None else excess[order],
+        )
     return out
 
 
@@ -209,6 +237,12 @@ class RunScore:
     # event-level, one entry per fault
     faults: list[dict[str, Any]] = field(default_factory=list)
     spurious_findings: int = 0  # findings on a faulty run that overlap/match no fault
+    # expert precision over every mark (module docstring)
+    ex_right: int = 0
+    ex_false_lenient: int = 0
+    ex_false_strict: int = 0
+    n_symptoms: int = 0
+    sym_right: int = 0
 
 
 def _overlaps(f_start: int, f_end: int, g: Mapping[str, Any]) -> bool:
@@ -269,6 +303,8 @@ def score_run(
     n_roots = int(sum(int(np.count_nonzero(lab.label == LABEL_ROOT)) for lab in labels.values()))
     rs.fn = n_roots - rs.tp
 
+    _expert_counts(rs, faults, anomalies, matches, labels)
+
     # per-fault kernel recall (for recall by severity at kernel level)
     root_by_fault: dict[int, int] = {}
     hit_by_fault: dict[int, int] = {}
@@ -310,6 +346,50 @@ def score_run(
     return rs
 
 
+def _expert_counts(rs: RunScore, faults, anomalies, matches, labels: dict[int, _RankLabels]) -> None:
+    """Fill the expert-precision counts of ``rs`` (module docstring, "Expert precision")."""
+    target = {f["id"]: 1.0 + f["severity"] for f in faults if f["component"] in ("gpu", "hbm")}
+    seen: dict[tuple[int, int], str] = {}
+    unmatched_false = 0
+    for a, m in zip(anomalies, matches, strict=True):
+        role = "root" if a.get("role") == "root" else "symptom"
+        rs.n_symptoms += role == "symptom"
+        if m is None:
+            unmatched_false += 1
+            continue
+        if seen.get(m) != "root":  # one mark per instance; a root mark wins
+            seen[m] = role
+    rs.ex_false_lenient += unmatched_false
+    rs.ex_false_strict += unmatched_false
+    for (rank, idx), role in seen.items():
+        lab = labels[rank]
+        label = int(lab.label[idx])
+        fid = int(lab.fault[idx])
+        if label == LABEL_ROOT and fid in target and lab.factor[idx] < target[fid] - 1e-3:
+            continue  # changed by the fault without being its target: neither way
+        if role == "root":
+            if label == LABEL_ROOT:
+                rs.ex_right += 1
+            elif label == LABEL_SYMPTOM:
+                rs.ex_false_strict += 1
+            else:
+                rs.ex_false_lenient += 1
+                rs.ex_false_strict += 1
+            continue
+        if label == LABEL_ROOT:
+            rs.ex_false_strict += 1
+            continue
+        waited = (
+            lab.excess_ns[idx] >= EXPERT_MIN_WAIT_NS if lab.excess_ns is not None else label == LABEL_SYMPTOM
+        )
+        if waited:
+            rs.ex_right += 1
+            rs.sym_right += 1
+        else:
+            rs.ex_false_lenient += 1
+            rs.ex_false_strict += 1
+
+
 # --------------------------------------------------------------------------------------------- aggregate
 
 
@@ -338,6 +418,11 @@ def aggregate(scores: Sequence[RunScore]) -> dict[str, Any]:
     rec = _ratio(tp, tp + fn)
 
     healthy = [s for s in scores if s.healthy]
+    faulty = [s for s in scores if not s.healthy]
+    ex_r = sum(s.ex_right for s in scores)
+    ex_l = sum(s.ex_false_lenient for s in scores)
+    ex_s = sum(s.ex_false_strict for s in scores)
+    n_sym = sum(s.n_symptoms for s in scores)
     h_steps = sum(s.steps for s in healthy)
     h_find = sum(s.n_findings for s in healthy)
     h_anom = sum(s.n_anomalies for s in healthy)
@@ -382,6 +467,16 @@ def aggregate(scores: Sequence[RunScore]) -> dict[str, Any]:
             "f1_lenient": _f1(p_l, rec),
             "f1_strict": _f1(p_s, rec),
             "unmatched_anomalies": sum(s.unmatched for s in scores),
+        },
+        "expert": {
+            "right": ex_r,
+            "false_lenient": ex_l,
+            "false_strict": ex_s,
+            "precision_lenient": _ratio(ex_r, ex_r + ex_l),
+            "precision_strict": _ratio(ex_r, ex_r + ex_s),
+            "symptoms": n_sym,
+            "symptom_precision": _ratio(sum(s.sym_right for s in scores), n_sym),
+            "anomalies_per_faulty_run": _ratio(sum(s.n_anomalies for s in faulty), len(faulty)),
         },
         "event_recall": _ratio(sum(f["found"] for f in faults), len(faults)),
         "culprit_rank_top1": _ratio(sum(bool(f["rank_top1"]) for f in knowable), len(knowable)),

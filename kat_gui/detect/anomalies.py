@@ -32,10 +32,16 @@ ANOMALY_COLUMNS = {
     "component": np.uint8,
     "score": np.float32,
     "finding": np.int32,
+    "wait_ns": np.int64,  # symptoms: the wait the fault added (``symptom_rows``; hangs: beyond usual); else 0
 }
 ROOT, SYMPTOM = 1, 2
 
 LAUNCH_WAIT_NS = 1_000  # a GPU idle gap that grew by at least this waited for a later launch
+# A peer's collective is a symptom when the culprit's fault made it wait longer than this (``symptom_rows``): 2 µs
+# is about twice the clock-alignment residual of matched collectives and of kernel launch latency, below which
+# a wait is not one a reader can act on (and not one the fault can be told to have caused).
+SYMPTOM_MIN_WAIT_NS = 2_000
+SYMPTOM_NOISE_K = 3.0  # ... and the culprit's added lateness more than this many standard errors (dev seeds)
 
 
 class AnomalyPart(NamedTuple):
@@ -49,6 +55,7 @@ class AnomalyPart(NamedTuple):
     role: int  # ROOT or SYMPTOM
     finding: int  # index of the finding in emission order (renumbered by confidence in anomaly_table)
     score: np.ndarray
+    wait_ns: np.ndarray | None = None  # symptoms: the wait the fault added per row (None: 0)
 
 
 class RowQuery(NamedTuple):
@@ -88,6 +95,76 @@ def launch_wait_rows(run: RunAnalysis, mask: np.ndarray) -> tuple[np.ndarray, np
     return rows, grown[rows] / 1e3
 
 
+def symptom_rows(
+    run: RunAnalysis, cand: np.ndarray, culprit: int, s0: int, s1: int, host: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidate members ``cand`` (a mask over ``run.collectives`` members: peers' collectives that
+    waited for rank ``culprit`` in step indices ``s0..s1``) are symptoms, and the wait the culprit's fault added
+    to each (ns).
+
+    Healthy waits are dominated by host-paced arrival skew (often ms, docs/detection.md), so a peer's own wait
+    history is too noisy to see a few µs in. The fault's share is read from the culprit instead: per
+    collective (name), how much later the culprit arrives in the window than it does at that collective in the
+    run's steps outside the window (its lateness against the instance's lower-median arrival; without 3 such
+    steps, against the peers, lateness 0). That added lateness counts only when it exceeds the run's noise
+    (``SYMPTOM_NOISE_K`` standard errors of the difference of medians) and ``SYMPTOM_MIN_WAIT_NS``. A peer
+    waited that much longer, but never more than the culprit's lead over the instance's second-last arrival
+    (without the culprit it would still have waited for that one). A fault on the GPU side (``host`` False) can
+    only delay a collective the culprit's GPU was still busy before: one that started as soon as the host
+    launched it would have started then anyway, so the added lateness is also capped by how much longer than
+    the culprit's usual launch latency (its 5th percentile over the run) the collective waited after its
+    launch. A member is a symptom when this added wait exceeds ``SYMPTOM_MIN_WAIT_NS``. Returns (mask, added
+    wait ns)."""
+    co = run.collectives
+    n_mem = len(co.rank)
+    if not cand.any():
+        return cand, np.zeros(n_mem, np.int64)
+    n_inst = len(co.skew_ns)
+    # Lead of the last arrival over the second-last, per instance.
+    second = np.full(n_inst, -np.inf)
+    not_last = ~co.is_last
+    np.maximum.at(second, co.inst[not_last], co.start_ns[not_last].astype(np.float64))
+    lead = np.where(np.isfinite(second), co.last_start_ns.astype(np.float64) - second, 0.0)
+    # The culprit's added lateness per collective name.
+    mine = co.rank == culprit
+    step = run.coll_step_idx[co.inst]
+    inside = (step >= s0) & (step <= s1)
+    outside = (step >= 0) & ~inside
+    name = run.gpu_values("name", co.row[mine]).astype(np.int64)
+    late = co.late_ns[mine].astype(np.float64)
+    in_m, out_m, inst_m = inside[mine], outside[mine], co.inst[mine]
+    added_inst = np.zeros(n_inst)
+    for nm in np.unique(name):
+        sel = name == nm
+        lin, lout = late[sel & in_m], late[sel & out_m]
+        if len(lin) < 3:
+            continue
+        var = _robust_sigma(lin) ** 2 / len(lin)
+        delta = float(np.median(lin))
+        if len(lout) >= 3:
+            delta -= float(np.median(lout))
+            var += _robust_sigma(lout) ** 2 / len(lout)
+        se = 1.2533 * float(np.sqrt(var))  # standard error of a median, normal approximation
+        if delta > max(float(SYMPTOM_MIN_WAIT_NS), SYMPTOM_NOISE_K * se):
+            added_inst[inst_m[sel & in_m]] = delta
+    if not host and run.any_launch:
+        launch = run.collective_launch_ns()[mine].astype(np.float64)
+        start = run.gpu_values("start_ns", co.row[mine]).astype(np.float64)
+        known = launch >= 0
+        if known.any():
+            slack = start - launch
+            base = float(np.percentile(slack[known], 5))
+            cap = np.where(known, np.maximum(slack - base, 0.0), np.inf)
+            added_inst[inst_m] = np.minimum(added_inst[inst_m], cap)
+    added = np.minimum(added_inst, lead)[co.inst]
+    keep = cand & (added > SYMPTOM_MIN_WAIT_NS)
+    return keep, np.rint(np.where(keep, added, 0.0)).astype(np.int64)
+
+
+def _robust_sigma(x: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) if len(x) else 0.0
+
+
 def anomaly_table(
     run: RunAnalysis, findings: list[dict], parts: list[AnomalyPart], remap: dict[int, int]
 ) -> dict[str, np.ndarray]:
@@ -99,16 +176,25 @@ def anomaly_table(
         role = np.concatenate([np.full(len(part.rows), part.role, np.uint8) for part in parts])
         fid = np.concatenate([np.full(len(part.rows), remap[part.finding], np.int32) for part in parts])
         score = np.concatenate([np.asarray(part.score, np.float64) for part in parts])
+        wait = np.concatenate(
+            [
+                np.zeros(len(part.rows), np.int64)
+                if part.wait_ns is None
+                else np.asarray(part.wait_ns, np.int64)
+                for part in parts
+            ]
+        )
     else:
         rows = np.zeros(0, np.int64)
         role = np.zeros(0, np.uint8)
         fid = np.zeros(0, np.int32)
         score = np.zeros(0)
+        wait = np.zeros(0, np.int64)
     # One row per event: a root beats a symptom, then the more confident finding (lower id).
     order = np.lexsort((fid, role, rows))
-    rows, role, fid, score = rows[order], role[order], fid[order], score[order]
+    rows, role, fid, score, wait = rows[order], role[order], fid[order], score[order], wait[order]
     keep = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
-    rows, role, fid, score = rows[keep], role[keep], fid[keep], score[keep]
+    rows, role, fid, score, wait = rows[keep], role[keep], fid[keep], score[keep], wait[keep]
     comp = np.array([COMPONENTS.index(f["component"]) for f in findings], dtype=np.uint8)
     g = run.row_columns(rows, ROW_COLUMNS)
     out = {
@@ -124,6 +210,7 @@ def anomaly_table(
         "component": comp[fid] if len(fid) else np.zeros(0, np.uint8),
         "score": np.nan_to_num(score, nan=0.0).astype(np.float32),
         "finding": fid.astype(np.int32),
+        "wait_ns": wait.astype(np.int64),
     }
     o = np.argsort(out["start_ns"], kind="stable")
     return {k: v[o] for k, v in out.items()}

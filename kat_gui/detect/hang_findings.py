@@ -43,7 +43,8 @@ def hang_findings(run: RunAnalysis, findings: list[dict], parts: list[AnomalyPar
     fid = len(findings)
     sel = np.flatnonzero(hung)
     rows = c_rows[sel]
-    parts.append(AnomalyPart(rows, SYMPTOM, fid, (dur_ns[sel] / max(usual_ns, 1.0)).astype(np.float64)))
+    score = (dur_ns[sel] / max(usual_ns, 1.0)).astype(np.float64)
+    parts.append(AnomalyPart(rows, SYMPTOM, fid, score, (dur_ns[sel] - usual_ns).astype(np.int64)))
     findings.append(
         {
             "component": "hbm",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
-from kat_gui.detect.anomalies import SYMPTOM, AnomalyPart, RowQuery
+from kat_gui.detect.anomalies import SYMPTOM, AnomalyPart, RowQuery, symptom_rows
 from kat_gui.detect.classify import COMPUTE, COPY_HOST, MEMORY
 from kat_gui.detect.history import joint_windows
 from kat_gui.detect.params import Params, timing_confidence
@@ -208,8 +208,15 @@ def _emit_rank_finding(
         late_own_ns[co.inst[is_me]] = co.late_ns[is_me]
         m &= co.wait_ns >= 0.5 * late_own_ns[co.inst]
         m &= late_own_ns[co.inst] > 0
+        m, added_ns = symptom_rows(run, m, rank, s0, s1, host=comp == "cpu")
         parts.append(
-            AnomalyPart(co.row[m], SYMPTOM, fid, co.wait_ns[m] / np.maximum(co.end_ns[m] - co.start_ns[m], 1))
+            AnomalyPart(
+                co.row[m],
+                SYMPTOM,
+                fid,
+                co.wait_ns[m] / np.maximum(co.end_ns[m] - co.start_ns[m], 1),
+                added_ns[m],
+            )
         )
         if inst_sel.any():
             skew_med_ns = float(np.median(co.skew_ns[inst_sel]))

@@ -95,6 +95,7 @@ def to_contract_json(result: DetectResult, store) -> dict:
             "component": COMPONENTS[int(an["component"][i])],
             "score": round(float(an["score"][i]), 3),
             "finding": int(an["finding"][i]),
+            "wait_ns": int(an["wait_ns"][i]) if "wait_ns" in an else 0,
         }
         for i in range(len(an["rank"]))
     ]

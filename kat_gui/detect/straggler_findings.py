@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from kat_gui.detect.analysis import RunAnalysis
-from kat_gui.detect.anomalies import ROOT, SYMPTOM, AnomalyPart, RowQuery
+from kat_gui.detect.anomalies import ROOT, SYMPTOM, AnomalyPart, RowQuery, symptom_rows
 from kat_gui.detect.placement import component_id, finding_nodes
 from kat_gui.detect.signals import CellSignal
 
@@ -118,10 +118,14 @@ def straggler_findings(
                     rows_me, ROOT, fid, late_me_ns / np.maximum(co.skew_ns[co.inst[mine & last[co.inst]]], 1)
                 )
             )
-        sym = peers_at & (co.wait_ns > 0)
+        sym, added_ns = symptom_rows(run, peers_at & (co.wait_ns > 0), r, s0, s1, host=comp == "cpu")
         parts.append(
             AnomalyPart(
-                co.row[sym], SYMPTOM, fid, co.wait_ns[sym] / np.maximum(co.end_ns[sym] - co.start_ns[sym], 1)
+                co.row[sym],
+                SYMPTOM,
+                fid,
+                co.wait_ns[sym] / np.maximum(co.end_ns[sym] - co.start_ns[sym], 1),
+                added_ns[sym],
             )
         )
         coll_ns = (co.end_ns - co.start_ns)[peers_at].astype(np.float64)

@@ -122,6 +122,7 @@ def simulate(outdir: str | os.PathLike, scenario: str | ScenarioSpec, seed: int 
             "label": lab.tolist(),
             "fault": flt.tolist(),
             "factor": np.round(ops.factor[gk], 4).tolist(),
+            "excess_ns": _excess_ns(g_start, g_end, ranks_none[r], gk).tolist(),
             "step": ops.step[gk].tolist(),
             "op": _op_table_index(ctx, ops.prog[gk], ops.op[gk]).tolist(),
             "coll": ops.coll[gk].tolist(),
@@ -135,6 +136,15 @@ def simulate(outdir: str | os.PathLike, scenario: str | ScenarioSpec, seed: int 
                    step_starts, limits_written)  # fmt: skip
     (out / "truth.json").write_bytes(orjson.dumps(truth))
     return out
+
+
+def _excess_ns(g_start: np.ndarray, g_end: np.ndarray, none_ops: RankOps, gk: np.ndarray) -> np.ndarray:
+    """How much longer each written instance lasts than the same instance in the fault-free run (ns, rounded;
+    0 throughout a healthy run): for a collective, the extra wait (and transfer) the faults caused."""
+    with np.errstate(invalid="ignore"):
+        ref = none_ops.end[gk] - none_ops.start[gk]
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    return (g_end - g_start) - np.rint(ref).astype(np.int64)
 
 
 def _clock_offsets(spec: ScenarioSpec, rng: np.random.Generator) -> list[int]:
