@@ -215,6 +215,9 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     _wait_until(lambda: not win.busy() and tl.lanes_item.rect_count() > 0)
     facts["open_s"] = time.perf_counter() - t
     wait_ms(300)
+    # --- control: the opened window left alone (what the machine itself does to a 5 ms timer).
+    hb.set_phase("idle (control)")
+    wait_ms(2000)
     plot = tl.plot
     vp = plot.viewport()
     mid = vp.width() / 2
@@ -305,6 +308,7 @@ def summarize(hb: Heartbeat) -> list[dict]:
             }
         )
     allg = [g for ph, g in hb.gaps if ph in order]
+    idle = sorted(phases.get("idle (control)", [0.0]))
     rows.append(
         {
             "phase": "**all of the above**",
@@ -314,6 +318,17 @@ def summarize(hb: Heartbeat) -> list[dict]:
             "median": statistics.median(allg),
             "over16": sum(x > 16.7 for x in allg),
             "over50": sum(x > BAR_MS for x in allg),
+        }
+    )
+    rows.append(
+        {
+            "phase": "idle window (control, not in the bar)",
+            "beats": len(idle),
+            "max": idle[-1],
+            "p99": idle[min(len(idle) - 1, int(0.99 * len(idle)))],
+            "median": statistics.median(idle),
+            "over16": sum(x > 16.7 for x in idle),
+            "over50": sum(x > BAR_MS for x in idle),
         }
     )
     return rows

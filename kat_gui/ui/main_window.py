@@ -20,7 +20,7 @@ from kat_gui.ui.reload_bar import ReloadBar
 from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
 from kat_gui.ui.settings import Settings, cache_dir
-from kat_gui.ui.timeline import TimelineView
+from kat_gui.ui.timeline import TimelineView, warm_up
 from kat_gui.ui.workers import Job, pool
 
 TRACE_FILTER = (
@@ -78,6 +78,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._build_menus()
         self.reload_bar = ReloadBar(self)  # offers to reload a run another process wrote
+        # Pay pyqtgraph's first-widget cost while the window starts, not when the first run opens.
+        QtCore.QTimer.singleShot(0, self, warm_up)
         geo = self.settings.get("geometry")
         restored = False
         if isinstance(geo, str):

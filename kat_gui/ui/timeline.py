@@ -31,6 +31,13 @@ from kat_gui.ui.timeline_paint import ROOT_COLOR, span_s
 from kat_gui.ui.timeline_selection import SelectionItem
 
 
+def warm_up() -> None:
+    """Build and drop one plot widget: pyqtgraph's first one costs ~20 ms more than the next (lazy imports,
+    first-use caches). Called once when the window starts, so that opening the first run does not pay it."""
+    w = pg.PlotWidget(background="w")
+    w.deleteLater()
+
+
 class TimelineView(QtWidgets.QWidget):
     """Overview strip + lanes + legend. Emits ``eventSelected(track, index)`` on click."""
 

@@ -170,7 +170,7 @@ def fetch_lanes(
         lane, cls = np.zeros(0, np.int32), np.zeros(0, np.uint8)
     pad = np.array([LANE_PAD if kind != "host" else 0.3 for _t, kind in lanes] or [LANE_PAD])
     raster = None
-    if len(x) > RASTER_MIN_RECTS and raster_res_s > 0 and not stale():
+    if len(x) > RASTER_MIN_RECTS and raster_res_s > 0:  # even when stale: it may still be shown meanwhile
         raster = rasterize(x, w, lane, cls, key, model.t0_ns, len(lanes), class_rgb, raster_res_s)
     return Fetched(key, gen, data, x, w, lane, cls, pad, raster)
 
