@@ -80,13 +80,23 @@ def _damage_is_input_error(method: Callable) -> Callable:
     def read(self: TraceStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as exc:
+        except (OSError, RuntimeError, KeyError, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not _raised_in_h5py(exc):
+                raise  # KAT's own ValueErrors are programming errors (an unknown column, a closed store)
             problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise KatInputError(
                 self.path, f"damaged KAT store ({problem}); ingest the traces again"
             ) from None
 
     return read
+
+
+def _raised_in_h5py(exc: BaseException) -> bool:
+    """Whether the innermost frame of the exception is h5py's (HDF5 reports some damage as ValueError)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts  # h5py/h5l.pyx too
 
 
 def _check_tables(
