@@ -18,7 +18,8 @@ asked for (:meth:`Task.result`) or passed to another task (which then runs where
 
 ``workers=None`` (the default) decides from the work: a LocalCluster of one worker per core when there are
 at least two tasks' worth of inputs and at least ``min_bytes`` of them (starting the cluster costs about a
-second: measured in ``docs/scale-out.md``), in-process otherwise. Units: bytes for sizes, seconds for times.
+second: measured in ``docs/scale-out.md``) on a machine of at least ``AUTO_MIN_CORES`` cores, in-process
+otherwise. Units: bytes for sizes, seconds for times.
 """
 
 from __future__ import annotations
@@ -211,9 +212,15 @@ def _missing_paths(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
 
+# Least cores for the automatic choice of a local cluster: the process that merges (the store writer, the
+# detection client with dask's scheduler) needs a core of its own; on 2 cores two workers and it were slower
+# than one process (benchmarks/results/scaleout.md).
+AUTO_MIN_CORES = 4
+
+
 def worth_a_cluster(n_tasks: int, n_bytes: int, min_bytes: int) -> bool:
-    """The automatic choice: several tasks, enough bytes to pay for starting workers, and several cores."""
-    return n_tasks >= 2 and n_bytes >= min_bytes and cpu_count() >= 2
+    """The automatic choice: several tasks, enough bytes to pay for starting workers, and enough cores."""
+    return n_tasks >= 2 and n_bytes >= min_bytes and cpu_count() >= AUTO_MIN_CORES
 
 
 @contextlib.contextmanager
