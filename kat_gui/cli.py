@@ -134,37 +134,34 @@ def _rank_kinds_and_class_time(st) -> tuple[dict[int, dict[str, int]], dict[int,
     from kat_gui.events import EventKind, TrackKind
 
     names = _class_names()
-    tracks = st.tracks
-    t_rank = np.array([t.rank for t in tracks], dtype=np.int64)
-    t_gpu = np.array([t.kind == TrackKind.GPU_STREAM for t in tracks], dtype=bool)
-    rank_ids = sorted({int(r) for r in t_rank.tolist()})
-    ev = st.events(["kind", "name", "start_ns", "end_ns", "coll", "copy_kind"])
-    rank = t_rank[ev["track"]] if len(tracks) else np.zeros(0, np.int64)
-    kinds = [EventKind(k) for k in EventKind]
-    kind_counts: dict[int, dict[str, int]] = {}
-    class_time: dict[int, dict[str, int]] = {}
-    gpu = np.isin(ev["kind"], [EventKind.KERNEL, EventKind.MEMCPY, EventKind.MEMSET])
-    if len(tracks):
-        gpu &= t_gpu[ev["track"]]
-    strings = st.strings if gpu.any() else []
-    cls = event_classes(
-        ev["kind"][gpu],
-        ev["name"][gpu],
-        ev["coll"][gpu],
-        ev["copy_kind"][gpu],
-        classify_strings(strings),
-        copy_class_strings(strings),
-    )
-    dur = (ev["end_ns"][gpu] - ev["start_ns"][gpu]).astype(np.int64)
-    g_rank = rank[gpu]
     n_kinds = max(int(k) for k in EventKind) + 1
-    for r in rank_ids:
-        in_rank = rank == r
-        counts = np.bincount(ev["kind"][in_rank], minlength=n_kinds)
-        kind_counts[r] = {k.name.lower(): int(counts[k]) for k in kinds}
-        mine = g_rank == r
-        per = np.bincount(cls[mine], weights=dur[mine], minlength=len(names)) if mine.any() else None
-        class_time[r] = {c: int(per[i]) if per is not None else 0 for i, c in enumerate(names)}
+    gpu_kinds = [EventKind.KERNEL, EventKind.MEMCPY, EventKind.MEMSET]
+    kinds_of: dict[int, np.ndarray] = {}
+    ns_of: dict[int, np.ndarray] = {}
+    lut = None  # the string table's classes, made once, only when a GPU track has events
+    # one track at a time: memory stays that of the largest track, not of the run
+    for tr in st.tracks:
+        kinds_of.setdefault(tr.rank, np.zeros(n_kinds, np.int64))
+        ns_of.setdefault(tr.rank, np.zeros(len(names)))
+        if not tr.row_count:
+            continue
+        on_gpu = tr.kind == TrackKind.GPU_STREAM
+        cols = ["kind", "name", "start_ns", "end_ns", "coll", "copy_kind"] if on_gpu else ["kind"]
+        ev = st.track_events(tr.id, cols)
+        kinds_of[tr.rank] += np.bincount(ev["kind"], minlength=n_kinds)
+        if not on_gpu:
+            continue
+        gpu = np.isin(ev["kind"], gpu_kinds)
+        if not gpu.any():
+            continue
+        if lut is None:
+            lut = (classify_strings(st.strings), copy_class_strings(st.strings))
+        cls = event_classes(ev["kind"][gpu], ev["name"][gpu], ev["coll"][gpu], ev["copy_kind"][gpu], *lut)
+        dur = (ev["end_ns"][gpu] - ev["start_ns"][gpu]).astype(np.int64)
+        ns_of[tr.rank] += np.bincount(cls, weights=dur, minlength=len(names))
+    kinds = list(EventKind)
+    kind_counts = {r: {k.name.lower(): int(c[k]) for k in kinds} for r, c in sorted(kinds_of.items())}
+    class_time = {r: {c: int(v[i]) for i, c in enumerate(names)} for r, v in sorted(ns_of.items())}
     return kind_counts, class_time
 
 
