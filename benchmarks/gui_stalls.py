@@ -214,6 +214,12 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     tl = view.timeline
     _wait_until(lambda: not win.busy() and tl.lanes_item.rect_count() > 0)
     facts["open_s"] = time.perf_counter() - t
+    # Every rank's lane (a run of more than 48 ranks opens on the implicated ranks and some peers): the
+    # same 64 lanes for every version of the window.
+    if tl.rank_filter is not None:
+        tl.set_rank_filter(None)
+        _wait_until(lambda: tl.lanes_item.rect_count() > 0 and len(tl.lanes) == a_ranks(view))
+    facts["lanes"] = len(tl.lanes)
     wait_ms(300)
     # --- control: the opened window left alone (what the machine itself does to a 5 ms timer).
     hb.set_phase("idle (control)")
@@ -283,6 +289,10 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     win.close()
     app.processEvents()
     return hb, facts
+
+
+def a_ranks(view) -> int:
+    return len(view.model.ranks)
 
 
 def summarize(hb: Heartbeat) -> list[dict]:
@@ -382,7 +392,7 @@ def main() -> int:
             f"Run {i + 1}: open to first full frame {f['open_s']:.2f} s; deepest view {f['deep_view_s'] * 1e6:.1f} µs; "
             f"dense view {f['dense_view_s'] * 1e3:.1f} ms with {f['dense_rects']:,} rectangles "
             f"({'raster' if f['dense_raster'] else 'vector'}); {f['queries']} window reads; "
-            f"the drag {'moved' if f['drag_moved'] else 'did NOT move'} the view."
+            f"the drag {'moved' if f['drag_moved'] else 'did NOT move'} the view; {f['lanes']} lanes."
         )
     lines += [
         "",

@@ -21,6 +21,13 @@ from kat_gui.ui.timeline_paint import ROOT_COLOR, SYMPTOM_COLOR, pixel_s, rect_a
 
 MIN_ANOMALY_PX = 3.0  # anomalies stay visible (at least this wide) when zoomed out
 WIDE_PX = 60.0  # symptom blocks wider than this are filled, not hatched (speed)
+# Zoomed out on a big run, thousands of symptom blocks are only a few pixels wide: stroking each one's outline
+# costs ~1 µs a block (10-40 ms a frame at 10^4 blocks), and at that width an outlined, hatched block is an
+# amber bar anyway. When more than DENSE_BLOCKS blocks narrower than NARROW_PX are in view, those are filled
+# over the pixels their outline covered, in amber as strong as the outline looked (a plain fill: ~5x faster).
+NARROW_PX = 4.0
+DENSE_BLOCKS = 2_000
+NARROW_ALPHA = 150  # about the share of an outlined block's pixels that its outline covers
 
 
 def coalesce(
@@ -115,8 +122,14 @@ class AnomalyItem(pg.GraphicsObject):
         # Hatching is a pattern fill, slow over large areas: blocks wider than WIDE_PX (zoomed out, many
         # merged symptoms) get a light amber fill instead; narrow ones keep the hatching.
         wide = w > WIDE_PX * px
+        narrow = sym & (w < NARROW_PX * px)
+        if np.count_nonzero(narrow) <= DENSE_BLOCKS:
+            narrow[:] = False
         for mask, brush in (
-            (sym & ~wide, QtGui.QBrush(QtGui.QColor(SYMPTOM_COLOR), QtCore.Qt.BrushStyle.BDiagPattern)),
+            (
+                sym & ~wide & ~narrow,
+                QtGui.QBrush(QtGui.QColor(SYMPTOM_COLOR), QtCore.Qt.BrushStyle.BDiagPattern),
+            ),
             (sym & wide, QtGui.QBrush(QtGui.QColor(255, 176, 0, 70))),
         ):
             if mask.any():
@@ -124,6 +137,13 @@ class AnomalyItem(pg.GraphicsObject):
                 p.setBrush(brush)
                 rects = rect_array(x[mask], y[mask], w[mask], h[mask])  # alive while drawn: drawargs
                 p.drawRects(*rects.drawargs())  # hands Qt a raw pointer into its buffer
+        if narrow.any():
+            vb = self.getViewBox()
+            _px, py = vb.viewPixelSize() if vb is not None else (px, 0.0)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(QtGui.QBrush(QtGui.QColor(255, 176, 0, NARROW_ALPHA)))
+            rects = rect_array(x[narrow] - px / 2, y[narrow] - py / 2, w[narrow] + px, h[narrow] + py)
+            p.drawRects(*rects.drawargs())
         root = role == ROLE_ROOT
         if root.any():
             p.setPen(pg.mkPen(ROOT_COLOR, width=2))
