@@ -266,7 +266,11 @@ _files_lock = threading.Lock()
 
 
 def _key(f: h5py.File) -> tuple:
-    return tuple(f.id.fileno) if isinstance(f.id.fileno, tuple) else (f.id.fileno,)
+    try:
+        fileno = f.id.fileno
+    except (OSError, RuntimeError, ValueError):  # a root object HDF5 cannot read: the handle is the key
+        return ("handle", id(f.id))
+    return tuple(fileno) if isinstance(fileno, tuple) else (fileno,)
 
 
 def _layout_ok(f: h5py.File) -> int | None:

@@ -206,17 +206,18 @@ class TraceStore(Results):
                 return False
             raise KatInputError(path, f"cannot open the store: {e}") from None
         self._f = f
-        heapcheck.register(f)
         try:
+            heapcheck.register(f)
             self._load()
         except KatInputError:
             self.close()
             raise
-        except (KeyError, OSError, ValueError) as e:
+        except (KeyError, OSError, ValueError, RuntimeError, TypeError, UnicodeDecodeError) as e:
+            # HDF5 reports a damaged object header as RuntimeError, a damaged datatype as numpy's TypeError
             self.close()
             if not last:
                 return False
-            raise KatInputError(path, f"damaged KAT store ({e})") from None
+            raise KatInputError(path, f"damaged KAT store ({str(e).splitlines()[0][:200]})") from None
         self._fd = f.id.get_vfd_handle()
         st = os.fstat(self._fd)
         self._inode = (st.st_dev, st.st_ino)
