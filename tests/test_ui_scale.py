@@ -73,7 +73,7 @@ def test_culprit_lane_visible_and_legible_in_first_frame(view):
     assert view.large and view.heatmap is not None
     ranks = [lane.rank for lane in tl.lanes]
     assert CULPRIT in ranks and len(ranks) <= 8  # implicated + a few reference peers, not 512 hairlines
-    assert ranks[0] != CULPRIT or len(ranks) == 1
+    assert ranks[0] == CULPRIT  # pinned at the top
     rows = _lane_rows_px(tl)
     fh = QtGui.QFontMetrics(tl.axis.font()).height()
     viewport_h = tl.plot.height()
@@ -217,3 +217,39 @@ def test_heatmap_draws_1024_by_1000_fast(qtbot):
     c.grab()
     assert c.paint_ms < 100 and build_ms < 400, (c.paint_ms, build_ms)
     assert c.pinned() == [1000]
+
+
+def test_all_lanes_keep_a_minimum_height_scroll_and_pin_the_culprit(view):
+    from kat_gui.ui.timeline import MIN_LANE_PX
+
+    tl = view.timeline
+    view.filter_edit.setText("all")
+    view.apply_filter_text()
+    QtWidgets.QApplication.processEvents()
+    assert len(tl.lanes) == 512 and tl.lanes[0].rank == CULPRIT  # the implicated lane pinned on top
+    assert tl.vscroll.isVisibleTo(tl) and tl.vscroll.maximum() == 512 - tl.lanes_that_fit()
+    rows = [r for r in _lane_rows_px(tl) if r[1] > 0 and r[0] < tl.plot.height()]
+    assert all(b - t >= MIN_LANE_PX - 0.5 for t, b, _r in rows[:-1])
+    tl.plot.grab()  # paint the labels
+    drawn = sorted(tl.axis.drawn)
+    assert drawn and drawn[0][2] == 0  # the culprit's label is drawn
+    assert all(b0 <= t1 + 0.5 for (_t0, b0, _a), (t1, _b1, _b) in zip(drawn, drawn[1:], strict=False))
+    # scrolling moves the lanes shown; a selection on a lane below scrolls it into view
+    tl.vscroll.setValue(100)
+    (_x, (y0, _y1)) = tl.vb.viewRange()
+    assert abs(y0 - 100) < 1e-6
+    tl.ensure_lane_visible(5)
+    (_x, (y0, y1)) = tl.vb.viewRange()
+    assert y0 <= 5 and 6 <= y1
+
+
+def test_lane_labels_every_nth_when_lanes_are_thin(view):
+    tl = view.timeline
+    view.filter_edit.setText("all")
+    view.apply_filter_text()
+    tl.vb.setYRange(0, 300, padding=0)  # squeeze 300 lanes into the plot: labels must thin out
+    tl.axis.picture = None
+    tl.plot.grab()
+    drawn = sorted(tl.axis.drawn)
+    assert 3 < len(drawn) < 100 and any(i == 0 for _t, _b, i in drawn)
+    assert all(b0 <= t1 + 0.5 for (_t0, b0, _a), (t1, _b1, _b) in zip(drawn, drawn[1:], strict=False))

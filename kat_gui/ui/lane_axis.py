@@ -69,18 +69,37 @@ class LaneAxis(pg.AxisItem):
         bold = QtGui.QFont(base)
         bold.setBold(True)
         width = self.width() - 8
+        # Labels never overlap: where lanes are thinner than a line of text only every Nth lane is named
+        # (implicated lanes always, first; others that would touch one already drawn are skipped).
+        fh = QtGui.QFontMetrics(bold).height()
+        rows = []
         for i, lane in enumerate(self.lanes):
             top = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i))).y()
             bot = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i + 1))).y()
-            if bot < 0 or top > self.height():
+            if max(top, bot) < 0 or min(top, bot) > self.height():
                 continue
+            rows.append((i, lane, min(top, bot), max(top, bot)))
+        every = 1
+        if rows:
+            lane_px = max(min(b - t for _i, _l, t, b in rows), 1e-3)
+            every = max(1, int(-(-fh // lane_px)))
+        alert_first = sorted(rows, key=lambda r: not (r[1].rank in self.alert_ranks and r[1].kind == "rank"))
+        taken: list[tuple[float, float]] = []
+        self.drawn: list[tuple[float, float, int]] = []  # (top, bottom, lane) of each label drawn (tests)
+        for i, lane, top, bot in alert_first:
             alert = lane.rank in self.alert_ranks and lane.kind == "rank"
+            mid = (top + bot) / 2
+            lo, hi = mid - fh / 2, mid + fh / 2
+            if (not alert and i % every) or any(lo < b and a < hi for a, b in taken):
+                continue
+            taken.append((lo, hi))
+            self.drawn.append((lo, hi, i))
             font = bold if alert else base
             p.setFont(font)
             p.setPen(pg.mkPen(ROOT_COLOR if alert else ("#222222" if lane.kind == "rank" else "#666666")))
             text = ("⚠ " + lane.label) if alert else lane.label
             text = QtGui.QFontMetrics(font).elidedText(text, QtCore.Qt.TextElideMode.ElideMiddle, int(width))
-            rect = QtCore.QRectF(2, min(top, bot), width, abs(bot - top))
+            rect = QtCore.QRectF(2, lo, width, hi - lo)
             p.drawText(
                 rect, int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter), text
             )

@@ -22,6 +22,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from kat_gui.ui.async_reads import Deliver
 from kat_gui.ui.lane_axis import LaneAxis
 from kat_gui.ui.run_model import ROLE_ROOT, Lane, RunModel, esc, fmt_ns
+from kat_gui.ui.scale import LARGE_RUN_RANKS
 from kat_gui.ui.timeline_anomalies import AnomalyItem
 from kat_gui.ui.timeline_lanes import LanesItem
 from kat_gui.ui.timeline_legend import legend_widget
@@ -29,6 +30,8 @@ from kat_gui.ui.timeline_notes import NotesItem
 from kat_gui.ui.timeline_overview import OverviewItem
 from kat_gui.ui.timeline_paint import ROOT_COLOR, span_s
 from kat_gui.ui.timeline_selection import SelectionItem
+
+MIN_LANE_PX = 18  # lanes never get thinner than this (a label's height): more lanes scroll vertically
 
 
 def warm_up() -> None:
@@ -104,7 +107,16 @@ class TimelineView(QtWidgets.QWidget):
         self.notes_item.setZValue(7)
         for it in (self.lanes_item, self.anomaly_item, self.selection_item, self.notes_item):
             pi.addItem(it)
-        lay.addWidget(self.plot, 1)
+        # More lanes than fit at MIN_LANE_PX: the view shows what fits and this scroll bar moves over the rest.
+        self.vscroll = QtWidgets.QScrollBar(QtCore.Qt.Orientation.Vertical)
+        self.vscroll.valueChanged.connect(self._on_vscroll)
+        self.vscroll.hide()
+        row = QtWidgets.QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.plot, 1)
+        row.addWidget(self.vscroll)
+        lay.addLayout(row, 1)
         lay.addWidget(legend_widget())
 
         self.vb.sigXRangeChanged.connect(self._on_range)
@@ -133,14 +145,46 @@ class TimelineView(QtWidgets.QWidget):
     # ---------------------------------------------------------------- lanes
 
     def rebuild_lanes(self) -> None:
-        self.lanes = self.model.lanes(self.expanded, self.rank_filter)
+        lanes = self.model.lanes(self.expanded, self.rank_filter)
+        if len(self.model.ranks) > LARGE_RUN_RANKS:
+            # a large run: the implicated ranks' lanes pinned at the top (the rest keep their order)
+            pinned = set(self.lanes_item.highlight_ranks)
+            lanes = [ln for ln in lanes if ln.rank in pinned] + [ln for ln in lanes if ln.rank not in pinned]
+        self.lanes = lanes
         self.lanes_item.set_lanes(self.lanes)
         self.anomaly_item.set_lanes(self.lanes)
         self.notes_item.set_lanes(self.lanes)
         self.axis.set_lanes(self.lanes)
         self.vb.setLimits(yMin=-0.2, yMax=max(len(self.lanes), 1) + 0.2)
-        self.vb.setYRange(0, max(len(self.lanes), 1), padding=0)
+        self._fit_lanes(0)
         self._place_selection()
+
+    def lanes_that_fit(self) -> int:
+        """How many lanes the plot shows at once (each at least MIN_LANE_PX tall)."""
+        h = self.vb.height() if self.vb.height() > 1 else max(self.plot.height() - 40, MIN_LANE_PX)
+        return max(1, int(h // MIN_LANE_PX))
+
+    def _fit_lanes(self, top: int | None = None) -> None:
+        """Show ``lanes_that_fit`` lanes from lane ``top`` (None: keep the scroll position)."""
+        n = max(len(self.lanes), 1)
+        shown = min(n, self.lanes_that_fit())
+        top = self.vscroll.value() if top is None else top
+        top = int(min(max(top, 0), n - shown))
+        self.vscroll.blockSignals(True)
+        self.vscroll.setRange(0, n - shown)
+        self.vscroll.setPageStep(shown)
+        self.vscroll.setValue(top)
+        self.vscroll.blockSignals(False)
+        self.vscroll.setVisible(n > shown)
+        self.vb.setYRange(top, top + shown, padding=0)
+
+    def _on_vscroll(self, value: int) -> None:
+        self._fit_lanes(value)
+
+    def ensure_lane_visible(self, lane: int) -> None:
+        (_x, (y0, y1)) = self.vb.viewRange()
+        if not (y0 - 1e-6 <= lane and lane + 1 <= y1 + 1e-6):
+            self._fit_lanes(lane - self.lanes_that_fit() // 2)
 
     def set_rank_filter(self, ranks: set[int] | None) -> None:
         self.rank_filter = set(ranks) if ranks else None
@@ -221,6 +265,7 @@ class TimelineView(QtWidgets.QWidget):
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
         self.overview.getPlotItem().getViewBox().setXRange(0, self._span_s(), padding=0.01)
+        QtCore.QTimer.singleShot(0, self, lambda: self._fit_lanes(None))  # after the plot got its new size
 
     # ---------------------------------------------------------------- anomalies
 
@@ -294,6 +339,7 @@ class TimelineView(QtWidgets.QWidget):
         s, e = self._selected_span
         x = (s - self.model.t0_ns) / 1e9
         self.selection_item.set_rect(QtCore.QRectF(x, lane + 0.02, (e - s) / 1e9, 0.96))
+        self.ensure_lane_visible(lane)
 
     def _hit_at_scene(self, pos) -> tuple[int, int] | None:
         if not self.vb.sceneBoundingRect().contains(pos):
@@ -369,6 +415,8 @@ class TimelineView(QtWidgets.QWidget):
             k.Key_Z: self.zoom_to_selection,
             k.Key_N: lambda: self.step_anomaly(1),
             k.Key_P: lambda: self.step_anomaly(-1),
+            k.Key_PageDown: lambda: self._fit_lanes(self.vscroll.value() + self.vscroll.pageStep()),
+            k.Key_PageUp: lambda: self._fit_lanes(self.vscroll.value() - self.vscroll.pageStep()),
         }
         fn = actions.get(key)
         if fn is None:
