@@ -28,7 +28,7 @@ import numpy as np
 
 from kat_gui.detect.align import assign_steps, launch_rows
 from kat_gui.detect.classify import COLLECTIVE, classify_strings, copy_class_strings, event_classes
-from kat_gui.detect.frame import STEP_RX, RunFrame
+from kat_gui.detect.frame import GPU_COLUMNS, STEP_RX, RunFrame
 from kat_gui.detect.stats import count_before_by_rank, small_unique
 from kat_gui.events import EventKind, TrackKind
 
@@ -40,18 +40,7 @@ except ImportError:  # pragma: no cover
 GPU_KINDS = np.array([EventKind.KERNEL, EventKind.MEMCPY, EventKind.MEMSET], dtype=np.uint8)
 KEY_SHIFT = 40  # row key = (track << 40) | row in track: ordered as the whole run's GPU rows
 READ_ROWS = 1 << 20  # rows per read of a host track (bounded memory on long threads)
-SCAN_COLUMNS = (
-    "start_ns",
-    "end_ns",
-    "kind",
-    "name",
-    "correlation",
-    "coll",
-    "copy_kind",
-    "pg",
-    "seq",
-    "msg_nelems",
-)
+SCAN_COLUMNS = tuple(c for c in GPU_COLUMNS if c != "bytes")  # copy sizes are read per window
 # Columns of the collective-class table (the run's collective kernels, kept whole: a few % of the events, up to
 # a third in tensor-parallel decode): what collective matching reads, and what findings read later. Track,
 # row, device and stream follow from the row key.

@@ -134,6 +134,15 @@ def _check_tables(
         raise bad("chunk size not positive")
 
 
+def _close_handle(f: h5py.File, fo: Any) -> None:
+    """Close a second handle on the store (results reads, a write session) and the Python file under it."""
+    try:
+        heapcheck.forget(f)
+        f.close()
+    finally:
+        fo.close()
+
+
 def _fd_signature(fd: int) -> Signature:
     st = os.fstat(fd)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -292,14 +301,9 @@ class TraceStore(Results):
 
     # -- lifetime
     def _close_results(self) -> None:
-        if self._rf is not None:
-            fo = self._rf_file
-            try:
-                heapcheck.forget(self._rf)
-                self._rf.close()
-            finally:
-                self._rf = None
-                fo.close()
+        f, self._rf = self._rf, None
+        if f is not None:
+            _close_handle(f, self._rf_file)
 
     def close(self) -> None:
         with self._results_lock:
@@ -445,14 +449,9 @@ class TraceStore(Results):
         return self._wf
 
     def _close_write(self) -> None:
-        if self._wf is not None:
-            fo = self._wf_file
-            try:
-                heapcheck.forget(self._wf)
-                self._wf.close()
-            finally:
-                self._wf = None
-                fo.close()
+        f, self._wf = self._wf, None
+        if f is not None:
+            _close_handle(f, self._wf_file)
 
     def _after_write(self, pre: Signature) -> None:
         """After a write: make sure the signature changed (same size and an mtime in the same clock tick as
