@@ -32,3 +32,17 @@ def private_kat_dirs(tmp_path, monkeypatch):
     """Settings and caches of the code under test go to this test's own folder, never the user's."""
     monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def window(qtbot):
+    """The real main window, shown offscreen at 1400x900. The deterministic narrative keeps the GUI tests fast;
+    the model path is exercised by the explain tests."""
+    from kat_gui.ui.main_window import MainWindow
+
+    win = MainWindow(interactive=False, use_llm=False)
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    qtbot.waitExposed(win)
+    return win

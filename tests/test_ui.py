@@ -64,19 +64,6 @@ def test_demo_degraded_run_names_the_throttled_gpu_and_is_cached(demo_pair):
     assert again == (healthy, degraded) and degraded.stat().st_mtime_ns == stamp
 
 
-@pytest.fixture
-def window(qtbot):
-    from kat_gui.ui.main_window import MainWindow
-
-    # The deterministic narrative keeps these tests fast; the model path is exercised by the explain tests.
-    win = MainWindow(interactive=False, use_llm=False)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 def _open(qtbot, win, path):
     win.open_paths([path])
     qtbot.waitUntil(lambda: win.tabs.count() >= 1 and not win.busy(), timeout=60_000)

@@ -31,18 +31,6 @@ def degraded_copy(demo_pair, tmp_path) -> Path:
     return dst
 
 
-@pytest.fixture
-def window(qtbot):
-    from kat_gui.ui.main_window import MainWindow
-
-    win = MainWindow(interactive=False, use_llm=False)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 def _idle(qtbot, win) -> None:
     qtbot.waitUntil(lambda: not win.busy(), timeout=60_000)
     QtWidgets.QApplication.processEvents()

@@ -40,18 +40,6 @@ def store_copy(dlrm_store, tmp_path) -> Path:
     return dst
 
 
-@pytest.fixture
-def window(qtbot):
-    from kat_gui.ui.main_window import MainWindow
-
-    win = MainWindow(interactive=False, use_llm=False)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 class GuiThreadReads:
     """Records every HDF5 dataset read made on the GUI (main) thread, with where it came from."""
 
