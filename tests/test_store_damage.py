@@ -444,11 +444,8 @@ class _SweepWorker:
     def run(self, path: Path) -> list | None:
         self.proc.stdin.write(f"{path}\n")
         self.proc.stdin.flush()
-        box: list[str] = []
-        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
-        t.start()
-        t.join(LIMIT_S)
-        return json.loads(box[0]) if box and box[0] else None
+        line = fuzz.read_line(self.proc, LIMIT_S)
+        return json.loads(line) if line else None
 
     def close(self) -> None:
         if self.proc.poll() is None:

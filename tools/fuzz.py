@@ -576,6 +576,16 @@ def worker(seed: int, targets: tuple[str, ...], huge: bool, memory_mb: int, work
         print(json.dumps(v.__dict__), flush=True)
 
 
+def read_line(proc: subprocess.Popen, limit_s: float) -> str | None:
+    """The next line ``proc`` prints within ``limit_s`` seconds ("" at its end of output), or None when it printed
+    nothing in time (a hang: the caller kills it)."""
+    box: list[str] = []
+    t = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    t.start()
+    t.join(limit_s)
+    return box[0] if box else None
+
+
 class _Worker:
     def __init__(self, args: argparse.Namespace, work: Path):
         cmd = [
@@ -604,13 +614,10 @@ class _Worker:
     def run(self, index: int, limit_s: float) -> Verdict:
         self.proc.stdin.write(f"{index}\n")
         self.proc.stdin.flush()
-        box: list[str] = []
-        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
-        t.start()
-        t.join(limit_s)
-        if box and box[0]:
-            return Verdict(**json.loads(box[0]))
-        if t.is_alive():
+        line = read_line(self.proc, limit_s)
+        if line:
+            return Verdict(**json.loads(line))
+        if line is None:
             self.proc.kill()
             return Verdict(index, "?", "", False, f"no verdict in {limit_s:.0f} s (hang)")
         return Verdict(index, "?", "", False, f"worker died (exit {self.proc.wait()})")
