@@ -168,14 +168,7 @@ def reader_main(files: list[str], runs: int) -> str:
         f"average {load0[0]:.1f} at the start and {load[0]:.1f} at the end on {os.cpu_count()} shared cores.",
         "",
     ]
-    section = "\n".join(out)
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    if READER_HEADING in old:
-        head, _, rest = old.partition(READER_HEADING)
-        tail = rest.split("\n## ", 1)
-        old = head + ("## " + tail[1] if len(tail) > 1 else "")
-    RESULTS.write_text(old.rstrip("\n") + "\n\n" + section)
-    return section
+    return _replace_section(READER_HEADING, "\n".join(out))
 
 
 def _count_events(paths: list[str]) -> tuple[int, int]:
@@ -240,6 +233,17 @@ def _same_store(path: str, tmp: Path) -> bool:
     return got[0] == got[1]
 
 
+def _replace_section(heading: str, section: str) -> str:
+    """Put ``section`` (starting with ``heading``) at the end of the results file, replacing an earlier one."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    if heading in old:
+        head, _, rest = old.partition(heading)
+        tail = rest.split("\n## ", 1)
+        old = head + ("## " + tail[1] if len(tail) > 1 else "")
+    RESULTS.write_text(old.rstrip("\n") + "\n\n" + section)
+    return section
+
+
 def gzip_main(files: list[str], runs: int) -> str:
     from kat_gui.ingest.kineto_header import GZIP_BACKEND
 
@@ -291,14 +295,7 @@ def gzip_main(files: list[str], runs: int) -> str:
         f"{sys.version.split()[0]}, load average {load0:.1f} at the start and {load1:.1f} at the end.",
         "",
     ]
-    section = "\n".join(out)
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    if GZIP_HEADING in old:
-        head, _, rest = old.partition(GZIP_HEADING)
-        tail = rest.split("\n## ", 1)
-        old = head + ("## " + tail[1] if len(tail) > 1 else "")
-    RESULTS.write_text(old.rstrip("\n") + "\n\n" + section)
-    return section
+    return _replace_section(GZIP_HEADING, "\n".join(out))
 
 
 def main(argv: list[str] | None = None) -> str:
