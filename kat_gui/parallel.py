@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -278,6 +279,25 @@ def _connect(address: str) -> tuple[OnDask, Callable[[], None]]:
     return OnDask(client, f"dask scheduler {address} ({n} workers)", n), client.close
 
 
+def start_method() -> str:
+    """How the local cluster starts its worker processes: ``fork`` where it is safe, else dask's ``spawn``.
+
+    A spawned worker is a new interpreter that imports dask, numpy, h5py and KAT again: about 1 s before the
+    first task here, as long as a whole 200 MB ingest in one process (``docs/scale-out.md``). A forked one
+    starts in ~0.1 s with everything imported. Fork is used only on Linux, by a process without Qt (a GUI
+    process's threads and display connection must not be duplicated) and with no HDF5 file open (the
+    library's open-file state would be shared with the child): the ``kat`` commands' ingest. ``KAT_DASK_START``
+    (``fork`` or ``spawn``) overrides the choice."""
+    forced = os.environ.get("KAT_DASK_START", "").strip().lower()
+    if forced in ("fork", "spawn"):
+        return forced
+    if not sys.platform.startswith("linux") or any(m.startswith("PySide6") for m in sys.modules):
+        return "spawn"
+    from kat_gui.store import open_files
+
+    return "fork" if open_files() == 0 else "spawn"
+
+
 def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
     import dask
     from distributed import Client, LocalCluster
@@ -290,8 +310,14 @@ def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
     # and sorts here. KAT's tasks hold bounded memory; the single-thread settings stay.
     environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}  # fmt: skip
+    method = start_method()
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        with dask.config.set(
+            {
+                "distributed.nanny.pre-spawn-environ": environ,
+                "distributed.worker.multiprocessing-method": method,
+            }
+        ):
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,

@@ -120,6 +120,31 @@ def test_parallel_ingest_and_detect_on_a_local_cluster(traces, serial_store, who
     assert json.dumps(doc, sort_keys=True) == json.dumps(whole_result, sort_keys=True)
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_both_worker_start_methods_write_the_serial_store(
+    traces, serial_store, tmp_path, monkeypatch, method
+):
+    monkeypatch.setenv("KAT_DASK_START", method)
+    out = tmp_path / f"{method}.kat.h5"
+    assert cli.main(["ingest", str(traces), "-o", str(out), "--workers", "2"]) == 0
+    assert_same_store(serial_store, out)
+
+
+def test_workers_are_forked_only_where_it_is_safe(serial_store, monkeypatch):
+    from kat_gui.store import TraceStore
+
+    monkeypatch.delenv("KAT_DASK_START", raising=False)
+    for name in [m for m in sys.modules if m.startswith("PySide6")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert parallel.start_method() == "fork"  # the kat command's ingest: no Qt, no HDF5 file open
+    with TraceStore.open(serial_store):
+        assert parallel.start_method() == "spawn"  # detection: the store is open in this process
+    monkeypatch.setitem(sys.modules, "PySide6", sys)
+    assert parallel.start_method() == "spawn"  # a GUI process
+    monkeypatch.setenv("KAT_DASK_START", "fork")
+    assert parallel.start_method() == "fork"
+
+
 def test_small_inputs_stay_in_this_process(traces, tmp_path, monkeypatch):
     def no_cluster(n):
         raise AssertionError("a small ingest must not start a cluster")

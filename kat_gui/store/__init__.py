@@ -25,4 +25,12 @@ from kat_gui.store.layout import TrackRow, Window
 from kat_gui.store.reader import TraceStore
 from kat_gui.store.writer import StoreWriter
 
-__all__ = ["StoreWriter", "TraceStore", "TrackRow", "Window"]
+
+def open_files() -> int:
+    """HDF5 files this process has open (any store, any mode): a process with none may be forked safely."""
+    import h5py
+
+    return int(h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE))
+
+
+__all__ = ["StoreWriter", "TraceStore", "TrackRow", "Window", "open_files"]
