@@ -28,6 +28,7 @@ from kat_gui.detect.classify import COLLECTIVE, COMPUTE, COPY_HOST, MEMORY
 from kat_gui.detect.frame import RunFrame
 from kat_gui.detect.history import step_covariates
 from kat_gui.detect.params import Params
+from kat_gui.detect.rank_step import busy_ns
 from kat_gui.detect.signals import CellSignal, PeerMatch, cell_signal, peer_match
 from kat_gui.detect.stats import quiet_nanmedian, segments, small_unique
 from kat_gui.progress import Progress
@@ -113,19 +114,25 @@ class RunAnalysis:
         self.peer_matches: dict[str, PeerMatch] = {}  # filled by kernel_signals, per signal name
 
     def _step_lengths(self) -> np.ndarray:
-        """Median across ranks of each step's GPU span (first start to last end), ns; 1 where unknown."""
+        """Median across ranks of each step's GPU span (first start to last end), ns; 1 where unknown. Keeps
+        the per-(rank, step) first start, last end and busy time (``cell_lo``, ``cell_hi``, ``cell_busy_ns``,
+        flat [rank * n_steps + step]; see :func:`kat_gui.detect.rank_step.busy_ns`)."""
         g = self.frame.gpu
         ok = self.step_idx >= 0
         cell = self.rank_idx[ok].astype(np.int64) * self.n_steps + self.step_idx[ok]
         n = self.n_ranks * self.n_steps
         lo = np.full(n, np.iinfo(np.int64).max)
         hi = np.full(n, np.iinfo(np.int64).min)
+        busy = np.zeros(n, np.int64)
         order = np.argsort(cell, kind="stable")
         c_s = cell[order]
         first, _ = segments(c_s)
         if len(first):
             lo[c_s[first]] = np.minimum.reduceat(g["start_ns"][ok][order], first)
             hi[c_s[first]] = np.maximum.reduceat(g["end_ns"][ok][order], first)
+            work = busy_ns(g["cls"][ok], g["start_ns"][ok], g["end_ns"][ok])
+            busy[c_s[first]] = np.add.reduceat(work[order], first)
+        self.cell_lo, self.cell_hi, self.cell_busy_ns = lo, hi, busy
         return step_lengths(lo, hi, self.n_ranks, self.n_steps)
 
     # ------------------------------------------------------------------ signals

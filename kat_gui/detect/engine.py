@@ -20,6 +20,7 @@ from kat_gui.detect.hang_findings import hang_findings
 from kat_gui.detect.link_findings import link_findings
 from kat_gui.detect.params import Params
 from kat_gui.detect.rank_findings import rank_findings
+from kat_gui.detect.rank_step import rank_step_signals
 from kat_gui.detect.result import DetectResult
 from kat_gui.detect.straggler_findings import straggler_findings
 from kat_gui.detect.topology_findings import topology_findings
@@ -104,7 +105,8 @@ def detect_run(run: RunAnalysis, progress: Progress | None = None) -> DetectResu
     }
     if progress:
         progress(1.0, "done")
-    return DetectResult(fr.name, findings, anomalies, meta, co, sig, run.step_values)
+    rank_step = rank_step_signals(run) if fr.n_gpu and run.n_ranks else None
+    return DetectResult(fr.name, findings, anomalies, meta, co, sig, run.step_values, rank_step)
 
 
 def _host_groups(fr: RunFrame) -> list[list[int]]:

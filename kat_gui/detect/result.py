@@ -1,5 +1,6 @@
 """What detection found (:class:`DetectResult`), its keys in the store (``detect/anomalies``,
-``detect/findings``, ``detect/meta``, ``detect/collectives``) and the public ``kat.detect/1`` JSON document.
+``detect/findings``, ``detect/meta``, ``detect/collectives``, ``detect/rank_step``, ``detect/steps``) and the
+public ``kat.detect/1`` JSON document (which the rank x step signals are not part of).
 
 Times are ns; the anomaly table's columns are :data:`kat_gui.detect.anomalies.ANOMALY_COLUMNS`.
 """
@@ -12,6 +13,7 @@ import numpy as np
 
 from kat_gui.detect.align import Collectives
 from kat_gui.detect.anomalies import ANOMALY_COLUMNS
+from kat_gui.detect.rank_step import RANK_STEP_KEY, STEPS_KEY, RankStep
 from kat_gui.detect.signals import CellSignal
 from kat_gui.events import COMPONENTS
 
@@ -24,8 +26,9 @@ _CONTRACT_FIELDS = ("component", "component_id", "ranks", "confidence", "start_n
 class DetectResult:
     """What detection found. ``findings`` follow the ``kat.detect/1`` contract (docs/detection.md, "Output"; names
     decoded in :func:`to_contract_json`); ``anomalies`` are store-column arrays (:data:`ANOMALY_COLUMNS`);
-    ``meta`` is stored as ``detect/meta``. ``collectives``, ``signals`` and ``steps`` exist only for a result
-    just computed (not for one loaded from a store)."""
+    ``meta`` is stored as ``detect/meta``. ``collectives``, ``signals``, ``steps`` and ``rank_step`` (the
+    heatmap's signals, stored as ``detect/rank_step`` and ``detect/steps``: :func:`load_rank_step`) exist only
+    for a result just computed (not for one loaded from a store)."""
 
     run: str
     findings: list[dict]
@@ -34,6 +37,7 @@ class DetectResult:
     collectives: Collectives | None = None
     signals: dict[str, CellSignal] = field(default_factory=dict)
     steps: np.ndarray | None = None  # the step numbers of the signal columns
+    rank_step: RankStep | None = None
 
 
 def collective_table(result: DetectResult) -> dict[str, np.ndarray] | None:
@@ -61,8 +65,37 @@ def save_result(store, result: DetectResult) -> None:
     table = collective_table(result)
     if table is not None:
         store.put_table("detect/collectives", table)
+    if result.rank_step is not None:
+        for key, cols in result.rank_step.tables().items():
+            store.put_table(key, cols)
+    else:  # never leave an earlier analysis's signals beside these findings
+        for key in (RANK_STEP_KEY, STEPS_KEY):
+            store.delete(key)
     store.put_json("detect/findings", {"schema": SCHEMA, "run": result.run, "findings": result.findings})
     store.put_json("detect/meta", result.meta)
+
+
+def load_rank_step(store) -> RankStep | None:
+    """The stored rank x step signals (``detect/rank_step`` + ``detect/steps``), or None for a store analysed
+    before they existed (or never). Raises OSError/KeyError/ValueError on a damaged store, as ``get_table``."""
+    rs = store.get_table(RANK_STEP_KEY)
+    st = store.get_table(STEPS_KEY)
+    if not rs or not st or not {"rank", "slowdown", "wait_share"} <= set(rs) or "step" not in st:
+        return None
+    n_r, n_s = len(rs["rank"]), len(st["step"])
+    mats = [np.asarray(rs[c], np.float32) for c in ("slowdown", "wait_share")]
+    if any(m.shape != (n_r, n_s) for m in mats):
+        raise ValueError(f"{RANK_STEP_KEY}: matrices are not [{n_r} ranks x {n_s} steps]")
+    cols = {c: np.asarray(st.get(c, np.zeros(n_s)), np.int64) for c in ("start_ns", "end_ns", "len_ns")}
+    return RankStep(
+        np.asarray(rs["rank"], np.int64),
+        np.asarray(st["step"], np.int64),
+        mats[0],
+        mats[1],
+        cols["start_ns"],
+        cols["end_ns"],
+        cols["len_ns"],
+    )
 
 
 def load_result(store) -> DetectResult | None:

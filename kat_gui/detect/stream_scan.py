@@ -29,6 +29,7 @@ import numpy as np
 from kat_gui.detect.align import assign_steps, launch_rows
 from kat_gui.detect.classify import COLLECTIVE, classify_strings, copy_class_strings, event_classes
 from kat_gui.detect.frame import GPU_COLUMNS, STEP_RX, RunFrame
+from kat_gui.detect.rank_step import busy_ns
 from kat_gui.detect.stats import count_before_by_rank, small_unique
 from kat_gui.events import EventKind, TrackKind
 
@@ -259,7 +260,8 @@ class RankScan:
     - per *group* (``grp``): a row's group is its step, or for a row outside every step the step of the row
       before it on its track (-2 before the track's first step). Per group: rows, min/max start, max end, and
       per host thread the range of rows holding the runtime calls that launched them (``grp_host``);
-    - per step (``stp``): first start and last end (step lengths, finding windows); per step, over rows with a
+    - per step (``stp``): first start, last end (step lengths, finding windows) and busy time (``busy``, ns of
+      non-collective GPU work: ``rank_step``); per step, over rows with a
       known launch (``lch``): the first and last launch time;
     - ``coll``: every collective-class event (:data:`COLL_COLUMNS`).
     """
@@ -383,6 +385,12 @@ def scan_rank(layout: RunLayout, rank: int) -> RankScan:
             grp_host[int(h)] = (keys, lo, hi)
     ok = step >= 0
     stp = _step_stats(step[ok], g["start_ns"][ok], g["end_ns"][ok])
+    stp["busy"] = np.zeros(len(stp["step"]), np.int64)  # per step: busy time (``rank_step.busy_ns``)
+    np.add.at(
+        stp["busy"],
+        np.searchsorted(stp["step"], step[ok]),
+        busy_ns(g["cls"][ok], g["start_ns"][ok], g["end_ns"][ok]),
+    )
     okl = ok & (launch_ns >= 0)
     lch = _step_stats(step[okl], launch_ns[okl], launch_ns[okl])
     c = np.flatnonzero(g["cls"] == COLLECTIVE)

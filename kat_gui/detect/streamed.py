@@ -252,17 +252,19 @@ class StreamedAnalysis:
         self.frame.gpu = self.coll
         del coll
         self.coll_step_idx = np.where(co.step >= 0, np.searchsorted(self.step_values, co.step), -1)
-        # Per (rank, step) first start / last end: step lengths and finding windows.
+        # Per (rank, step) first start / last end / busy time: step lengths, finding windows, rank_step.
         n_cells = self.n_ranks * self.n_steps
-        self._lo = np.full(n_cells, np.iinfo(np.int64).max)
-        self._hi = np.full(n_cells, np.iinfo(np.int64).min)
+        self.cell_lo = np.full(n_cells, np.iinfo(np.int64).max)
+        self.cell_hi = np.full(n_cells, np.iinfo(np.int64).min)
+        self.cell_busy_ns = np.zeros(n_cells, np.int64)
         for s in scans:
             if len(s.stp["step"]):
                 ri = int(np.searchsorted(frame.ranks, s.rank))
                 cell = ri * self.n_steps + np.searchsorted(self.step_values, s.stp["step"])
-                self._lo[cell] = s.stp["lo"]
-                self._hi[cell] = s.stp["hi"]
-        self.step_len_ns = step_lengths(self._lo, self._hi, self.n_ranks, self.n_steps)
+                self.cell_lo[cell] = s.stp["lo"]
+                self.cell_hi[cell] = s.stp["hi"]
+                self.cell_busy_ns[cell] = s.stp["busy"]
+        self.step_len_ns = step_lengths(self.cell_lo, self.cell_hi, self.n_ranks, self.n_steps)
         self.any_launch = any(s.any_launch for s in scans)
         self.launch_signal = self.n_ranks >= 2 and any(len(s.lch["step"]) for s in scans)
         self.windows: list[Window] = []
@@ -277,8 +279,8 @@ class StreamedAnalysis:
         return self._has_steps
 
     def window_ns(self, s0: int, s1: int, ri: int | None) -> tuple[int, int]:
-        lo = self._lo.reshape(self.n_ranks, self.n_steps)[:, s0 : s1 + 1]
-        hi = self._hi.reshape(self.n_ranks, self.n_steps)[:, s0 : s1 + 1]
+        lo = self.cell_lo.reshape(self.n_ranks, self.n_steps)[:, s0 : s1 + 1]
+        hi = self.cell_hi.reshape(self.n_ranks, self.n_steps)[:, s0 : s1 + 1]
         if ri is not None:
             lo, hi = lo[ri], hi[ri]
         if not (hi >= lo).any():
