@@ -140,3 +140,5 @@ def test_a_damaged_matrix_is_one_error(throttled, tmp_path, monkeypatch):
         )
         with pytest.raises(ValueError, match="not \\[4 ranks x 48 steps\\]"):
             load_rank_step(st)
+        with pytest.raises(ValueError, match="must be 1-D"):
+            st.put_table("test/cube", {"x": np.zeros((2, 2, 2))})

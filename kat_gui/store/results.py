@@ -5,9 +5,10 @@ of value:
 
 - JSON: one scalar UTF-8 string dataset, written compact (``separators=(",", ":")``, ``ensure_ascii=False``);
   numpy scalars and arrays, sets, tuples and paths are converted on the way (:func:`json_default`).
-- Table: a group of equal-length 1-D datasets, one per column, with the column order in the group's
-  ``columns`` attribute (JSON list); string columns are stored as UTF-8 strings and read back as object
-  arrays of ``str``. Values keep their dtype (times in ns stay int64).
+- Table: a group of datasets with the same number of rows, one per column, with the column order in the
+  group's ``columns`` attribute (JSON list); string columns are stored as UTF-8 strings and read back as object
+  arrays of ``str``. Values keep their dtype (times in ns stay int64) and their shape: a numeric column may be
+  2-D, one row per table row (``detect/rank_step``'s [rank, step] matrices).
 
 Keys are ``/``-separated names (``detect/findings``); a replacement is crash-safe through ``<key>~new`` and
 ``<key>~old`` siblings (:func:`put_result`). The mixins give :class:`StoreWriter` (``put_*`` before commit)
@@ -115,6 +116,10 @@ def write_table(cols: dict[str, np.ndarray]) -> ResultWrite:
         n = None
         for col, values in cols.items():
             arr = np.asarray(values)
+            if not 1 <= arr.ndim <= 2 or (arr.ndim == 2 and arr.dtype.kind in "UO"):
+                raise ValueError(
+                    f"table column {col!r} must be 1-D (or a 2-D numeric array), not {arr.shape}"
+                )
             if n is None:
                 n = len(arr)
             elif len(arr) != n:
@@ -160,7 +165,8 @@ class ResultWriting:
         put_result(self._writable(), key, lambda g, name: write_json(g, name, obj))
 
     def put_table(self, key: str, cols: dict[str, np.ndarray]) -> None:
-        """Store equal-length columns under ``/results/<key>``; string columns become UTF-8 strings."""
+        """Store columns with the same number of rows (first dimension; numeric ones may be 2-D) under
+        ``/results/<key>``; string columns become UTF-8 strings."""
         put_result(self._writable(), key, write_table(cols))
 
 
