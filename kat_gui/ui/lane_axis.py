@@ -1,9 +1,14 @@
 """The lanes' left axis: each lane's label (rank and GPU, or stream) beside its row, implicated ranks in red.
 
+A host's lane (``host_lanes.HostLane``: ``▾ host63 · 8 ranks`` expanded, ``▸`` collapsed) is named left-aligned in
+bold slate (red with ⚠ when the host holds an implicated rank), rank lanes right-aligned, so the grouping reads
+as a hierarchy. Labels never overlap: implicated ranks' labels are placed first, then hosts', then the rest
+(where lanes are thinner than a line of text, only every Nth of those).
+
 Labels are placed from the linked view's lane rows (row ``i`` spans ``[i, i + 1)``) in the axis's own pixel
-coordinates and elided in the middle to fit its width. Caching: the painted labels are kept as a pixmap keyed
-by the axis size, the view's y range, the alert set and the lane list, and blitted while only the x range
-moves.
+coordinates and elided at the end to fit its width (the rank and host come first, the GPU name last).
+Caching: the painted labels are kept as a pixmap keyed by the axis size, the view's y range, the alert set
+and the lane list, and blitted while only the x range moves.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
+from kat_gui.ui.host_lanes import HostLane
 from kat_gui.ui.run_model import Lane
 from kat_gui.ui.timeline_paint import ROOT_COLOR
+
+HOST_LABEL = "#1F3A5F"
 
 
 class LaneAxis(pg.AxisItem):
@@ -83,23 +91,34 @@ class LaneAxis(pg.AxisItem):
         if rows:
             lane_px = max(min(b - t for _i, _l, t, b in rows), 1e-3)
             every = max(1, int(-(-fh // lane_px)))
-        alert_first = sorted(rows, key=lambda r: not (r[1].rank in self.alert_ranks and r[1].kind == "rank"))
+
+        def rank_of(r) -> int:  # placing order: implicated ranks, hosts, the rest
+            if r[1].rank in self.alert_ranks and r[1].kind == "rank":
+                return 0
+            return 1 if isinstance(r[1], HostLane) else 2
+
         taken: list[tuple[float, float]] = []
         self.drawn: list[tuple[float, float, int]] = []  # (top, bottom, lane) of each label drawn (tests)
-        for i, lane, top, bot in alert_first:
-            alert = lane.rank in self.alert_ranks and lane.kind == "rank"
+        for i, lane, top, bot in sorted(rows, key=rank_of):
+            host = isinstance(lane, HostLane)
+            alert = (lane.rank in self.alert_ranks and lane.kind == "rank") or (host and lane.implicated)
             mid = (top + bot) / 2
             lo, hi = mid - fh / 2, mid + fh / 2
-            if (not alert and i % every) or any(lo < b and a < hi for a, b in taken):
+            if (not alert and not host and i % every) or any(lo < b and a < hi for a, b in taken):
                 continue
             taken.append((lo, hi))
             self.drawn.append((lo, hi, i))
-            font = bold if alert else base
+            font = bold if alert or host else base
             p.setFont(font)
-            p.setPen(pg.mkPen(ROOT_COLOR if alert else ("#222222" if lane.kind == "rank" else "#666666")))
-            text = ("⚠ " + lane.label) if alert else lane.label
-            text = QtGui.QFontMetrics(font).elidedText(text, QtCore.Qt.TextElideMode.ElideMiddle, int(width))
-            rect = QtCore.QRectF(2, lo, width, hi - lo)
+            color = "#222222" if lane.kind == "rank" else "#666666"
+            p.setPen(pg.mkPen(ROOT_COLOR if alert else (HOST_LABEL if host else color)))
+            text = lane.label
+            if alert:
+                text = f"{text}  ⚠" if host else f"⚠ {text}"
+            text = QtGui.QFontMetrics(font).elidedText(text, QtCore.Qt.TextElideMode.ElideRight, int(width))
+            align = QtCore.Qt.AlignmentFlag.AlignLeft if host else QtCore.Qt.AlignmentFlag.AlignRight
             p.drawText(
-                rect, int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter), text
+                QtCore.QRectF(4 if host else 2, lo, width, hi - lo),
+                int(align | QtCore.Qt.AlignmentFlag.AlignVCenter),
+                text,
             )

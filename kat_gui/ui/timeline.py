@@ -8,7 +8,8 @@ the lanes' rectangles (``timeline_lanes``), the anomalies on them (``timeline_an
 float64, given ``units="s"`` so pyqtgraph prints ms/µs; the public API takes and returns absolute ns
 (``zoom_ns``, ``x_range_ns``) or these seconds (``x_range``, ``set_x_range``). See ``timeline_paint``.
 
-The view owns the lane list (ranks, expanded ranks, a rank filter), the x range (zoom, pan, fit, the
+The view owns the lane list (ranks, expanded ranks, a rank filter; in a large run the pinned ranks and the
+lanes grouped by host with collapse/expand, ``host_lanes``), the x range (zoom, pan, fit, the
 overview region), anomaly stepping (N/P), selection, hover tooltips and the keyboard. Emits
 ``eventSelected(track, index)`` on click and ``rangeChanged(x0_s, x1_s)`` when the x range moves.
 """
@@ -20,9 +21,10 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.async_reads import Deliver
+from kat_gui.ui.host_lanes import HEADER, HostLane, group_by_host, lane_hosts, pinned_order
 from kat_gui.ui.lane_axis import LaneAxis
 from kat_gui.ui.run_model import ROLE_ROOT, Lane, RunModel, esc, fmt_ns
-from kat_gui.ui.scale import LARGE_RUN_RANKS
+from kat_gui.ui.scale import LARGE_RUN_RANKS, focus_ranks, hosts_of, implicated_ranks
 from kat_gui.ui.timeline_anomalies import AnomalyItem
 from kat_gui.ui.timeline_lanes import LanesItem
 from kat_gui.ui.timeline_legend import legend_widget
@@ -53,6 +55,15 @@ class TimelineView(QtWidgets.QWidget):
         self.expanded: set[int] = set()
         self.rank_filter: set[int] | None = None
         self.lanes: list[Lane] = []
+        # Large runs: lanes pinned (implicated + reference peers) and grouped by host. ``host_choice``: the
+        # user's collapse (True) / expand (False) per host; a host not in it is collapsed in the all-ranks
+        # view unless it holds an implicated rank, expanded under a filter (filter and collapse compose).
+        self.large = len(model.ranks) > LARGE_RUN_RANKS
+        self.host_choice: dict[str, bool] = {}
+        self._hosts = hosts_of(model)
+        self._host_of = {r: h for h, rs in self._hosts.items() for r in rs}
+        self._implicated = set(implicated_ranks(model)) | set(model.culprit_ranks())
+        self._focus = focus_ranks(model) if self.large else []
         self.selected: tuple[int, int] | None = None
         self._selected_span: tuple[int, int] | None = None  # (start_ns, end_ns) of the selected event
         self._deliver = Deliver(self)
@@ -144,20 +155,80 @@ class TimelineView(QtWidgets.QWidget):
 
     # ---------------------------------------------------------------- lanes
 
-    def rebuild_lanes(self) -> None:
+    def rebuild_lanes(self, keep_host: str | None = None) -> None:
+        """Rebuild the rows from the filter, the expanded ranks and (large runs) the pinned ranks and the
+        hosts' collapse state. From the top, or with ``keep_host``'s lane kept on the same screen row."""
+        before = self._host_row(keep_host)
         lanes = self.model.lanes(self.expanded, self.rank_filter)
-        if len(self.model.ranks) > LARGE_RUN_RANKS:
-            # a large run: the implicated ranks' lanes pinned at the top (the rest keep their order)
-            pinned = set(self.lanes_item.highlight_ranks)
-            lanes = [ln for ln in lanes if ln.rank in pinned] + [ln for ln in lanes if ln.rank not in pinned]
+        if self.large:
+            # the implicated (highlighted) ranks and reference peers pinned at the top, the rest by host
+            pinned = pinned_order(self._focus, self.lanes_item.highlight_ranks, self.model.ranks)
+            lanes = group_by_host(
+                lanes, self._host_of, list(self._hosts), pinned, self.host_collapsed, self._implicated
+            )
         self.lanes = lanes
         self.lanes_item.set_lanes(self.lanes)
-        self.anomaly_item.set_lanes(self.lanes)
+        self.anomaly_item.set_lanes(self.lanes, lane_hosts(self.lanes, self._host_of))
         self.notes_item.set_lanes(self.lanes)
         self.axis.set_lanes(self.lanes)
         self.vb.setLimits(yMin=-0.2, yMax=max(len(self.lanes), 1) + 0.2)
-        self._fit_lanes(0)
+        after = self._host_row(keep_host)
+        top = 0 if before is None or after is None else self.vscroll.value() + after - before
+        self._fit_lanes(top)
         self._place_selection()
+
+    # ---------------------------------------------------------------- hosts (large runs)
+
+    def host_collapsed(self, host: str) -> bool:
+        """Whether ``host`` shows as one summary lane (see ``host_choice``)."""
+        if host in self.host_choice:
+            return self.host_choice[host]
+        hot = {self._host_of.get(r) for r in self._implicated}
+        return self.large and self.rank_filter is None and host not in hot
+
+    def set_host_collapsed(self, host: str, collapsed: bool) -> None:
+        self.host_choice[host] = bool(collapsed)
+        self.rebuild_lanes(keep_host=host)
+
+    def toggle_host(self, host: str) -> None:
+        self.set_host_collapsed(host, not self.host_collapsed(host))
+
+    def set_all_hosts_collapsed(self, collapsed: bool) -> None:
+        self.host_choice = {h: bool(collapsed) for h in self._hosts}
+        self.rebuild_lanes()
+
+    def host_lanes(self) -> list[HostLane]:
+        return [ln for ln in self.lanes if isinstance(ln, HostLane)]
+
+    def _host_row(self, host: str | None) -> int | None:
+        if host is None:
+            return None
+        return next(
+            (i for i, ln in enumerate(self.lanes) if isinstance(ln, HostLane) and ln.host == host), None
+        )
+
+    def _selected_host(self) -> str | None:
+        """The host of the selected kernel's rank (None without a selection)."""
+        if self.selected is None:
+            return None
+        return self._host_of.get(self.model.rank_of_track(self.selected[0]))
+
+    def host_menu(self, lane: int) -> QtWidgets.QMenu:
+        """The lanes' context menu at lane row ``lane``: collapse/expand that lane's host, all hosts."""
+        menu = QtWidgets.QMenu(self)
+        ln = self.lanes[lane] if 0 <= lane < len(self.lanes) else None
+        host = (
+            ln.host if isinstance(ln, HostLane) else (self._host_of.get(ln.rank) if ln is not None else None)
+        )
+        if host is not None and self.host_lanes():
+            c = self.host_collapsed(host)
+            menu.addAction(
+                f"{'Expand' if c else 'Collapse'} {host}", lambda: self.set_host_collapsed(host, not c)
+            )
+        if self.host_lanes():
+            menu.addAction("Collapse all hosts", lambda: self.set_all_hosts_collapsed(True))
+            menu.addAction("Expand all hosts", lambda: self.set_all_hosts_collapsed(False))
+        return menu
 
     def lanes_that_fit(self) -> int:
         """How many lanes the plot shows at once (each at least MIN_LANE_PX tall)."""
@@ -281,6 +352,14 @@ class TimelineView(QtWidgets.QWidget):
         """Zoom to anomaly row ``row`` (of the anomalies table) and select its kernel."""
         a = self.model.anomalies
         s, e = int(a["start_ns"][row]), int(a["end_ns"][row])
+        track = int(a["track"][row])
+        lane = (
+            int(self.anomaly_item.lane_of_track[track])
+            if track < len(self.anomaly_item.lane_of_track)
+            else -1
+        )
+        if 0 <= lane < len(self.lanes) and isinstance(self.lanes[lane], HostLane):
+            self.set_host_collapsed(self.lanes[lane].host, False)  # its rank's own lane, not the summary
         self.zoom_ns(s, e, margin=4.0)
         self.select(int(a["track"][row]), int(a["index"][row]), (s, e))
 
@@ -378,15 +457,24 @@ class TimelineView(QtWidgets.QWidget):
         QtWidgets.QToolTip.showText(gp, self.tooltip_text(*hit), view)
 
     def _on_click(self, ev) -> None:
+        pos = ev.scenePos()
+        on_axis = self.axis.sceneBoundingRect().contains(pos)
+        i = int(np.floor(self.vb.mapSceneToView(pos).y()))
+        lane = self.lanes[i] if 0 <= i < len(self.lanes) else None
+        if ev.button() == QtCore.Qt.MouseButton.RightButton:
+            if (on_axis or self.vb.sceneBoundingRect().contains(pos)) and self.host_lanes():
+                self.host_menu(i).popup(QtGui.QCursor.pos())
+            return
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             return
-        pos = ev.scenePos()
-        # A click on a rank label toggles that rank's streams.
-        if self.axis.sceneBoundingRect().contains(pos):
-            y = self.vb.mapSceneToView(pos).y()
-            i = int(np.floor(y))
-            if 0 <= i < len(self.lanes):
-                self.toggle_expand(self.lanes[i].rank)
+        # A click on a host's name (or its empty header row) collapses/expands it; on a rank label toggles
+        # that rank's streams.
+        if isinstance(lane, HostLane) and (on_axis or lane.kind == HEADER):
+            self.toggle_host(lane.host)
+            return
+        if on_axis:
+            if lane is not None:
+                self.toggle_expand(lane.rank)
             return
         hit = self._hit_at_scene(pos)
         if hit is None:
@@ -417,8 +505,16 @@ class TimelineView(QtWidgets.QWidget):
             k.Key_P: lambda: self.step_anomaly(-1),
             k.Key_PageDown: lambda: self._fit_lanes(self.vscroll.value() + self.vscroll.pageStep()),
             k.Key_PageUp: lambda: self._fit_lanes(self.vscroll.value() - self.vscroll.pageStep()),
+            k.Key_H: self._toggle_selected_host,
         }
         fn = actions.get(key)
         if fn is None:
             return False
         fn()
+        return True
+
+    def _toggle_selected_host(self) -> None:
+        """H: collapse/expand the selected kernel's host (large runs)."""
+        host = self._selected_host()
+        if host is not None and self.host_lanes():
+            self.toggle_host(host)

@@ -1,13 +1,21 @@
-"""Anomalous kernels on the lanes: roots with a red outline, symptoms (waits on a root) with amber hatching.
+"""Anomalous kernels on the lanes: roots with a red outline, symptoms (waits on a root) lighter, in amber.
 
 Each row of the run's anomaly table (``RunModel.anomalies``: ``start_ns``, ``end_ns``, ``track``, ``role``)
-is drawn on the lane showing its track, x in seconds since the run start, y the lane row (see
-``timeline_paint``), ``MIN_ANOMALY_PX`` pixels wide at least so it stays visible when zoomed out.
+is drawn on the lane showing its track (a collapsed host's summary lane shows its ranks'), x in seconds since
+the run start, y the lane row (see ``timeline_paint``), ``MIN_ANOMALY_PX`` pixels wide at least so it stays
+visible when zoomed out.
+
+Symptoms without the flood: a symptom is drawn lighter than a root (thin translucent outline and hatching, or a
+light fill; ``timeline_paint``'s alphas) and, **zoomed out** (the median symptom in view narrower than
+``AGG_PX`` pixels, or lanes thinner than ``THIN_LANE_PX``), not per kernel but as one light band per host
+block: consecutive lanes of one host (a host's expanded ranks, a collapsed host's summary lane, adjacent
+pinned lanes of one host; ``host_lanes.host_blocks``) share one band over the union of their symptoms' time,
+merged across gaps under ``AGG_GAP_PX`` pixels. Roots are drawn last, always on top, per lane.
 
 Caching: the anomalies of the shown lanes are converted to seconds once per lane set (``_all``). The
 outlines around the view are computed for the view plus one width on each side, merged per pixel
-(``coalesce``), and reused while a pan stays inside that and the pixel size is unchanged, so panning costs no
-per-anomaly work (a zoomed-out view can hold 10^5).
+(``coalesce``), and reused while a pan stays inside that and the pixel size (and the zoomed-out mode) is
+unchanged, so panning costs no per-anomaly work (a zoomed-out view can hold 10^5). All numpy.
 """
 
 from __future__ import annotations
@@ -16,8 +24,19 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
+from kat_gui.ui.host_lanes import host_blocks
 from kat_gui.ui.run_model import ROLE_ROOT, ROLE_SYMPTOM, Lane, RunModel
-from kat_gui.ui.timeline_paint import ROOT_COLOR, SYMPTOM_COLOR, pixel_s, rect_array, span_s
+from kat_gui.ui.timeline_paint import (
+    ROOT_COLOR,
+    ROOT_FILL_ALPHA,
+    ROOT_PEN_PX,
+    SYMPTOM_FILL_ALPHA,
+    SYMPTOM_PEN_PX,
+    pixel_s,
+    rect_array,
+    span_s,
+    symptom_color,
+)
 
 MIN_ANOMALY_PX = 3.0  # anomalies stay visible (at least this wide) when zoomed out
 WIDE_PX = 60.0  # symptom blocks wider than this are filled, not hatched (speed)
@@ -27,7 +46,12 @@ WIDE_PX = 60.0  # symptom blocks wider than this are filled, not hatched (speed)
 # over the pixels their outline covered, in amber as strong as the outline looked (a plain fill: ~5x faster).
 NARROW_PX = 4.0
 DENSE_BLOCKS = 2_000
-NARROW_ALPHA = 150  # about the share of an outlined block's pixels that its outline covers
+NARROW_ALPHA = 90  # about the share of an outlined block's pixels that its (translucent) outline covers
+# Zoomed out: the median symptom in view is narrower than AGG_PX -> one band per host block. Hatching (an 8 px
+# pattern) cannot show on a narrower mark, which is then only an amber smudge repeated on every waiting lane.
+AGG_PX = 8.0
+THIN_LANE_PX = 6.0  # ... or the lanes are thinner than this
+AGG_GAP_PX = 3.0  # symptoms of one host block closer than this merge into one band
 
 
 def coalesce(
@@ -56,22 +80,35 @@ def coalesce(
 
 
 class AnomalyItem(pg.GraphicsObject):
-    """Anomalous instances on the lanes: roots with a red outline, symptoms with amber hatching."""
+    """Anomalous instances on the lanes: roots with a red outline (on top), symptoms lighter, per host block
+    when zoomed out."""
 
     def __init__(self, model: RunModel):
         super().__init__()
         self.model = model
         self.lane_of_track = np.full(max(len(model.tracks), 1), -1, np.int32)
         self.n_lanes = 1
+        self._block = np.zeros(1, np.int64)  # lane -> host block; first row and rows of each block
+        self._block_top = np.zeros(1, np.int64)
+        self._block_rows = np.ones(1, np.int64)
         self._all: tuple[np.ndarray, ...] | None = None  # anomalies on shown lanes: x_s, w_s, lane, role
-        self._cache: tuple | None = None  # (x0_s, x1_s, px_s, visible_rects result)
+        self._cache: tuple | None = None  # (x0_s, x1_s, px_s, thin, visible_rects result)
+        self.aggregated = False  # the last view's symptoms were drawn per host block (zoomed out)
+        self.drawn = {"root": 0, "symptom": 0}  # rectangles of each role drawn by the last paint (tests)
 
-    def set_lanes(self, lanes: list[Lane]) -> None:
+    def set_lanes(self, lanes: list[Lane], hosts: list[str | None] | None = None) -> None:
+        """``hosts``: each lane's host (``host_lanes.lane_hosts``); None = every lane a block of its own."""
         self.prepareGeometryChange()
         self.lane_of_track[:] = -1
         for i, lane in enumerate(lanes):
             self.lane_of_track[lane.tracks] = i
         self.n_lanes = max(len(lanes), 1)
+        blk, top, rows = host_blocks(hosts if hosts is not None else [None] * len(lanes))
+        self._block, self._block_top, self._block_rows = (
+            (blk, top, rows)
+            if len(blk)
+            else (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64))
+        )
         self._all = None
         self._cache = None
         self.update()
@@ -79,20 +116,26 @@ class AnomalyItem(pg.GraphicsObject):
     def boundingRect(self) -> QtCore.QRectF:
         return QtCore.QRectF(0.0, 0.0, span_s(self.model), float(self.n_lanes))
 
+    def _thin(self, vb) -> bool:
+        (_x, (y0, y1)) = vb.viewRange()
+        return vb.height() / max(y1 - y0, 1e-9) < THIN_LANE_PX
+
     def visible_rects(self) -> tuple[np.ndarray, ...]:
-        """(x, lane, width, role, px) of the anomaly outlines around the view, merged per pixel.
+        """(x, y, width, height, role, px) of the anomaly marks around the view: roots merged per pixel and
+        lane; symptoms per lane, or per host block when zoomed out (``aggregated``).
 
         Computed for the view plus one width on each side and reused while a pan stays inside that and the
         pixel size is unchanged, so panning costs no per-anomaly work (a zoomed-out view can hold 10^5)."""
         a = self.model.anomalies
         if not len(a["start_ns"]):
-            return (np.zeros(0),) * 5
+            return (np.zeros(0),) * 6
         vb = self.getViewBox()
         (x0, x1), _ = vb.viewRange()
         px = pixel_s(vb)
+        thin = self._thin(vb)
         c = self._cache
-        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px:
-            return c[3]
+        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px and c[3] == thin:
+            return c[4]
         q0, q1 = x0 - (x1 - x0), x1 + (x1 - x0)
         if self._all is None:
             lane = self.lane_of_track[np.clip(a["track"], 0, len(self.lane_of_track) - 1)]
@@ -104,36 +147,80 @@ class AnomalyItem(pg.GraphicsObject):
                 a["role"][keep],
             )
         xs, ws, lane, role = self._all
+        m = (xs + ws >= q0 - MIN_ANOMALY_PX * px) & (xs <= q1)
+        xs, ws, lane, role = xs[m], ws[m], lane[m], role[m]
+        sym = role == ROLE_SYMPTOM
+        self.aggregated = bool(sym.any()) and (thin or float(np.median(ws[sym])) < AGG_PX * px)
         grow = np.maximum(MIN_ANOMALY_PX * px - ws, 0)
-        x = xs - grow / 2
-        w = ws + grow
-        m = (x + w >= q0) & (x <= q1)
-        out = (*coalesce(x[m], w[m], lane[m], role[m], px, self.n_lanes), px)
-        self._cache = (q0, q1, px, out)
+        x, w = xs - grow / 2, ws + grow
+        if self.aggregated:
+            per_lane = ~sym
+            bx, bblk, bw, brole = coalesce(
+                x[sym], w[sym], self._block[lane[sym]], role[sym], AGG_GAP_PX * px, len(self._block_top)
+            )
+            bi = bblk.astype(np.int64)
+            band = (bx, self._block_top[bi].astype(float), bw, self._block_rows[bi].astype(float), brole)
+        else:
+            per_lane = np.ones(len(x), bool)
+            band = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.uint8))
+        lx, ly, lw, lrole = coalesce(
+            x[per_lane], w[per_lane], lane[per_lane], role[per_lane], px, self.n_lanes
+        )
+        out = (
+            np.concatenate([band[0], lx]),
+            np.concatenate([band[1], ly]),
+            np.concatenate([band[2], lw]),
+            np.concatenate([band[3], np.ones(len(lx))]),
+            np.concatenate([band[4], lrole]).astype(np.uint8),
+            px,
+        )
+        self._cache = (q0, q1, px, thin, out)
         return out
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
-        x, y, w, role, px = self.visible_rects()
+        x, y, w, h, role, px = self.visible_rects()
+        self.drawn = {"root": 0, "symptom": 0}
         if not len(x):
             return
-        h = np.full(len(x), 0.92)
+        # 4 % of a lane left free above and below a mark (a band spans its block's lanes)
         y = y + 0.04
+        h = h - 0.08
         sym = role == ROLE_SYMPTOM
-        # Hatching is a pattern fill, slow over large areas: blocks wider than WIDE_PX (zoomed out, many
-        # merged symptoms) get a light amber fill instead; narrow ones keep the hatching.
+        self.drawn["symptom"] = int(np.count_nonzero(sym))
+        light = QtGui.QBrush(symptom_color(SYMPTOM_FILL_ALPHA))
+        if self.aggregated:
+            # zoomed out: one light band per host block and time run, no outline, no hatching
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(light)
+            rects = rect_array(x[sym], y[sym], w[sym], h[sym])  # alive while drawn: drawargs
+            p.drawRects(*rects.drawargs())  # hands Qt a raw pointer into its buffer
+        else:
+            self._paint_symptoms(p, x, y, w, h, sym, px, light)
+        root = role == ROLE_ROOT
+        self.drawn["root"] = int(np.count_nonzero(root))
+        if root.any():  # last: roots always on top
+            p.setPen(pg.mkPen(ROOT_COLOR, width=ROOT_PEN_PX))
+            tint = QtGui.QColor(ROOT_COLOR)
+            tint.setAlpha(ROOT_FILL_ALPHA)
+            p.setBrush(QtGui.QBrush(tint))
+            rects = rect_array(x[root], y[root], w[root], h[root])
+            p.drawRects(*rects.drawargs())
+
+    def _paint_symptoms(self, p, x, y, w, h, sym, px, light) -> None:
+        """Per-kernel symptoms: thin translucent amber outline + hatching; a light fill when wide (hatching is
+        a slow pattern fill over large areas) or when thousands are only a few pixels wide (``DENSE_BLOCKS``)."""
         wide = w > WIDE_PX * px
         narrow = sym & (w < NARROW_PX * px)
         if np.count_nonzero(narrow) <= DENSE_BLOCKS:
             narrow[:] = False
+        pen = QtGui.QPen(symptom_color(), SYMPTOM_PEN_PX)
+        pen.setCosmetic(True)
         for mask, brush in (
-            (
-                sym & ~wide & ~narrow,
-                QtGui.QBrush(QtGui.QColor(SYMPTOM_COLOR), QtCore.Qt.BrushStyle.BDiagPattern),
-            ),
-            (sym & wide, QtGui.QBrush(QtGui.QColor(255, 176, 0, 70))),
+            (sym & ~wide & ~narrow, QtGui.QBrush(symptom_color(), QtCore.Qt.BrushStyle.BDiagPattern)),
+            (sym & wide, light),
         ):
             if mask.any():
-                p.setPen(pg.mkPen(SYMPTOM_COLOR, width=1))
+                p.setPen(pen)
                 p.setBrush(brush)
                 rects = rect_array(x[mask], y[mask], w[mask], h[mask])  # alive while drawn: drawargs
                 p.drawRects(*rects.drawargs())  # hands Qt a raw pointer into its buffer
@@ -141,12 +228,6 @@ class AnomalyItem(pg.GraphicsObject):
             vb = self.getViewBox()
             _px, py = vb.viewPixelSize() if vb is not None else (px, 0.0)
             p.setPen(QtCore.Qt.PenStyle.NoPen)
-            p.setBrush(QtGui.QBrush(QtGui.QColor(255, 176, 0, NARROW_ALPHA)))
+            p.setBrush(QtGui.QBrush(symptom_color(NARROW_ALPHA)))
             rects = rect_array(x[narrow] - px / 2, y[narrow] - py / 2, w[narrow] + px, h[narrow] + py)
-            p.drawRects(*rects.drawargs())
-        root = role == ROLE_ROOT
-        if root.any():
-            p.setPen(pg.mkPen(ROOT_COLOR, width=2))
-            p.setBrush(QtGui.QBrush(QtGui.QColor(214, 39, 40, 45)))
-            rects = rect_array(x[root], y[root], w[root], h[root])
             p.drawRects(*rects.drawargs())

@@ -2,7 +2,10 @@
 
 Draws, per lane (y row ``i`` spans ``[i, i + 1)``, x in seconds since the run start; see ``timeline_paint``),
 the rectangles the store returns for the visible window, coloured by kernel class (``kernel_classes``), on
-alternating grey bands (implicated ranks' lanes in light red). The store answers a window at a resolution
+alternating grey bands (implicated ranks' lanes in light red; a host's header or summary lane in light
+blue-grey under a rule, ``host_lanes``). A collapsed host's summary lane is one lane of all its ranks' GPU
+tracks: the raster's column alpha saturates at full coverage, so it shows the union of their activity, in
+the same pass as every other lane (no extra work per rank). Only the lanes in view are painted. The store answers a window at a resolution
 with raw events or level-of-detail rectangles (merged runs, ``index < 0``), O(pixels) either way.
 
 Caching, from the store to the screen:
@@ -34,9 +37,10 @@ from pyqtgraph.Qt.internals import PrimitiveArray
 from PySide6 import QtCore, QtGui
 
 from kat_gui.ui.async_reads import Deliver
+from kat_gui.ui.host_lanes import HEADER, SUMMARY
 from kat_gui.ui.kernel_classes import CLASS_COLORS, rect_classes
 from kat_gui.ui.run_model import Lane, RunModel
-from kat_gui.ui.timeline_paint import BAND_BG, HIGHLIGHT_BG, pixel_s, rect_array, span_s
+from kat_gui.ui.timeline_paint import BAND_BG, HIGHLIGHT_BG, HOST_BG, HOST_RULE, pixel_s, rect_array, span_s
 
 LANE_PAD = 0.12  # fraction of a row left empty above and below the rectangles
 PREFETCH = 1.0  # view widths fetched on each side, so small pans reuse the last query
@@ -154,6 +158,9 @@ def fetch_lanes(
     for i, (tracks, _kind) in enumerate(lanes):
         if stale():
             return None
+        if not len(tracks):  # a host's header lane
+            data.append(LaneData([]))
+            continue
         wins = model.window(tracks, t0, t1, res)
         ld = LaneData([wins[int(t)] for t in tracks if int(t) in wins])
         data.append(ld)
@@ -400,11 +407,22 @@ class LanesItem(pg.GraphicsObject):
         p.setPen(QtCore.Qt.PenStyle.NoPen)
         band = pg.mkBrush(BAND_BG)
         hl = pg.mkBrush(HIGHLIGHT_BG)
-        for i, lane in enumerate(self.lanes):
-            if lane.rank in self.highlight_ranks:
+        host = pg.mkBrush(HOST_BG)
+        first, last = self._rows_in_view()
+        rules = []
+        for i in range(first, last):
+            lane = self.lanes[i]
+            if lane.kind in (HEADER, SUMMARY):
+                p.fillRect(QtCore.QRectF(x0, i, x1 - x0, 1.0), host)
+                rules.append(QtCore.QLineF(x0, i, x1, i))
+            elif lane.rank in self.highlight_ranks:
                 p.fillRect(QtCore.QRectF(x0, i, x1 - x0, 1.0), hl)
             elif i % 2 == 1:
                 p.fillRect(QtCore.QRectF(x0, i, x1 - x0, 1.0), band)
+        if rules:
+            p.setPen(pg.mkPen(HOST_RULE, width=1))
+            p.drawLines(rules)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
         if not len(self._x) or self._data_gen != self._gen:
             return
         if not self.uses_raster():
@@ -429,13 +447,22 @@ class LanesItem(pg.GraphicsObject):
         if c1 <= c0:
             return
         p.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, False)
-        for i in range(len(self.lanes)):
+        for i in range(first, last):
             pad = float(self._pad[i])
             p.drawImage(
                 QtCore.QRectF(org + c0 * rs, i + pad, (c1 - c0) * rs, 1 - 2 * pad),
                 img,
                 QtCore.QRectF(c0, i, c1 - c0, 1),
             )
+
+    def _rows_in_view(self) -> tuple[int, int]:
+        """[first, last) lanes at least partly in view (every lane when there is no view)."""
+        vb = self.getViewBox()
+        if vb is None:
+            return 0, len(self.lanes)
+        (_x, (y0, y1)) = vb.viewRange()
+        lo, hi = sorted((y0, y1))
+        return max(int(np.floor(lo)), 0), min(int(np.ceil(hi)), len(self.lanes))
 
     # ---------------------------------------------------------------- hit test
 

@@ -10,23 +10,37 @@ Coordinates of the timeline's items (``timeline_lanes``, ``timeline_anomalies``,
   at the top. The overview strip's y runs over ``[0, 1]``.
 
 Kernel class colours live in ``kernel_classes.CLASS_COLORS``; the anomaly colours here are chosen apart from
-them (red outline = root, amber hatching = symptom).
+them (red outline = root, amber hatching = symptom). Symptoms are drawn lighter than roots: a thin translucent
+amber outline and hatching (``SYMPTOM_ALPHA``) or a light amber fill (``SYMPTOM_FILL_ALPHA``), against the
+roots' opaque 2 px red outline over a stronger red tint (``ROOT_FILL_ALPHA``); roots are drawn last.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pyqtgraph.Qt.internals import PrimitiveArray
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 from kat_gui.ui.run_model import RunModel
 
 ROOT_COLOR = "#D62728"
 SYMPTOM_COLOR = "#FFB000"
+ROOT_PEN_PX, SYMPTOM_PEN_PX = 2, 1  # outline widths (device pixels)
+ROOT_FILL_ALPHA = 80  # the red tint inside a root's outline (0-255)
+SYMPTOM_ALPHA = 130  # a symptom's outline and hatching (a root's outline is opaque)
+SYMPTOM_FILL_ALPHA = 60  # a symptom drawn as a fill: wide blocks, per-host bands when zoomed out
+HOST_BG = "#E6ECF4"  # a host's header / summary lane
+HOST_RULE = "#9AA9BD"  # the line above a host's lane
 HIGHLIGHT_BG = "#FDE3E1"  # lanes of the implicated ranks
 BAND_BG = "#F4F5F7"  # every other lane
 SELECT_COLOR = "#111111"
 NOTE_COLOR = "#1F6FEB"
+
+
+def symptom_color(alpha: int = SYMPTOM_ALPHA) -> QtGui.QColor:
+    c = QtGui.QColor(SYMPTOM_COLOR)
+    c.setAlpha(alpha)
+    return c
 
 
 def span_s(model: RunModel) -> float:
