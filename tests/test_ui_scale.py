@@ -1,6 +1,8 @@
 """Large jobs in the GUI (offscreen Qt): a 512-rank run (64 hosts x 8 GPUs, rank 509 throttled) opens with the
 culprit's lane and label readable in the first frame, labels never overlap, symptoms are lighter than roots,
-the topology shows the hosts (implicated one expanded and coloured) and the rank x step overview navigates."""
+the topology shows the hosts (implicated one expanded and coloured) and the rank x step overview colours each
+cell by the rank's stored slowdown vs its peers or its wait share (the anomaly table for a store analysed before
+those were stored) and navigates."""
 
 from __future__ import annotations
 
@@ -137,13 +139,148 @@ def test_heatmap_click_navigates_timeline(view, qtbot):
         canvas.activate(*row_col)
     rank, s, e = sig.args
     assert rank == m.ranks[row_col[0]]
+    assert (s, e) == tuple(m.spans_ns[col]) and e > s  # the stored step's span (detect/steps)
     tl = view.timeline
-    assert rank in {lane.rank for lane in tl.lanes} and CULPRIT in {lane.rank for lane in tl.lanes}
+    lanes = {lane.rank for lane in tl.lanes}
+    assert rank in lanes and CULPRIT in lanes and len(lanes) >= 4  # with the focus set's reference peers
     t0, t1 = tl.x_range_ns()
     assert t0 <= s and e <= t1 and (t1 - t0) < 1.5 * (e - s)  # zoomed to that step
     # a click on the pinned culprit row gives the culprit
     pr = canvas.pin_rect()
     assert canvas.cell_at(QtCore.QPointF(pr.left() + 5, pr.top() + 5))[0] == m.row_of(CULPRIT)
+
+
+def test_heatmap_colours_slowdown_vs_peers_and_wait_share(view, qtbot):
+    hv = view.heatmap
+    m = hv.matrix
+    row = m.row_of(CULPRIT)
+    others = np.arange(512) != row
+    slow = m.step_numbers >= 8
+    assert m.slowdown.shape == m.wait_share.shape == (512, 24)
+    assert np.all(m.slowdown[row, slow] > 0.1)  # busier than its peers once throttled (step 8 on)
+    assert np.all(np.abs(m.slowdown[row, ~slow]) < 0.05) and np.nanmax(np.abs(m.slowdown[others])) < 0.05
+    assert np.nanmedian(m.wait_share[others][:, slow]) > 5 * np.nanmedian(m.wait_share[others][:, ~slow])
+    assert (
+        hv.canvas.mode == "slowdown" and hv.mode_box.currentData() == "slowdown" and hv.mode_box.isEnabled()
+    )
+    img = hv.canvas._rgba.astype(int)
+    red = img[..., 0] - img[..., 2]  # red minus blue
+    assert red[row, slow].min() > 100 and np.abs(red[others]).max() < 60
+    assert hv.legend.ends[1].startswith("+") and "slowdown" in hv.legend.toolTip().lower()
+    hv.canvas.grab()
+    # the header's combo switches to the wait share: the culprit's peers turn purple, the culprit stays white
+    hv.mode_box.setCurrentIndex(hv.mode_box.findData("wait"))
+    assert hv.canvas.mode == "wait" and hv.legend.ends[0] == "0%" and "wait" in hv.legend.toolTip().lower()
+    img = hv.canvas._rgba.astype(int)
+    lum = img[..., :3] @ np.array([0.299, 0.587, 0.114])
+    assert np.median(lum[others][:, slow]) < np.median(lum[others][:, ~slow]) - 40
+    assert lum[row, slow].min() > np.median(lum[others][:, slow]) + 40
+    hv.canvas.grab()
+    text = hv.canvas.cell_text(row, 12)
+    assert "rank 509" in text and "host63" in text and "step 12" in text
+    assert f"slowdown vs peers: {m.slowdown[row, 12] * 100:+.1f} %" in text
+    assert f"wait share: {m.wait_share[row, 12] * 100:.1f} %" in text
+    hv.set_mode("slowdown")
+    assert hv.mode_box.currentData() == "slowdown"
+    with pytest.raises(ValueError):
+        hv.canvas.set_mode("anomalies")
+
+
+def test_heatmap_of_a_store_analysed_before_falls_back_to_anomalies(qtbot, big_store, tmp_path):
+    import shutil
+
+    from kat_gui.store import TraceStore
+    from kat_gui.ui.heatmap_view import HeatmapView
+    from kat_gui.ui.run_model import RunModel
+
+    old = tmp_path / "old.kat.h5"
+    shutil.copy(big_store, old)
+    with TraceStore.open(old, "r+") as st:
+        assert st.delete("detect/rank_step") and st.delete("detect/steps")
+    model = RunModel(old).preload()
+    try:
+        hv = HeatmapView(model)
+        qtbot.addWidget(hv)
+        m = hv.matrix
+        assert m.slowdown is None and m.modes() == ["anomalies"] and m.by_steps
+        assert hv.canvas.mode == "anomalies" and not hv.mode_box.isEnabled()
+        assert "run kat detect again" in hv.legend.text and "before" in hv.legend.toolTip()
+        row = m.row_of(CULPRIT)
+        assert m.root[row, 10] > 0 and hv.canvas._rgba[row, 10, 1] < 200  # the root cells are red
+        assert "slowdown" not in hv.canvas.cell_text(row, 10)
+        hv.resize(1000, 300)
+        hv.grab()
+    finally:
+        model.close()
+
+
+class _StubModel:
+    """What a canvas reads of its model: the findings (implicated rank 1000) and the run's start."""
+
+    findings = [{"ranks": [1000]}]
+    t0_ns = 0
+
+
+def _matrix_1024x1000(root, symptom, slowdown=None, wait=None):
+    """A 1,024-rank (128 hosts x 8) x 1,000-step overview matrix; steps 1 µs apart, each 0.9 µs long."""
+    from kat_gui.ui.scale import RankStepMatrix
+
+    rows, cols = root.shape
+    return RankStepMatrix(
+        np.arange(rows),
+        [(f"host{h}", 8 * h, 8 * h + 8) for h in range(rows // 8)],
+        np.arange(cols + 1, dtype=np.int64) * 1000,
+        np.arange(cols),
+        True,
+        root,
+        symptom,
+        slowdown,
+        wait,
+        np.stack([np.arange(cols) * 1000, np.arange(cols) * 1000 + 900], 1) if slowdown is not None else None,
+    )
+
+
+def test_heatmap_1024_by_1000_signals_map_to_an_image(qtbot):
+    from kat_gui.ui.heatmap_view import HeatmapCanvas
+    from kat_gui.ui.scale import NO_DATA_RGB, heat_rgba, heat_scale
+
+    rng = np.random.default_rng(1)
+    rows, cols = 1024, 1000
+    slowdown = rng.normal(0, 0.01, (rows, cols)).astype(np.float32)
+    slowdown[1000, 300:] = 0.5  # one slow rank
+    slowdown[7, :] = -0.5  # one rank idle half the time
+    slowdown[rng.random((rows, cols)) < 0.01] = np.nan
+    wait = np.clip(rng.normal(0.05, 0.01, (rows, cols)), 0, 1).astype(np.float32)
+    wait[:, 300:] += 0.3
+    wait[1000, 300:] = 0.0
+    m = _matrix_1024x1000(
+        np.zeros((rows, cols), np.float32), np.zeros((rows, cols), np.int32), slowdown, wait
+    )
+    img = heat_rgba(m)  # default mode: slowdown
+    assert img.shape == (rows, cols, 4) and img.dtype == np.uint8 and (img[..., 3] == 255).all()
+    sc = heat_scale(m, "slowdown")
+    assert sc.hi == 0.5 and sc.lo == -0.5  # the few slow cells saturate, the noise does not set the scale
+    nan = np.isnan(slowdown)
+    assert (img[1000, 300:][~nan[1000, 300:], :3] == sc.lut[255]).all()
+    assert (img[7, ~nan[7], :3] == sc.lut[0]).all()
+    assert (img[nan, :3] == NO_DATA_RGB).all()
+    quiet = ~nan & (np.abs(slowdown) < 0.005)
+    assert (img[quiet, :3].astype(int).min(axis=1) > 240).all()  # ~0 is white
+    w = heat_rgba(m, "wait").astype(int)
+    lum = w[..., :3] @ np.array([0.299, 0.587, 0.114])
+    assert lum[:1000, 300:].mean() < lum[:1000, :300].mean() - 60 and lum[1000, 300:].min() == 255
+    assert m.window(5) == (5000, 5900)
+
+    c = HeatmapCanvas(_StubModel(), m)  # type: ignore[arg-type]
+    qtbot.addWidget(c)
+    c.resize(1200, 600)
+    c.grab()
+    assert c.mode == "slowdown" and c._image.width() == cols and c._image.height() == rows
+    x = 300 + int(np.flatnonzero(~nan[1000, 300:])[0])
+    assert QtGui.QColor(c._image.pixel(x, 1000)).getRgb()[:3] == tuple(int(v) for v in sc.lut[255])
+    c.set_mode("wait")
+    assert QtGui.QColor(c._image.pixel(x, 1000)).getRgb()[:3] == (255, 255, 255)
+    print(f"paint_ms at 1,024 x 1,000 (slowdown, wait): {c.paint_ms:.1f}")
 
 
 def test_topology_shows_hosts_and_expands_the_implicated_one(view):
@@ -189,27 +326,14 @@ def test_rank_filter_syntax(view):
 
 def test_heatmap_draws_1024_by_1000_fast(qtbot):
     from kat_gui.ui.heatmap_view import HeatmapCanvas
-    from kat_gui.ui.scale import RankStepMatrix
 
     rng = np.random.default_rng(0)
     rows, cols = 1024, 1000
     root = np.where(rng.random((rows, cols)) < 0.01, rng.random((rows, cols)) * 40, 0).astype(np.float32)
-    m = RankStepMatrix(
-        np.arange(rows),
-        [(f"host{h}", 8 * h, 8 * h + 8) for h in range(128)],
-        np.arange(cols + 1, dtype=np.int64) * 1000,
-        np.arange(cols),
-        True,
-        root,
-        (rng.random((rows, cols)) < 0.3).astype(np.int32),
-    )
-
-    class _Model:
-        findings = [{"ranks": [1000]}]
-        t0_ns = 0
+    m = _matrix_1024x1000(root, (rng.random((rows, cols)) < 0.3).astype(np.int32))
 
     t = time.perf_counter()
-    c = HeatmapCanvas(_Model(), m)  # type: ignore[arg-type]
+    c = HeatmapCanvas(_StubModel(), m)  # type: ignore[arg-type]
     build_ms = (time.perf_counter() - t) * 1000
     qtbot.addWidget(c)
     c.resize(1200, 600)

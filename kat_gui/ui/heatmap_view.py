@@ -1,8 +1,11 @@
 """The rank x step overview of a large run: one row per rank (grouped by host), one column per step, coloured by
-the stored detection results (red = root anomalies, by score; light amber = the rank only waited). Implicated
-rows are labelled; host names are printed where there is room (never on top of each other). One ``QImage``
-blitted with one ``drawImage``, so 1,024 x 1,000 cells draw in a few ms. A click emits ``cellActivated(rank,
-start_ns, end_ns)``.
+the stored per-(rank, step) signals (``detect/rank_step``): the rank's slowdown vs its peers in that step
+(default; diverging: red = busier than the peers, blue = less busy) or the share of the step it waited in
+collectives (switchable in the header, with a colour legend). A store analysed before those signals were stored
+falls back to the anomaly table (red = root anomalies, by score; light amber = the rank only waited) and the
+legend says so. Implicated rows are labelled and pinned on top; host names are printed where there is room
+(never on top of each other). One ``QImage`` (numpy lookup-table colouring) blitted with one ``drawImage``, so
+1,024 x 1,000 cells draw in a few ms. A click emits ``cellActivated(rank, start_ns, end_ns)`` (the step's span).
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
-from kat_gui.ui.scale import RankStepMatrix, heat_rgba, implicated_ranks, rank_step_matrix
+from kat_gui.ui.scale import (
+    HEAT_MODES,
+    NO_DATA_RGB,
+    RankStepMatrix,
+    heat_rgba,
+    heat_scale,
+    implicated_ranks,
+    rank_step_matrix,
+)
 
 LABEL_W = 150
 AXIS_H = 16
@@ -34,13 +45,23 @@ class HeatmapCanvas(QtWidgets.QWidget):
         self.selected: tuple[int, int] | None = None  # (row, col)
         self.drawn_labels: list[tuple[float, float, str]] = []
         self.paint_ms = 0.0
+        self.mode = matrix.modes()[0]
         self.setMouseTracking(True)
         self.setMinimumHeight(120)
         self.set_matrix(matrix)
 
+    def set_mode(self, mode: str) -> None:
+        """Colour by ``mode`` (one of ``matrix.modes()``: "slowdown", "wait" or "anomalies")."""
+        if mode not in self.matrix.modes():
+            raise ValueError(f"heatmap mode {mode!r} not available (have {self.matrix.modes()})")
+        self.mode = mode
+        self.set_matrix(self.matrix)
+
     def set_matrix(self, matrix: RankStepMatrix) -> None:
         self.matrix = matrix
-        self._rgba = np.ascontiguousarray(heat_rgba(matrix))
+        if self.mode not in matrix.modes():
+            self.mode = matrix.modes()[0]
+        self._rgba = np.ascontiguousarray(heat_rgba(matrix, self.mode))
         rows, cols = self._rgba.shape[:2]
         self._image = QtGui.QImage(
             self._rgba.data, max(cols, 1), max(rows, 1), 4 * max(cols, 1), QtGui.QImage.Format.Format_RGBA8888
@@ -221,21 +242,32 @@ class HeatmapCanvas(QtWidgets.QWidget):
             self.setToolTip("")
             return
         row, col = cell
+        self.setToolTip(self.cell_text(row, col) + "<br><i>click: show it in the timeline</i>")
+
+    def cell_text(self, row: int, col: int) -> str:
+        """The tooltip of a cell (rich text): rank, host, step, slowdown and wait share, anomalies."""
         m = self.matrix
         rank = int(m.ranks[row])
         host = next((h for h, a, b in m.hosts if a <= row < b), "?")
         s, e = m.window(col)
         what = f"step {int(m.step_numbers[col])}" if m.by_steps else f"{fmt_ns(s - self.model.t0_ns)}"
+        lines = [f"<b>rank {rank}</b> · {esc(host)} · {what} ({fmt_ns(e - s)})"]
+        if m.slowdown is not None and m.wait_share is not None:
+            sd, ws = float(m.slowdown[row, col]), float(m.wait_share[row, col])
+            lines.append(
+                "slowdown vs peers: "
+                + (f"{sd * 100:+.1f} %" if np.isfinite(sd) else "n/a (no busy time or no peer)")
+                + " · wait share: "
+                + (f"{ws * 100:.1f} %" if np.isfinite(ws) else "n/a")
+            )
         root = float(m.root[row, col])
         sym = int(m.symptom[row, col])
-        detail = (
+        lines.append(
             f"root anomalies, score up to {root:.1f}"
             if root > 0
-            else (f"{sym} waiting kernel(s)" if sym else "normal")
+            else (f"{sym} waiting kernel(s)" if sym else "no anomaly")
         )
-        self.setToolTip(
-            f"<b>rank {rank}</b> · {esc(host)} · {what}<br>{esc(detail)}<br><i>click: show it in the timeline</i>"
-        )
+        return "<br>".join(lines)
 
     def mousePressEvent(self, ev: QtGui.QMouseEvent) -> None:
         cell = self.cell_at(ev.position())
@@ -250,8 +282,96 @@ class HeatmapCanvas(QtWidgets.QWidget):
         self.cellActivated.emit(int(self.matrix.ranks[row]), s, e)
 
 
+class HeatLegend(QtWidgets.QWidget):
+    """The colour key of the canvas's mode: the low end's value, a gradient bar, the high end's value and a grey
+    "no data" swatch (the tooltip says what the colours mean); for the anomaly colouring (a store analysed
+    before the per-step signals were stored), the fixed colours and why."""
+
+    BAR_W = 110
+
+    def __init__(self, canvas: HeatmapCanvas, parent=None):
+        super().__init__(parent)
+        self.canvas = canvas
+        self.setFixedHeight(18)
+        self.ends = ("", "")
+        self.text = ""
+        self.refresh()
+
+    def refresh(self) -> None:
+        c = self.canvas
+        sc = heat_scale(c.matrix, c.mode)
+        fm = QtGui.QFontMetrics(self.font())
+        if sc is None:
+            self.ends = ("", "")
+            self.text = (
+                "anomalies: red = root, amber = waited (no per-step slowdown stored: run kat detect again)"
+            )
+            tip = (
+                "This run was analysed before KAT stored each rank's slowdown and wait share per step: the "
+                "overview colours the anomaly table instead (red = root anomalies, darker = larger score; "
+                "light amber = the rank only waited on a root elsewhere). Run `kat detect` on it again."
+            )
+        elif sc.mode == "slowdown":
+            self.ends = (f"{sc.lo * 100:+.0f}%", f"{sc.hi * 100:+.0f}%")
+            self.text = "no data"
+            tip = (
+                "Slowdown vs peers: the rank's busy GPU time in the step (kernels and copies, not collectives) "
+                f"over the median of its peers' in the same step, minus 1. Red = busier (slower) than the peers, "
+                f"blue = less busy, white = like them; saturates at {sc.hi * 100:.0f} %. Grey: no busy time or no "
+                "peer in that step."
+            )
+        else:
+            self.ends = ("0%", f"{sc.hi * 100:.0f}%")
+            self.text = "no data"
+            tip = (
+                "Wait share: the share of the step (its typical length across ranks) the rank spent waiting for "
+                f"the last arrival in collectives; saturates at {sc.hi * 100:.0f} %. Peers of a slow rank wait "
+                "more. Grey: the rank has no GPU work in that step, or the run no matched collective."
+            )
+        ends_w = sum(fm.horizontalAdvance(e) + 4 for e in self.ends if e)
+        swatch = 16 if sc is not None else 0
+        want = ends_w + (self.BAR_W if sc is not None else 0) + swatch + fm.horizontalAdvance(self.text) + 12
+        self.setMinimumWidth(min(want, 260))  # longer text elides: the header never widens the window much
+        self.setMaximumWidth(want)
+        self.setToolTip(tip)
+        self.update()
+
+    def paintEvent(self, _ev) -> None:
+        p = QtGui.QPainter(self)
+        fm = QtGui.QFontMetrics(self.font())
+        sc = heat_scale(self.canvas.matrix, self.canvas.mode)
+        h = self.height() - 4
+        x = 2.0
+        grey = QtGui.QColor("#555555")
+        vcenter = int(QtCore.Qt.AlignmentFlag.AlignVCenter)
+
+        def text(t: str, width: float | None = None) -> None:
+            nonlocal x
+            w = fm.horizontalAdvance(t) if width is None else width
+            p.setPen(grey)
+            p.drawText(QtCore.QRectF(x, 0, w + 1, self.height()), vcenter, t)
+            x += w + 4
+
+        if sc is not None:
+            text(self.ends[0])
+            bar = np.ascontiguousarray(np.concatenate([sc.lut, np.full((256, 1), 255, np.uint8)], 1)[None])
+            img = QtGui.QImage(bar.data, 256, 1, 4 * 256, QtGui.QImage.Format.Format_RGBA8888)
+            p.drawImage(QtCore.QRectF(x, 2, self.BAR_W, h), img)
+            p.setPen(QtGui.QColor("#888888"))
+            p.drawRect(QtCore.QRectF(x, 2, self.BAR_W, h))
+            x += self.BAR_W + 4
+            text(self.ends[1])
+            x += 4
+            p.fillRect(QtCore.QRectF(x, 2, h, h), QtGui.QColor(*NO_DATA_RGB))
+            x += h + 3
+        room = max(self.width() - x, 1.0)
+        text(fm.elidedText(self.text, QtCore.Qt.TextElideMode.ElideRight, int(room)), room)
+        p.end()
+
+
 class HeatmapView(QtWidgets.QWidget):
-    """Title line + canvas. ``cellActivated(rank, start_ns, end_ns)`` is the canvas's signal."""
+    """Header (title, colour mode, legend) + canvas. ``cellActivated(rank, start_ns, end_ns)`` is the canvas's
+    signal."""
 
     def __init__(self, model: RunModel, parent=None):
         super().__init__(parent)
@@ -264,10 +384,7 @@ class HeatmapView(QtWidgets.QWidget):
         imp = implicated_ranks(model)
         what = "step" if self.matrix.by_steps else "time bin"
         self.title = QtWidgets.QLabel(
-            f"<b>Overview: {rows} ranks x {cols} {what}s</b> <span style='color:#555'>· rows grouped by host ·"
-            " <span style='color:#B71C1C'>red</span> = root anomalies (darker = larger score) ·"
-            " <span style='background:#FAE8C4'>amber</span> = waited on a root · click a cell to see that rank"
-            " at that step</span>"
+            f"<b>Overview: {rows} ranks x {cols} {what}s</b> <span style='color:#555'>· rows by host</span>"
             + (
                 f" · <span style='color:#B71C1C'><b>implicated: rank {', '.join(map(str, imp))}</b></span>"
                 if imp
@@ -275,7 +392,34 @@ class HeatmapView(QtWidgets.QWidget):
             )
         )
         self.title.setStyleSheet("padding:2px 4px")
-        lay.addWidget(self.title)
+        self.title.setToolTip("one row per rank, grouped by host; click a cell to see that rank at that step")
+        self.title.setMinimumWidth(40)  # clipped rather than widening the window
+        self.title.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         self.canvas = HeatmapCanvas(model, self.matrix)
         self.cellActivated = self.canvas.cellActivated
+        self.mode_box = QtWidgets.QComboBox()
+        for mode in self.matrix.modes():
+            self.mode_box.addItem(HEAT_MODES[mode], mode)
+        self.mode_box.setEnabled(self.mode_box.count() > 1)
+        self.mode_box.setToolTip(
+            "slowdown vs peers: the rank's busy GPU time (kernels, copies; not collectives) in the step over "
+            "its peers' median, -1\nwait share: the share of the step it spent waiting in collectives"
+        )
+        self.mode_box.currentIndexChanged.connect(lambda _i: self.set_mode(self.mode_box.currentData()))
+        self.legend = HeatLegend(self.canvas)
+        head = QtWidgets.QHBoxLayout()
+        head.setContentsMargins(0, 0, 4, 0)
+        head.addWidget(self.title, 1)
+        head.addWidget(QtWidgets.QLabel("colour:"))
+        head.addWidget(self.mode_box)
+        head.addWidget(self.legend)
+        lay.addLayout(head)
         lay.addWidget(self.canvas, 1)
+
+    def set_mode(self, mode: str) -> None:
+        """Colour the overview by ``mode`` ("slowdown", "wait"; "anomalies" for an older store)."""
+        self.canvas.set_mode(mode)
+        i = self.mode_box.findData(mode)
+        if i >= 0 and i != self.mode_box.currentIndex():
+            self.mode_box.setCurrentIndex(i)
+        self.legend.refresh()

@@ -146,6 +146,7 @@ class RunModel:
         self.anomalies: dict[str, np.ndarray] = {c: np.zeros(0, np.int64) for c in ANOMALY_COLUMNS}
         self.has_detection = False
         self._collectives: dict | None = None
+        self._rank_step: Any = None  # detect/rank_step + detect/steps, read once (False: none stored)
         self._load_detection()
         self.graph = self._load_topology()
         self.notes: AnnotationModel | None = None
@@ -195,6 +196,19 @@ class RunModel:
                 cols[c] = np.asarray(table[c]) if c in table else np.full(n, -1, np.int64)
             self.anomalies = cols
 
+    def rank_step(self):
+        """The heatmap's stored [rank, step] signals (``kat_gui.detect.result.RankStep``: slowdown and wait
+        share per rank and step, the steps' spans), read once; None for a store analysed before they were
+        stored, never analysed, or damaged there."""
+        if self._rank_step is None:
+            from kat_gui.detect.result import load_rank_step
+
+            try:
+                self._rank_step = load_rank_step(self.store) or False
+            except (KeyError, OSError, ValueError):
+                self._rank_step = False
+        return self._rank_step or None
+
     def _load_topology(self):
         try:
             obj = self.store.get_json("topology")
@@ -211,10 +225,12 @@ class RunModel:
 
     def preload(self) -> RunModel:
         """Read now what the views would otherwise read from the file on first use — the string table and
-        the kernel colour classes, the collective instances, a read-only store's notes — so that a model
+        the kernel colour classes, the collective instances, the rank x step signals, a read-only store's
+        notes — so that a model
         built on a worker thread leaves the GUI thread nothing to read. Returns the model."""
         _ = self.name_class
         self.collective_instance(0, 0)
+        self.rank_step()
         _ = self.read_only_notes
         return self
 

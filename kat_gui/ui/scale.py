@@ -1,8 +1,11 @@
 """Large jobs (64 to 1,024 ranks) on one screen, headless: hosts of ranks, the focus set (implicated ranks and
-a few reference peers), the rank filter's text syntax, and the rank x step matrix of the overview heatmap.
+a few reference peers), the rank filter's text syntax, and the rank x step matrix of the overview heatmap with
+its colour scales (slowdown vs peers, wait share; the anomaly table for stores analysed before those were
+stored).
 
 Everything here reads only what the run model already holds (findings, the anomaly table, ``detect/meta``,
-``detect/collectives``, the topology graph): nothing touches the file, so it is safe on the GUI thread.
+``detect/collectives``, ``detect/rank_step``, the topology graph; read on the loader's worker by
+``RunModel.preload``): nothing touches the file, so it is safe on the GUI thread.
 """
 
 from __future__ import annotations
@@ -138,7 +141,9 @@ class RankStepMatrix:
     """One row per rank (grouped by host), one column per step. ``root``: the largest root-anomaly score in
     the cell (noise units, 0 = none); ``symptom``: number of symptom kernels in the cell. ``edges_ns``: the
     column boundaries (len = columns + 1), ``by_steps`` whether columns are the detector's steps (else equal
-    time bins)."""
+    time bins). ``slowdown`` and ``wait_share`` (float32, NaN = unknown) are the stored per-(rank, step)
+    signals (``detect/rank_step``; None for a store analysed before they were stored) and ``spans_ns`` each
+    step's first start and last end ([columns, 2], with them)."""
 
     ranks: np.ndarray  # row -> rank
     hosts: list[tuple[str, int, int]]  # (host, first row, end row)
@@ -147,13 +152,24 @@ class RankStepMatrix:
     by_steps: bool
     root: np.ndarray  # float32 [rows, cols]
     symptom: np.ndarray  # int32 [rows, cols]
+    slowdown: np.ndarray | None = None  # float32 [rows, cols]: busy time / peers' - 1
+    wait_share: np.ndarray | None = None  # float32 [rows, cols]: share of the step waited in collectives
+    spans_ns: np.ndarray | None = None  # int64 [cols, 2]
 
     def row_of(self, rank: int) -> int | None:
         hit = np.flatnonzero(self.ranks == rank)
         return int(hit[0]) if len(hit) else None
 
     def window(self, col: int) -> tuple[int, int]:
+        """(start, end) ns of column ``col``: the step's first start and last end when stored, else its
+        column boundaries."""
+        if self.spans_ns is not None and self.spans_ns[col, 1] > self.spans_ns[col, 0]:
+            return int(self.spans_ns[col, 0]), int(self.spans_ns[col, 1])
         return int(self.edges_ns[col]), int(self.edges_ns[col + 1])
+
+    def modes(self) -> list[str]:
+        """The colourings this matrix has data for, the default first (:data:`HEAT_MODES`)."""
+        return ["slowdown", "wait"] if self.slowdown is not None else ["anomalies"]
 
 
 def _column_edges(model: RunModel, bins: int = 100) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -176,8 +192,30 @@ def _column_edges(model: RunModel, bins: int = 100) -> tuple[np.ndarray, np.ndar
     return edges, np.arange(bins), False
 
 
+def _stored_columns(model: RunModel, ranks: np.ndarray):
+    """(edges, step numbers, slowdown, wait share, spans) from the stored ``detect/rank_step``, rows in the
+    order of ``ranks`` (NaN for a rank it lacks); None when the store has none. The edges (for the anomaly
+    table's cells) are the steps' first starts, made non-decreasing, then the run's end."""
+    rs = model.rank_step()
+    if rs is None or not len(rs.steps) or not len(ranks):
+        return None
+    t0, t1 = int(model.t0_ns), int(model.t1_ns)
+    starts = np.maximum.accumulate(np.where(rs.step_end_ns > rs.step_start_ns, rs.step_start_ns, t0))
+    edges = np.concatenate([[min(t0, int(starts[0]))], starts[1:], [max(t1, int(rs.step_end_ns.max()) + 1)]])
+    pos = np.searchsorted(rs.ranks, ranks)
+    hit = (pos < len(rs.ranks)) & (rs.ranks[np.minimum(pos, len(rs.ranks) - 1)] == ranks)
+    mats = []
+    for a in (rs.slowdown, rs.wait_share):
+        out = np.full((len(ranks), len(rs.steps)), np.nan, np.float32)
+        out[hit] = a[pos[hit]]
+        mats.append(out)
+    spans = np.stack([rs.step_start_ns, rs.step_end_ns], axis=1).astype(np.int64)
+    return edges.astype(np.int64), rs.steps, mats[0], mats[1], spans
+
+
 def rank_step_matrix(model: RunModel) -> RankStepMatrix:
-    """The overview heatmap's data from the stored anomaly table (O(anomalies + cells), no file read)."""
+    """The overview heatmap's data from the stored results: the ``detect/rank_step`` signals and the anomaly
+    table (O(anomalies + cells), no file read: the model holds them)."""
     hosts = hosts_of(model)
     rows: list[int] = []
     spans: list[tuple[str, int, int]] = []
@@ -185,7 +223,13 @@ def rank_step_matrix(model: RunModel) -> RankStepMatrix:
         spans.append((h, len(rows), len(rows) + len(rs)))
         rows += rs
     ranks = np.asarray(rows, np.int64)
-    edges, numbers, by_steps = _column_edges(model)
+    stored = _stored_columns(model, ranks)
+    slowdown = wait = step_spans = None
+    if stored is not None:
+        edges, numbers, slowdown, wait, step_spans = stored
+        by_steps = True
+    else:
+        edges, numbers, by_steps = _column_edges(model)
     ncol = len(edges) - 1
     root = np.zeros((len(ranks), ncol), np.float32)
     symptom = np.zeros((len(ranks), ncol), np.int32)
@@ -205,14 +249,85 @@ def rank_step_matrix(model: RunModel) -> RankStepMatrix:
         np.maximum.at(root, (row[r_ok], col[r_ok]), np.maximum(score[r_ok], 1e-3))
         s_ok = ok & (role == SYMPTOM)
         np.add.at(symptom, (row[s_ok], col[s_ok]), 1)
-    return RankStepMatrix(ranks, spans, edges, numbers, by_steps, root, symptom)
+    return RankStepMatrix(ranks, spans, edges, numbers, by_steps, root, symptom, slowdown, wait, step_spans)
 
 
-def heat_rgba(m: RankStepMatrix) -> np.ndarray:
-    """uint8 [rows, cols, 4]: white = nothing; light amber = symptoms only (waited); white -> red with the
-    root score (saturating at the 95th percentile of the root cells)."""
+# ---------------------------------------------------------------------------------------------- colours
+
+HEAT_MODES = {
+    "slowdown": "slowdown vs peers",
+    "wait": "wait share",
+    "anomalies": "anomalies",
+}
+NO_DATA_RGB = (224, 224, 224)  # a cell without a value (the rank did not run in that step, or no peer)
+# Colour stops (position in [0, 1] along the lookup table, RGB).
+_DIVERGING = ((0.0, (69, 117, 180)), (0.25, (171, 217, 233)), (0.5, (255, 255, 255)),
+              (0.75, (253, 174, 97)), (1.0, (178, 24, 43)))  # fmt: skip
+_SEQUENTIAL = ((0.0, (255, 255, 255)), (0.5, (158, 154, 200)), (1.0, (63, 0, 125)))
+_NICE = (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class HeatScale:
+    """How a mode maps values to colours: values ``lo`` .. ``hi`` spread over ``lut`` (uint8 [256, 3]),
+    clipped at both ends; NaN is :data:`NO_DATA_RGB`."""
+
+    mode: str
+    lo: float
+    hi: float
+    lut: np.ndarray
+
+
+def _lut(stops) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, 256)
+    pos = [p for p, _c in stops]
+    return (
+        np.stack([np.interp(x, pos, [c[k] for _p, c in stops]) for k in range(3)], 1).round().astype(np.uint8)
+    )
+
+
+def _nice_ceil(x: float) -> float:
+    return next((v for v in _NICE if v >= x - 1e-9), _NICE[-1])
+
+
+def _high_value(v: np.ndarray, floor: float) -> float:
+    """A round upper end of the colour scale: the 99.9th percentile of the finite ``v`` (so that a culprit's
+    few cells saturate rather than set the scale), at least ``floor``."""
+    f = v[np.isfinite(v)]
+    if not len(f):
+        return floor
+    k = min(len(f) - 1, int(0.999 * len(f)))
+    return _nice_ceil(max(float(np.partition(f, k)[k]), floor))
+
+
+def heat_scale(m: RankStepMatrix, mode: str) -> HeatScale | None:
+    """The colour scale of ``mode`` on this matrix ("slowdown": diverging, blue = less busy than the peers,
+    red = more, symmetric around 0, at least +-10 %; "wait": white to purple from 0 to at least 5 %); None for
+    "anomalies" (fixed colours) or a mode the matrix has no data for."""
+    if mode == "slowdown" and m.slowdown is not None:
+        top = _high_value(np.abs(m.slowdown.ravel()), 0.1)
+        return HeatScale(mode, -top, top, _lut(_DIVERGING))
+    if mode == "wait" and m.wait_share is not None:
+        return HeatScale(mode, 0.0, min(_high_value(m.wait_share.ravel(), 0.05), 1.0), _lut(_SEQUENTIAL))
+    return None
+
+
+def heat_rgba(m: RankStepMatrix, mode: str | None = None) -> np.ndarray:
+    """uint8 [rows, cols, 4] of the overview in ``mode`` (default: the matrix's first :meth:`modes`):
+    "slowdown" and "wait" through :func:`heat_scale`'s lookup table (one gather, no per-cell Python);
+    "anomalies": white = nothing; light amber = symptoms only (waited); white -> red with the root score
+    (saturating at the 95th percentile of the root cells)."""
+    mode = mode or m.modes()[0]
+    sc = heat_scale(m, mode)
     rows, cols = m.root.shape
     img = np.full((rows, cols, 4), 255, np.uint8)
+    if sc is not None:
+        v = m.slowdown if mode == "slowdown" else m.wait_share
+        finite = np.isfinite(v)
+        idx = np.clip((np.nan_to_num(v) - sc.lo) * (255.0 / (sc.hi - sc.lo)) + 0.5, 0, 255).astype(np.uint8)
+        img[..., :3] = sc.lut[idx]
+        img[~finite, :3] = NO_DATA_RGB
+        return img
     sym = (m.symptom > 0) & (m.root <= 0)
     img[sym, :3] = (252, 240, 214)  # light amber: waited on a root elsewhere
     hot = m.root > 0
