@@ -5,6 +5,7 @@ analysed without them."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -46,14 +47,22 @@ def throttled(tmp_path_factory) -> Path:
 
 
 def _detect(store: Path, tmp: Path, name: str, monkeypatch, window_rows: int | None = None) -> Path:
+    """Detect on a copy of ``store`` in this process; returns the copy. With ``window_rows``, streamed by
+    windows of about that many GPU events (asserted: the progress names several windows)."""
     copy = tmp / f"{name}.kat.h5"
     shutil.copy(store, copy)
     if window_rows is None:
         monkeypatch.delenv("KAT_DETECT_WINDOW_ROWS", raising=False)
     else:
         monkeypatch.setenv("KAT_DETECT_WINDOW_ROWS", str(window_rows))
+    said: list[str] = []
     with parallel.requested(parallel.Scale(workers=0)):
-        detect_store(copy)
+        detect_store(copy, progress=lambda _f, msg: said.append(msg))
+    windows = [int(m.split()[0]) for m in said if re.fullmatch(r"\d+ windows of steps", m)]
+    if window_rows is not None:
+        assert windows and windows[0] >= 4, windows  # really streamed, in several windows
+    else:
+        assert not windows
     return copy
 
 
@@ -95,22 +104,10 @@ def test_peers_wait_share_rises_while_one_gpu_is_slow(tmp_path, monkeypatch):
 
 
 def test_streamed_detection_stores_the_same_arrays(throttled, tmp_path, monkeypatch):
-    import kat_gui.detect.streamed as streamed
-
-    windows = []
-    build = streamed.StreamedAnalysis.build.__func__
-
-    def spy(cls, *a, **k):
-        run = build(cls, *a, **k)
-        windows.append(len(run.windows) if run is not None else 0)
-        return run
-
     whole = _stored(_detect(throttled, tmp_path, "whole", monkeypatch))
-    monkeypatch.setattr(streamed.StreamedAnalysis, "build", classmethod(spy))
-    streamed_rs = _stored(_detect(throttled, tmp_path, "streamed", monkeypatch, window_rows=3000))
-    assert windows and windows[0] >= 4, windows  # really streamed, in several windows
+    streamed = _stored(_detect(throttled, tmp_path, "streamed", monkeypatch, window_rows=3000))
     for f in FIELDS:
-        a, b = getattr(whole, f), getattr(streamed_rs, f)
+        a, b = getattr(whole, f), getattr(streamed, f)
         assert a.dtype == b.dtype and a.shape == b.shape, f
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), f  # bit for bit, NaN where NaN
 

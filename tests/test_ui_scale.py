@@ -150,6 +150,18 @@ def test_heatmap_click_navigates_timeline(view, qtbot):
     assert canvas.cell_at(QtCore.QPointF(pr.left() + 5, pr.top() + 5))[0] == m.row_of(CULPRIT)
 
 
+def test_a_cells_lanes_hold_reference_peers_even_with_nothing_implicated(view):
+    from kat_gui.ui.scale import cell_ranks, focus_ranks
+
+    m = view.model
+    assert cell_ranks(m, 130) == [130, *focus_ranks(m)]
+    assert cell_ranks(m, CULPRIT) == focus_ranks(m)
+    m.findings = []  # a healthy run: the clicked rank, one of its host mates, and peers spread over the run
+    peers = cell_ranks(m, 130)
+    assert peers[0] == 130 and len(set(peers)) == 5 and peers[1] in range(128, 136)
+    assert max(peers) - min(peers) > 256
+
+
 def test_heatmap_colours_slowdown_vs_peers_and_wait_share(view, qtbot):
     hv = view.heatmap
     m = hv.matrix
@@ -349,9 +361,11 @@ def test_all_lanes_keep_a_minimum_height_scroll_and_pin_the_culprit(view):
     tl = view.timeline
     view.filter_edit.setText("all")
     view.apply_filter_text()
+    tl.set_all_hosts_collapsed(False)  # every rank its own lane (64 host headers between them)
     QtWidgets.QApplication.processEvents()
-    assert len(tl.lanes) == 512 and tl.lanes[0].rank == CULPRIT  # the implicated lane pinned on top
-    assert tl.vscroll.isVisibleTo(tl) and tl.vscroll.maximum() == 512 - tl.lanes_that_fit()
+    n = len(tl.lanes)
+    assert n == 512 + 64 and tl.lanes[0].rank == CULPRIT  # the implicated lane pinned on top
+    assert tl.vscroll.isVisibleTo(tl) and tl.vscroll.maximum() == n - tl.lanes_that_fit()
     rows = [r for r in _lane_rows_px(tl) if r[1] > 0 and r[0] < tl.plot.height()]
     assert all(b - t >= MIN_LANE_PX - 0.5 for t, b, _r in rows[:-1])
     tl.plot.grab()  # paint the labels

@@ -80,20 +80,31 @@ def focus_ranks(model: RunModel, peers: int = 4) -> list[int]:
     """Implicated ranks first, then ``peers`` reference ranks: one from each implicated rank's own host (if
     any), the rest spread evenly over the other ranks. Empty when nothing is implicated."""
     culprits = implicated_ranks(model)
-    if not culprits:
-        return []
+    return with_peers(model, culprits, peers) if culprits else []
+
+
+def with_peers(model: RunModel, ranks: list[int], peers: int = 4) -> list[int]:
+    """``ranks``, then ``peers`` reference ranks: one from each of their hosts (if any), the rest spread evenly
+    over the other ranks."""
     host = host_of_rank(model)
-    chosen: list[int] = list(culprits)
-    for c in culprits:
+    chosen: list[int] = list(ranks)
+    for c in ranks:
         mates = [r for r in sorted(model.ranks) if host.get(r) == host.get(c) and r not in chosen]
-        if mates and len(chosen) - len(culprits) < peers:
+        if mates and len(chosen) - len(ranks) < peers:
             chosen.append(mates[0])
     others = [r for r in sorted(model.ranks) if r not in chosen]
-    need = max(0, peers - (len(chosen) - len(culprits)))
+    need = max(0, peers - (len(chosen) - len(ranks)))
     if others and need:
         idx = np.unique(np.linspace(0, len(others) - 1, need).round().astype(int))
         chosen += [others[i] for i in idx]
-    return chosen[: len(culprits) + peers]
+    return chosen[: len(ranks) + peers]
+
+
+def cell_ranks(model: RunModel, rank: int) -> list[int]:
+    """The lanes for a click on ``rank``'s heatmap cell: the rank, and for reference the focus set (the
+    implicated ranks and their peers), or, when nothing is implicated, a few peers of the rank itself."""
+    focus = focus_ranks(model)
+    return [rank, *(r for r in focus if r != rank)] if focus else with_peers(model, [rank])
 
 
 def parse_rank_filter(text: str, model: RunModel) -> set[int] | None:
