@@ -230,6 +230,11 @@ def test_symptoms_lighter_than_roots_and_per_host_when_zoomed_out(view):
     rc = root[-1]
     assert rc[0].alpha() == 255 and rc[1] >= 2 and rc[2].alpha() > max(c[2].alpha() for c in sym)
     assert np.all(h[role == ROLE_ROOT] == 1)
+    # a few tall lanes: a band per lane (a band across the block would cover the culprit's lane too)
+    tl.vb.setYRange(0, 3, padding=0)
+    _x, _y, _w, h, role, _px = item.visible_rects()
+    assert item.aggregated and np.all(h[role == ROLE_SYMPTOM] == 1)
+    tl._fit_lanes(0)
     # zoomed in (one step): symptoms per kernel again, thin translucent outline, lighter than roots
     s = int(view.model.findings[0]["start_ns"]) + 400_000
     tl.zoom_ns(s, s + 60_000, margin=0.0)

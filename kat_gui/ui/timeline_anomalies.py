@@ -7,10 +7,12 @@ visible when zoomed out.
 
 Symptoms without the flood: a symptom is drawn lighter than a root (thin translucent outline and hatching, or a
 light fill; ``timeline_paint``'s alphas) and, **zoomed out** (the median symptom in view narrower than
-``AGG_PX`` pixels, or lanes thinner than ``THIN_LANE_PX``), not per kernel but as one light band per host
-block: consecutive lanes of one host (a host's expanded ranks, a collapsed host's summary lane, adjacent
-pinned lanes of one host; ``host_lanes.host_blocks``) share one band over the union of their symptoms' time,
-merged across gaps under ``AGG_GAP_PX`` pixels. Roots are drawn last, always on top, per lane.
+``AGG_PX`` pixels, or lanes thinner than ``THIN_LANE_PX``), not per kernel but as light bands (a fill, no
+outline) over the union of their time, merged across gaps under ``AGG_GAP_PX`` pixels: one band per host
+block where lanes are thinner than ``BLOCK_LANE_PX`` (consecutive lanes of one host: a host's expanded ranks,
+a collapsed host's summary lane, adjacent pinned lanes of one host; ``host_lanes.host_blocks``), one per lane
+where lanes are taller (a few big lanes: a band across a block would also cover a lane that did not wait).
+Roots are drawn last, always on top, per lane.
 
 Caching: the anomalies of the shown lanes are converted to seconds once per lane set (``_all``). The
 outlines around the view are computed for the view plus one width on each side, merged per pixel
@@ -52,6 +54,7 @@ NARROW_ALPHA = 90  # about the share of an outlined block's pixels that its (tra
 AGG_PX = 8.0
 THIN_LANE_PX = 6.0  # ... or the lanes are thinner than this
 AGG_GAP_PX = 3.0  # symptoms of one host block closer than this merge into one band
+BLOCK_LANE_PX = 40.0  # zoomed out with lanes thinner than this: one band per host block, else per lane
 
 
 def coalesce(
@@ -92,7 +95,7 @@ class AnomalyItem(pg.GraphicsObject):
         self._block_top = np.zeros(1, np.int64)
         self._block_rows = np.ones(1, np.int64)
         self._all: tuple[np.ndarray, ...] | None = None  # anomalies on shown lanes: x_s, w_s, lane, role
-        self._cache: tuple | None = None  # (x0_s, x1_s, px_s, thin, visible_rects result)
+        self._cache: tuple | None = None  # (x0_s, x1_s, px_s, lane mode, visible_rects result)
         self.aggregated = False  # the last view's symptoms were drawn per host block (zoomed out)
         self.drawn = {"root": 0, "symptom": 0}  # rectangles of each role drawn by the last paint (tests)
 
@@ -116,9 +119,11 @@ class AnomalyItem(pg.GraphicsObject):
     def boundingRect(self) -> QtCore.QRectF:
         return QtCore.QRectF(0.0, 0.0, span_s(self.model), float(self.n_lanes))
 
-    def _thin(self, vb) -> bool:
+    def _lane_mode(self, vb) -> tuple[bool, bool]:
+        """(lanes thinner than THIN_LANE_PX, thinner than BLOCK_LANE_PX) at the view's lane height."""
         (_x, (y0, y1)) = vb.viewRange()
-        return vb.height() / max(y1 - y0, 1e-9) < THIN_LANE_PX
+        lane_px = vb.height() / max(abs(y1 - y0), 1e-9)
+        return lane_px < THIN_LANE_PX, lane_px < BLOCK_LANE_PX
 
     def visible_rects(self) -> tuple[np.ndarray, ...]:
         """(x, y, width, height, role, px) of the anomaly marks around the view: roots merged per pixel and
@@ -132,9 +137,10 @@ class AnomalyItem(pg.GraphicsObject):
         vb = self.getViewBox()
         (x0, x1), _ = vb.viewRange()
         px = pixel_s(vb)
-        thin = self._thin(vb)
+        mode = self._lane_mode(vb)
+        thin, per_block = mode
         c = self._cache
-        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px and c[3] == thin:
+        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px and c[3] == mode:
             return c[4]
         q0, q1 = x0 - (x1 - x0), x1 + (x1 - x0)
         if self._all is None:
@@ -155,11 +161,13 @@ class AnomalyItem(pg.GraphicsObject):
         x, w = xs - grow / 2, ws + grow
         if self.aggregated:
             per_lane = ~sym
-            bx, bblk, bw, brole = coalesce(
-                x[sym], w[sym], self._block[lane[sym]], role[sym], AGG_GAP_PX * px, len(self._block_top)
-            )
-            bi = bblk.astype(np.int64)
-            band = (bx, self._block_top[bi].astype(float), bw, self._block_rows[bi].astype(float), brole)
+            if per_block:
+                group, top, rows = self._block[lane[sym]], self._block_top, self._block_rows
+            else:
+                group, top, rows = lane[sym], np.arange(self.n_lanes), np.ones(self.n_lanes, np.int64)
+            bx, bg, bw, brole = coalesce(x[sym], w[sym], group, role[sym], AGG_GAP_PX * px, len(top))
+            bi = bg.astype(np.int64)
+            band = (bx, top[bi].astype(float), bw, rows[bi].astype(float), brole)
         else:
             per_lane = np.ones(len(x), bool)
             band = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.uint8))
@@ -174,7 +182,7 @@ class AnomalyItem(pg.GraphicsObject):
             np.concatenate([band[4], lrole]).astype(np.uint8),
             px,
         )
-        self._cache = (q0, q1, px, thin, out)
+        self._cache = (q0, q1, px, mode, out)
         return out
 
     def paint(self, p: QtGui.QPainter, *args) -> None:

@@ -1,8 +1,8 @@
 """The legend row under the lanes: a swatch per kernel class and anomaly role, then the keyboard hints.
 
 Swatches are 14x10 pixmaps drawn like the items they stand for: a fill per kernel class
-(``kernel_classes.CLASS_COLORS``, host work left out), a red outline for a root anomaly, amber hatching for
-a symptom. Built once per view; nothing redrawn.
+(``kernel_classes.CLASS_COLORS``, host work left out), a red outline for a root anomaly, thin translucent
+amber hatching for a symptom (as light as the lanes draw it). Built once per view; nothing redrawn.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.kernel_classes import CLASS_COLORS, CLASS_NAMES, HOST
-from kat_gui.ui.timeline_paint import ROOT_COLOR, SYMPTOM_COLOR
+from kat_gui.ui.timeline_paint import ROOT_COLOR, ROOT_PEN_PX, SYMPTOM_COLOR, SYMPTOM_PEN_PX, symptom_color
 
 
 def legend_widget() -> QtWidgets.QWidget:
@@ -30,11 +30,11 @@ def legend_widget() -> QtWidgets.QWidget:
         if style == "fill":
             pt.fillRect(0, 0, 14, 10, QtGui.QColor(color))
         elif style == "outline":
-            pt.setPen(QtGui.QPen(QtGui.QColor(color), 2))
+            pt.setPen(QtGui.QPen(QtGui.QColor(color), ROOT_PEN_PX))
             pt.drawRect(1, 1, 12, 8)
         else:
-            pt.fillRect(0, 0, 14, 10, QtGui.QBrush(QtGui.QColor(color), QtCore.Qt.BrushStyle.BDiagPattern))
-            pt.setPen(QtGui.QPen(QtGui.QColor(color), 1))
+            pt.fillRect(0, 0, 14, 10, QtGui.QBrush(symptom_color(), QtCore.Qt.BrushStyle.BDiagPattern))
+            pt.setPen(QtGui.QPen(symptom_color(), SYMPTOM_PEN_PX))
             pt.drawRect(0, 0, 13, 9)
         pt.end()
         sw.setPixmap(pm)

@@ -1,7 +1,8 @@
 """The whole-run strip above the lanes: finding windows shaded, every anomaly a tick (red root, amber symptom).
 
 x is seconds since the run start (see ``timeline_paint``) over the whole run whatever the lanes show, y the
-strip's ``[0, 1]``: symptoms in the lower half, roots over the upper half. The ticks are deduplicated by pixel
+strip's ``[0, 1]``: symptoms in the lower half in translucent amber, roots over the upper half in opaque red,
+drawn after them. The ticks are deduplicated by pixel
 column, so a million anomalies still draw as O(pixels) rectangles, and kept for the strip's pixel size: the
 strip repaints whenever the view region on it moves, and then reuses them.
 """
@@ -13,7 +14,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
 from kat_gui.ui.run_model import ROLE_ROOT, ROLE_SYMPTOM, RunModel
-from kat_gui.ui.timeline_paint import ROOT_COLOR, SYMPTOM_COLOR, pixel_s, rect_array, span_s
+from kat_gui.ui.timeline_paint import ROOT_COLOR, pixel_s, rect_array, span_s, symptom_color
 
 
 class OverviewItem(pg.GraphicsObject):
@@ -46,8 +47,8 @@ class OverviewItem(pg.GraphicsObject):
             x = (a["start_ns"] - m.t0_ns) / 1e9
             ticks = []
             for role, color, y0, h in (
-                (ROLE_SYMPTOM, SYMPTOM_COLOR, 0.5, 0.5),
-                (ROLE_ROOT, ROOT_COLOR, 0.0, 0.55),
+                (ROLE_SYMPTOM, symptom_color(), 0.5, 0.5),
+                (ROLE_ROOT, QtGui.QColor(ROOT_COLOR), 0.0, 0.55),
             ):
                 sel = a["role"] == role
                 if not sel.any():
