@@ -232,10 +232,13 @@ def executor(
     n_bytes: int = 0,
     min_bytes: int = 1 << 62,
     paths: Sequence[str | os.PathLike] = (),
+    fork_safe: bool = False,
 ) -> Iterator[Executor]:
     """The executor ``scale`` asks for (see the module docstring); ``n_tasks``/``n_bytes`` size the work for
     the automatic choice, ``min_bytes`` is the least work worth a local cluster, ``paths`` must be visible to
-    every worker of a running cluster. Outstanding tasks are cancelled when the block raises."""
+    every worker of a running cluster, ``fork_safe`` says this process has no HDF5 file open (a local
+    cluster may then fork its workers: :func:`start_method`). Outstanding tasks are cancelled when the block
+    raises."""
     scale = scale or requested_scale()
     if scale.workers is not None and scale.workers < 0:
         raise KatInputError(None, f"--workers must be 0 or more, not {scale.workers}")
@@ -250,7 +253,7 @@ def executor(
         if n == 0:
             yield InProcess()
             return
-        ex, close = _local_cluster(n)
+        ex, close = _local_cluster(n, fork_safe)
     try:
         yield ex
     except BaseException:
@@ -279,26 +282,29 @@ def _connect(address: str) -> tuple[OnDask, Callable[[], None]]:
     return OnDask(client, f"dask scheduler {address} ({n} workers)", n), client.close
 
 
-def start_method() -> str:
+def start_method(fork_safe: bool = False) -> str:
     """How the local cluster starts its worker processes: ``fork`` where it is safe, else dask's ``spawn``.
 
     A spawned worker is a new interpreter that imports dask, numpy, h5py and KAT again: about 1 s before the
     first task here, as long as a whole 200 MB ingest in one process (``docs/scale-out.md``). A forked one
-    starts in ~0.1 s with everything imported. Fork is used only on Linux, by a process without Qt (a GUI
-    process's threads and display connection must not be duplicated) and with no HDF5 file open (the
-    library's open-file state would be shared with the child): the ``kat`` commands' ingest. ``KAT_DASK_START``
-    (``fork`` or ``spawn``) overrides the choice."""
+    starts in ~0.1 s with everything imported. Fork is used only when the caller says this process holds no
+    HDF5 file open (``fork_safe``: the library's open-file state would be shared with the child; the ingest
+    pipeline checks with ``store.open_files()``), on Linux, by a process without Qt (a GUI process's threads
+    and display connection must not be duplicated): the ``kat ingest`` command. ``KAT_DASK_START`` (``fork``
+    or ``spawn``) overrides the choice."""
     forced = os.environ.get("KAT_DASK_START", "").strip().lower()
     if forced in ("fork", "spawn"):
         return forced
-    if not sys.platform.startswith("linux") or any(m.startswith("PySide6") for m in sys.modules):
+    if (
+        not fork_safe
+        or not sys.platform.startswith("linux")
+        or any(m.startswith("PySide6") for m in sys.modules)
+    ):
         return "spawn"
-    from kat_gui.store import open_files
-
-    return "fork" if open_files() == 0 else "spawn"
+    return "fork"
 
 
-def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
+def _local_cluster(n: int, fork_safe: bool = False) -> tuple[OnDask, Callable[[], None]]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -310,7 +316,7 @@ def _local_cluster(n: int) -> tuple[OnDask, Callable[[], None]]:
     # and sorts here. KAT's tasks hold bounded memory; the single-thread settings stay.
     environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}  # fmt: skip
-    method = start_method()
+    method = start_method(fork_safe)
     try:
         with dask.config.set(
             {

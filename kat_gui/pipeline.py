@@ -24,7 +24,7 @@ from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.ingest import IngestOptions, plan
 from kat_gui.ingest.registry import FileRead, RankOwners, plan_reads, read_file
 from kat_gui.progress import Progress, scaled
-from kat_gui.store import TraceStore
+from kat_gui.store import TraceStore, open_files
 from kat_gui.store.prepared import EncodedRank, Layout, Placement, PreparedRank, encode_rank, prepare_rank
 
 # Least input (bytes) for which ingest starts a local cluster by itself (``workers=None``): below it, starting
@@ -77,6 +77,7 @@ def ingest(
             n_bytes=sum(r.size for r in reads),
             min_bytes=INGEST_MIN_BYTES,
             paths=[r.path for r in reads],
+            fork_safe=open_files() == 0,
         ) as ex,
         TraceStore.create(out, run_name) as writer,
     ):

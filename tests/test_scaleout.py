@@ -131,22 +131,25 @@ def test_both_worker_start_methods_write_the_serial_store(
 
 
 def test_workers_are_forked_only_where_it_is_safe(serial_store, monkeypatch):
-    from kat_gui.store import TraceStore
+    from kat_gui.store import TraceStore, open_files
 
     monkeypatch.delenv("KAT_DASK_START", raising=False)
     for name in [m for m in sys.modules if m.startswith("PySide6")]:
         monkeypatch.delitem(sys.modules, name)
-    assert parallel.start_method() == "fork"  # the kat command's ingest: no Qt, no HDF5 file open
+    assert open_files() == 0
+    assert parallel.start_method(fork_safe=True) == "fork"  # `kat ingest`: no Qt, no HDF5 file open
     with TraceStore.open(serial_store):
-        assert parallel.start_method() == "spawn"  # detection: the store is open in this process
+        assert open_files() == 1
+        assert parallel.start_method(fork_safe=open_files() == 0) == "spawn"
+    assert parallel.start_method() == "spawn"  # a caller that does not say (detection: the store is open)
     monkeypatch.setitem(sys.modules, "PySide6", sys)
-    assert parallel.start_method() == "spawn"  # a GUI process
+    assert parallel.start_method(fork_safe=True) == "spawn"  # a GUI process
     monkeypatch.setenv("KAT_DASK_START", "fork")
     assert parallel.start_method() == "fork"
 
 
 def test_small_inputs_stay_in_this_process(traces, tmp_path, monkeypatch):
-    def no_cluster(n):
+    def no_cluster(n, fork_safe=False):
         raise AssertionError("a small ingest must not start a cluster")
 
     monkeypatch.setattr(parallel, "_local_cluster", no_cluster)
@@ -157,7 +160,7 @@ def test_small_inputs_stay_in_this_process(traces, tmp_path, monkeypatch):
 def test_large_inputs_use_every_core_by_default(traces, tmp_path, monkeypatch):
     calls = []
 
-    def fake_cluster(n):
+    def fake_cluster(n, fork_safe=False):
         calls.append(n)
         return parallel.InProcess(), lambda: None
 
