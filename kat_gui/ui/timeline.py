@@ -449,12 +449,18 @@ class TimelineView(QtWidgets.QWidget):
 
     def _on_hover(self, pos) -> None:
         hit = self._hit_at_scene(pos)
-        if hit is None:
-            QtWidgets.QToolTip.hideText()
-            return
         view = self.plot
         gp = view.mapToGlobal(view.mapFromScene(pos))
-        QtWidgets.QToolTip.showText(gp, self.tooltip_text(*hit), view)
+        if hit is not None:
+            QtWidgets.QToolTip.showText(gp, self.tooltip_text(*hit), view)
+            return
+        i = int(np.floor(self.vb.mapSceneToView(pos).y()))
+        lane = self.lanes[i] if 0 <= i < len(self.lanes) else None
+        on_row = self.axis.sceneBoundingRect().contains(pos) or self.vb.sceneBoundingRect().contains(pos)
+        if isinstance(lane, HostLane) and on_row:  # a host's name or empty header row: what a click does
+            QtWidgets.QToolTip.showText(gp, esc(lane.tooltip), view)
+        else:
+            QtWidgets.QToolTip.hideText()
 
     def _on_click(self, ev) -> None:
         pos = ev.scenePos()
@@ -463,7 +469,9 @@ class TimelineView(QtWidgets.QWidget):
         lane = self.lanes[i] if 0 <= i < len(self.lanes) else None
         if ev.button() == QtCore.Qt.MouseButton.RightButton:
             if (on_axis or self.vb.sceneBoundingRect().contains(pos)) and self.host_lanes():
-                self.host_menu(i).popup(QtGui.QCursor.pos())
+                menu = self.host_menu(i)
+                menu.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+                menu.popup(QtGui.QCursor.pos())
             return
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             return
