@@ -11,7 +11,7 @@ from kat_gui.ui.findings import FindingsPanel
 from kat_gui.ui.heatmap_view import HeatmapView
 from kat_gui.ui.notes_panel import NotesPanel
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
-from kat_gui.ui.scale import LARGE_RUN_RANKS, focus_ranks, parse_rank_filter
+from kat_gui.ui.scale import LARGE_RUN_RANKS, cell_ranks, focus_ranks, parse_rank_filter
 from kat_gui.ui.timeline import TimelineView
 from kat_gui.ui.topology_view import TopologyView
 
@@ -243,8 +243,8 @@ class RunView(QtWidgets.QWidget):
         self.set_lanes(ranks, why)
 
     def goto_cell(self, rank: int, start_ns: int, end_ns: int) -> None:
-        """A heatmap click: that rank's lane (with the focus set, for reference) at that step."""
-        keep = set(self.timeline.rank_filter or focus_ranks(self.model))
+        """A heatmap click: that rank's lane with reference lanes (the focus set, or its own peers) at that step."""
+        keep = set(self.timeline.rank_filter or cell_ranks(self.model, int(rank)))
         self.set_lanes(keep | {int(rank)}, f"rank {rank} from the overview")
         self.timeline.set_highlight({int(rank)} | set(self.model.culprit_ranks()))
         self.timeline.zoom_ns(int(start_ns), int(end_ns), margin=0.05)
