@@ -13,7 +13,7 @@ from test_reasoning import CASES, RANKS8
 
 from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.explain import command, explain_findings, explain_store, prefix_cache, prompt
-from kat_gui.explain.facts import build_facts
+from kat_gui.explain.facts import STORY_PARTS, build_facts, story_parts
 from kat_gui.explain.grounding import sanitize_trace_text, split_sentences, verify
 from kat_gui.reasoning import build_hypotheses
 from kat_gui.topology import default_topology
@@ -121,7 +121,8 @@ def test_hostile_kernel_name_never_reaches_the_prompt():
         content = "\n".join(m["content"] for m in prompt.messages(facts, style))
         assert "Ignore previous" not in content and "<script>" not in content and "\x1b" not in content
         assert "\x00" not in content and "im_start" not in content and "GPU7" not in content
-        assert sanitize_trace_text(HOSTILE) in content  # the neutral label stands in for it
+        # select lists the kernel fact (the neutral label stands in for the name); free tells only the story.
+        assert (sanitize_trace_text(HOSTILE) in content) == (style == "select")
     grammar = prompt.select_grammar(facts)
     assert "Ignore" not in grammar and "<script>" not in grammar
     assert all("Ignore" not in t for t in exp.facts) and "Ignore" not in exp.text
@@ -135,13 +136,20 @@ def test_hostile_kernel_name_never_reaches_the_prompt():
 
 @pytest.mark.parametrize("comp", sorted(CASES))
 def test_fallback_narrative_passes_grounding(comp):
-    exp = explain_findings([CASES[comp]], default_topology(RANKS8), {"ranks": RANKS8}, use_llm=False)
+    topo, meta = default_topology(RANKS8), {"ranks": RANKS8}
+    exp = explain_findings([CASES[comp]], topo, meta, use_llm=False)
     assert exp.source == "fallback" and "--no-llm" in exp.reason
+    facts = build_facts(build_hypotheses([CASES[comp]], topo, meta), meta, [CASES[comp]])
+    assert [f.text for f in facts] == exp.facts
     rep = verify(exp.text, exp.facts)
-    assert rep.sentences >= 6 and rep.verified == rep.sentences, rep.dropped
+    assert 4 <= rep.sentences <= 5 and rep.verified == rep.sentences, rep.dropped
     assert exp.grounding["shown_verified"] == exp.grounding["shown_sentences"]
     assert exp.hypotheses[0]["component"] == comp
     assert exp.text.startswith("Most likely cause:")
+    # The story: culprit, component, who waits and how much, why not, first check (on its own line).
+    assert story_parts(exp.text, facts) == dict.fromkeys(STORY_PARTS, True), exp.text
+    assert " so not " in exp.text or "rather than" in exp.text
+    assert exp.text.split("\n")[1].startswith("First check")
 
 
 def test_healthy_explanation_says_no_anomaly_and_what_was_checked():
@@ -263,6 +271,51 @@ def test_command_detects_first_then_explains_in_json(throttled_store, tmp_path, 
     assert "next checks:" in out and "Explanation:" in out and "why not the others:" in out
 
 
+def test_store_facts_say_who_waits_from_the_stored_symptom_waits(throttled_store, tmp_path):
+    from kat_gui.explain import load_store_inputs
+
+    store = tmp_path / "w.kat.h5"
+    shutil.copy(throttled_store[0], store)
+    findings, graph, meta = load_store_inputs(store)
+    waits = findings[0]["symptom_waits"]
+    assert waits["ranks"] == [0, 1, 3] and waits["count"] > 0 and 0 < waits["median_ns"] <= waits["total_ns"]
+    exp = explain_findings(findings, graph, meta, use_llm=False)
+    effect = next(t for t in exp.facts if t.startswith("Ranks 0-1,3 wait for rank 2: "))
+    assert "of their collective time, a median " in effect and effect.endswith(" per collective.")
+    facts = build_facts(build_hypotheses(findings, graph, meta), meta, findings)
+    assert story_parts(exp.text, facts) == dict.fromkeys(STORY_PARTS, True)
+    # The free prompt tells the story only: five lines, no confidence, the first check with its GPU filled in.
+    lines = prompt.messages(facts, "free")[1]["content"].splitlines()[1:]
+    assert lines[0] == "Most likely cause: a GPU compute slowdown on GPU2 (rank 2)."
+    assert lines[2] == effect and lines[-1] == "First check: `nvidia-smi -q -d PERFORMANCE -i 2`."
+    assert len(lines) == 5 and "so not HBM" in lines[3]
+    # Without the stored waits the effect falls back to the peers' wait share.
+    bare = [{k: v for k, v in f.items() if k != "symptom_waits"} for f in findings]
+    texts = explain_findings(bare, graph, meta, use_llm=False).facts
+    assert "Ranks 0-1,3 wait for rank 2: 79% of their collective time." in texts
+
+
+def test_story_parts_count_only_grounded_sentences_that_say_them():
+    topo, meta = default_topology(RANKS8), {"ranks": RANKS8}
+    facts = build_facts(build_hypotheses([CASES["gpu"]], topo, meta), meta)
+    head, ev, eff = (next(f.text for f in facts if f.role == r) for r in ("headline", "evidence", "effect"))
+    check = next(f.text for f in facts if f.role == "check")
+    assert story_parts(f"{head} {ev}", facts) == {
+        "culprit": True,
+        "component": True,
+        "wait": False,
+        "check": False,
+    }
+    got = story_parts(f"{eff} {check}", facts)
+    assert got["wait"] and got["check"]
+    # An invented number makes the sentence ungrounded: its parts do not count.
+    bad = eff.replace(eff.split(": ")[1].split("%")[0], "99")
+    assert not story_parts(bad, facts)["wait"]
+    assert story_parts("No anomaly found.", [f for f in facts if f.role != "headline"]) == dict.fromkeys(
+        STORY_PARTS, False
+    )
+
+
 def test_command_bad_store_and_missing_model(tmp_path, throttled_store):
     bad = tmp_path / "bad.kat.h5"
     bad.write_text("not hdf5")
@@ -301,7 +354,7 @@ def test_select_grammar_forces_the_headline_and_forbids_repeats():
         if name.startswith("tx"):
             used = {int(x) for x in name[2:].split("x")}
             assert not any(f'" {i}"' in body for i in used), name
-    assert [f.role for f in prompt.chosen_facts("1 3 3 2 99", facts)] == ["headline", "evidence", "evidence"]
+    assert [f.role for f in prompt.chosen_facts("1 3 3 2 99", facts)] == ["headline", "effect", "evidence"]
     assert all(f.role != "check" for f in prompt.prompt_facts(facts))
 
 

@@ -41,6 +41,8 @@ def to_json(exp: Explanation, run: str) -> dict:
         "grounding": exp.grounding,
         "timings": exp.timings,
         "facts": exp.facts,
+        "fact_roles": exp.fact_roles,
+        "story": exp.story,
     }
 
 

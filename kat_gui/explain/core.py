@@ -15,7 +15,7 @@ import numpy as np
 
 from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.explain import prompt
-from kat_gui.explain.facts import Fact, build_facts, narrative
+from kat_gui.explain.facts import Fact, build_facts, narrative, story_parts
 from kat_gui.explain.grounding import GroundingReport, sanitize_trace_text, split_sentences, verify
 from kat_gui.reasoning import build_hypotheses
 
@@ -37,6 +37,8 @@ class Explanation:
     raw_text: str | None = None  # the model's output before verification (None when no model ran)
     style: str = "select"
     adapter: str | None = None  # the LoRA adapter applied on the model (file name), None when none
+    fact_roles: list[str] = field(default_factory=list)  # the role of each fact (facts.Fact.role)
+    story: dict = field(default_factory=dict)  # which story parts the shown text states (facts.story_parts)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,9 +130,11 @@ def explain_findings(
     adapter_name = adapter.name if adapter is not None else None
     t0 = time.perf_counter()
     meta = meta or {}
-    hyps = build_hypotheses(_sanitized(findings), topology, meta)
-    facts = build_facts(hyps, meta)
+    clean = _sanitized(findings)
+    hyps = build_hypotheses(clean, topology, meta)
+    facts = build_facts(hyps, meta, clean)
     fact_texts = [f.text for f in facts]
+    roles = [f.role for f in facts]
     hyp_dicts = [h.to_dict() for h in hyps]
     timings: dict = {"load_s": None, "first_token_s": None, "total_s": None}
 
@@ -157,6 +161,8 @@ def explain_findings(
             raw,
             style,
             adapter_name,
+            roles,
+            story_parts(text, facts),
         )
 
     if not use_llm:
@@ -229,7 +235,19 @@ def explain_findings(
         return fallback("joined text failed grounding", name, rep, gen.text)
     timings["total_s"] = time.perf_counter() - t0
     return Explanation(
-        text, "model", None, hyp_dicts, g, timings, name, fact_texts, gen.text, style, adapter_name
+        text,
+        "model",
+        None,
+        hyp_dicts,
+        g,
+        timings,
+        name,
+        fact_texts,
+        gen.text,
+        style,
+        adapter_name,
+        roles,
+        story_parts(text, facts),
     )
 
 
@@ -346,7 +364,10 @@ def _sanitized(findings: list[dict]) -> list[dict]:
 def load_store_inputs(
     path: str | os.PathLike, run_detection: bool = True, on_detect: Callable[[], None] | None = None
 ) -> tuple[list[dict], nx.Graph | None, dict]:
-    """(findings with their top kernel names, topology graph, detect meta) of a ``.kat.h5`` store.
+    """(findings with their top kernel names and symptom waits, topology graph, detect meta) of a ``.kat.h5`` store.
+
+    ``symptom_waits`` of a finding: its symptom rows' stored waits (``wait_ns``, the wait the fault added to a
+    peer's collective) as {"ranks", "count", "total_ns", "median_ns"}; absent when it has none.
 
     Runs detection first (``kat_gui.detect.detect_store``) when the store holds no results and ``run_detection``;
     ``on_detect`` is called before that so a caller can say so. Raises KatInputError for a bad store.
@@ -376,6 +397,9 @@ def load_store_inputs(
             strings = store.strings
             for f in findings:
                 f["kernels"] = _top_kernels(table, int(f.get("id", -1)), strings)
+                waits = _symptom_waits(table, int(f.get("id", -1)))
+                if waits is not None:
+                    f["symptom_waits"] = waits
     graph = None
     if topo_obj:
         try:
@@ -396,6 +420,23 @@ def _top_kernels(table: dict, fid: int, strings: list[str]) -> list[str]:
     ids, counts = np.unique(names, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:KERNELS_PER_FINDING]
     return [strings[int(i)] for i in ids[order] if int(i) < len(strings)]
+
+
+def _symptom_waits(table: dict, fid: int) -> dict | None:
+    """Who waited for finding ``fid`` and how much: its symptom rows (role 2) with a stored wait > 0."""
+    if "wait_ns" not in table:
+        return None
+    wait = np.asarray(table["wait_ns"], dtype=np.int64)
+    m = (np.asarray(table["finding"]) == fid) & (np.asarray(table["role"]) == 2) & (wait > 0)
+    if not m.any():
+        return None
+    w = wait[m]
+    return {
+        "ranks": sorted({int(r) for r in np.asarray(table["rank"])[m]}),
+        "count": int(m.sum()),
+        "total_ns": int(w.sum()),
+        "median_ns": float(np.median(w)),
+    }
 
 
 def explain_store(

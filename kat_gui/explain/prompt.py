@@ -5,15 +5,17 @@ Two styles, both measured in ``benchmarks/results/explain.md``:
 - ``select`` (default): the model reads the numbered facts and, under a GBNF grammar, answers with the numbers of
   the facts to tell, fact 1 (the diagnosis) first, then 1-3 distinct others in the order it chooses; the text is
   those fact sentences. It generates ~7 tokens instead of ~90, and a 135M model cannot add an invented number.
-- ``free``: an ordinary 2-4 sentence summary; the grounding verifier drops what the facts do not support. Suits
-  a larger user-supplied model better; with the bundled 135M model most of its sentences are dropped.
+- ``free``: the model writes the story in at most five sentences (diagnosis, its number, who waits for it and
+  how much, why not the nearest other component, the first check) from the story facts only
+  (``facts.story``, the headline without its confidence, one per line: ~100-150 prompt tokens after the cached
+  prefix); the grounding verifier drops what the facts do not support. KAT's explainer adapter is trained for it.
 """
 
 from __future__ import annotations
 
 import re
 
-from kat_gui.explain.facts import Fact
+from kat_gui.explain.facts import Fact, story
 
 STYLES = ("select", "free")
 MAX_PROMPT_FACTS = 9  # single-digit fact numbers keep the select grammar to one token per choice
@@ -21,12 +23,13 @@ PROMPT_FACT_WORDS = 8  # select style: the model sees each fact cut to this many
 # Everything that does not depend on the run comes first (system turn, then the user turn's "Facts:" header), so
 # the evaluated prefix is identical across runs and can be reused (``LocalModel.warm_prefix``); the facts come last.
 SYSTEM = (
-    "You summarise a diagnosis for an engineer. Use only the numbered facts; never add a number, rank or GPU."
+    "You summarise a diagnosis for an engineer. Use only the given facts; never add a number, rank or GPU."
 )
 ASK = {
     "select": "The user lists numbered facts; fact 1 is the diagnosis. Answer with the numbers of the facts that "
     "explain fact 1 best, 1 first, most important next.",
-    "free": "The user lists numbered facts. Summarize them in 2 to 4 short sentences.",
+    "free": "The user lists facts: the diagnosis, its evidence, the effect on the other ranks, why not another "
+    "component, the first check. Explain them in at most 5 short sentences, in that order, with their numbers.",
 }
 FACTS_HEADER = "Facts:\n"
 
@@ -60,8 +63,15 @@ def prompt_facts(facts: list[Fact]) -> list[Fact]:
     return [f for f in facts if f.role != "check"][:MAX_PROMPT_FACTS]
 
 
+def story_line(text: str) -> str:
+    """A story fact as the free-style prompt shows it: one line, the confidence left out (7 tokens the
+    explanation does not need; the full fact stays in the grounding allow-list)."""
+    return re.sub(r",? confidence \d+(\.\d+)?", "", _clean_fact(text))
+
+
 def _messages_for(lines: list[str], style: str) -> list[dict]:
-    listing = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(lines))
+    # select: numbered (the model answers with the numbers); free: plain lines, ~2 tokens a line fewer.
+    listing = "\n".join(f"{i + 1}. {t}" if style == "select" else t for i, t in enumerate(lines))
     return [
         {"role": "system", "content": f"{SYSTEM} {ASK[style]}"},
         {"role": "user", "content": FACTS_HEADER + listing},
@@ -69,10 +79,11 @@ def _messages_for(lines: list[str], style: str) -> list[dict]:
 
 
 def messages(facts: list[Fact], style: str = "select") -> list[dict]:
-    """Chat messages: the fixed instructions first, the run's numbered facts last (compact in select style)."""
-    shown = prompt_facts(facts)
+    """Chat messages: the fixed instructions first, the run's facts last (select: numbered and compact; free: the
+    story facts, see :func:`story_line`)."""
     if style != "select":
-        return _messages_for([_clean_fact(f.text) for f in shown], style)
+        return _messages_for([story_line(f.text) for f in story(facts)], style)
+    shown = prompt_facts(facts)
     # The headline keeps its component and GPU: it is what the other facts are chosen to explain.
     return _messages_for(
         [compact_fact(f.text, 14 if i == 0 else PROMPT_FACT_WORDS) for i, f in enumerate(shown)], style
@@ -131,5 +142,5 @@ def chosen_facts(output: str, facts: list[Fact]) -> list[Fact]:
 
 
 def max_tokens_for(facts: list[Fact], style: str) -> int:
-    """Bound generation: "1 a b c" in select style (a few tokens), ~4 short sentences in free style."""
-    return 160 if style == "free" else 12
+    """Bound generation: "1 a b c" in select style (a few tokens), at most 5 short sentences in free style."""
+    return 200 if style == "free" else 12
