@@ -80,7 +80,7 @@ def test_records_are_well_formed(D, quick):
             facts = [Fact(t, ro) for t, ro in zip(r["facts"], r["roles"], strict=True)]
             assert r["messages"] == prompt.messages(facts, "free")
             assert r["key_claims"] and all(isinstance(c, str) and c for c in r["key_claims"])
-            assert 2 <= len(split_sentences(r["target"])) <= 4
+            assert 2 <= len(split_sentences(r["target"])) <= 5
             fams = D.TRAIN_TEMPLATES if split == "train" else D.HELDOUT_TEMPLATES
             assert r["template"] in fams
             if r["component"] == "healthy":

@@ -48,26 +48,17 @@ if str(ROOT) not in sys.path:
 from kat_gui.explain import prompt  # noqa: E402
 from kat_gui.explain.core import _sanitized, load_store_inputs  # noqa: E402
 from kat_gui.explain.facts import Fact, build_facts  # noqa: E402
-from kat_gui.explain.grounding import content_words, numbers, verify  # noqa: E402
+from kat_gui.explain.grounding import content_words, verify  # noqa: E402
 from kat_gui.reasoning import OWN_NUMBER, build_hypotheses  # noqa: E402
 
-GENERATOR_VERSION = "kat-explainer-data/1"
+GENERATOR_VERSION = "kat-explainer-data/2"
 DEFAULT_SEED = 20261125
 TRAIN_SEED_BASE = 7_000  # simulator seeds of the train pipeline runs (held-out use HELDOUT_SEED_BASE)
 HELDOUT_SEED_BASE = 91_000
 DLRM_DIR = ROOT.parent / "shared" / "data" / "kineto" / "param_dlrm_8rank"
 # Whole scenario families that never reach train (documented in tools/explainer/README.md).
 HELDOUT_FAMILIES = ("pp", "trtllm", "two_fault", "real")
-TRAIN_TEMPLATES = (
-    "plain",
-    "because",
-    "chain",
-    "wait",
-    "ruleout",
-    "kernel",
-    "merged",
-    "second",
-)
+TRAIN_TEMPLATES = ("plain", "because", "wait", "ruleout", "merged", "short")
 HELDOUT_TEMPLATES = ("labelled", "story", "effect_first")
 MAX_TRIES = 24
 
@@ -292,8 +283,9 @@ def run_real(workdir: str) -> dict | None:
 
 def facts_for(findings: list[dict], graph, meta: dict | None) -> tuple[list[Fact], list]:
     """Exactly what ``explain_findings`` computes before the model: hypotheses of the sanitised findings, facts."""
-    hyps = build_hypotheses(_sanitized(findings), graph, meta or {})
-    return build_facts(hyps, meta or {}), hyps
+    clean = _sanitized(findings)
+    hyps = build_hypotheses(clean, graph, meta or {})
+    return build_facts(hyps, meta or {}, clean), hyps
 
 
 # ---------------------------------------------------------------------- perturbations
@@ -407,6 +399,10 @@ def remap_ranks(findings: list[dict], meta: dict, rs: RemapSet) -> tuple[list[di
         g["ranks"] = sorted(rmap.get(r, r) for r in ranks)
         g["component_id"] = fix_text(str(f.get("component_id", "")), first)
         g["nodes"] = [fix_text(str(n), first) for n in f.get("nodes", [])]
+        if isinstance(g.get("symptom_waits"), dict):
+            g["symptom_waits"]["ranks"] = sorted(
+                rmap.get(int(r), int(r)) for r in g["symptom_waits"]["ranks"]
+            )
         out.append(g)
     m = copy.deepcopy(meta)
     if meta.get("ranks"):
@@ -446,6 +442,10 @@ def rescale(findings: list[dict], rng: random.Random) -> list[dict]:
         for key in _NS:
             if isinstance(ev.get(key), (int, float)):
                 ev[key] = round(float(ev[key]) * kn, 1)
+        if isinstance(g.get("symptom_waits"), dict):
+            sw = g["symptom_waits"]
+            sw["median_ns"] = round(float(sw.get("median_ns") or 0.0) * kn, 1)
+            sw["total_ns"] = int(float(sw.get("total_ns") or 0) * kn)
         if isinstance(ev.get("hung_collectives"), int):
             ev["hung_collectives"] = rng.randint(2, 12)
         if isinstance(ev.get("collectives"), int) and isinstance(ev.get("last_at"), int):
@@ -479,7 +479,8 @@ _OPTIONAL = (
 
 
 def drop_optional(findings: list[dict], rng: random.Random) -> list[dict]:
-    """Some optional evidence keys removed (never the component's own number), sometimes the kernel names."""
+    """Some optional evidence keys removed (never the component's own number), sometimes the kernel names and
+    the symptom waits (the effect sentence then falls back to the wait share)."""
     out = []
     for f in findings:
         g = copy.deepcopy(f)
@@ -491,8 +492,9 @@ def drop_optional(findings: list[dict], rng: random.Random) -> list[dict]:
         cand = [k for k in _OPTIONAL if k in ev and k not in keep]
         for k in rng.sample(cand, k=min(len(cand), rng.randint(1, 3))):
             ev.pop(k, None)
-        if rng.random() < 0.3:
+        if rng.random() < 0.3:  # the table-derived extras go together (one draw keeps the seeded sequence)
             g.pop("kernels", None)
+            g.pop("symptom_waits", None)
         out.append(g)
     return out
 
@@ -662,8 +664,8 @@ class View:
     evidence: tuple[str, ...] = ()
     kernel: str | None = None
     counters: tuple[str, ...] = ()
-    chain: tuple[str, ...] = ()
-    second: str | None = None
+    effect: str | None = None
+    check: str | None = None
     healthy: tuple[str, ...] = ()
 
 
@@ -711,11 +713,6 @@ def view_of(facts: list[Fact]) -> View:
         if f.role == "evidence" and not f.text.startswith("Most affected kernel:")
     ]
     kern = next((f.text for f in facts if f.text.startswith("Most affected kernel:")), None)
-    chain = next((f.text for f in facts if f.role == "chain"), None)
-    parts: tuple[str, ...] = ()
-    if chain:
-        body = _strip(chain)[len("Cause and effect: ") :]
-        parts = tuple(body.split(", then "))
     return View(
         kind,
         head,
@@ -725,8 +722,8 @@ def view_of(facts: list[Fact]) -> View:
         evidence=tuple(ev),
         kernel=_strip(kern)[len("Most affected kernel: ") :] if kern else None,
         counters=tuple(_strip(f.text) for f in facts if f.role == "counter"),
-        chain=parts,
-        second=next((_strip(f.text) for f in facts if f.role == "second"), None),
+        effect=next((_strip(f.text) for f in facts if f.role == "effect"), None),
+        check=next((_strip(f.text) for f in facts if f.role == "check"), None),
     )
 
 
@@ -861,67 +858,41 @@ def ev_clause(text: str, rng: random.Random) -> str:
     return _lc(text)
 
 
-def counter_clause(text: str, rng: random.Random) -> str:
-    m = re.match(r"^(?P<x>.+), so (?P<neg>not|this is not) (?P<c>.+)$", text)
-    if m:
-        x, c = _lc(m.group("x")), m.group("c")
-        forms = [f"{x}, so not {c}", f"it is not {c}: {x}"]
-        if not _num_tail(x):
-            forms.append(f"{x}; this rules out {c}")
-        return rng.choice(forms)
-    m = re.match(r"^Caveat: (?P<x>.+)$", text)
-    if m:
-        return rng.choice([f"caveat: {m.group('x')}", f"one caveat: {m.group('x')}"])
-    return _lc(text)
+_WHY_NOT = re.compile(r"^(?P<x>[^:]+?)(?P<vs> against [^,]+)?, so (?:this is )?not (?P<c>.+)$")
 
 
-def second_clause(text: str, rng: random.Random) -> str:
-    m = re.match(r"^Runner-up: (?P<n>.+?) on (?P<w>.+), confidence (?P<c>[\d.]+)$", text)
+def why_not(text: str, rng: random.Random, short: bool) -> str:
+    """The story's counter-evidence as a sentence: "X, so not C" told as is, or (``short``) the ruled-out
+    component first and the comparison tail dropped ("Not HBM: memory-bound kernels on rank 2 are 5.5% slower")
+    to save generated tokens; caveats and other forms as written."""
+    m = _WHY_NOT.match(text)
     if not m:
-        return _lc(text)
-    n, w, c = m.group("n"), m.group("w"), m.group("c")
-    return rng.choice(
-        [
-            f"runner-up: {n} on {w}, confidence {c}",
-            f"the runner-up is {n} on {w}, confidence {c}",
-            f"the runner-up is {n} on {w} (confidence {c})",
-            f"a less likely alternative is {n} on {w}",
-        ]
+        return _sent(_cap(text))
+    x, c = m.group("x"), m.group("c")
+    if not short:
+        return _sent(_cap(text) if not m.group("vs") or rng.random() < 0.5 else f"{_cap(x)}, so not {c}")
+    return _sent(
+        rng.choice([f"Not {c}: {_lc(x)}", f"It is not {c}: {_lc(x)}", f"This rules out {c}: {_lc(x)}"])
     )
 
 
-_SAFE_JOIN = (", then ", ", so ", ", and then ", ", and so ")
-_RICH_JOIN = (", and as a result ", "; because of this, ", ", which is why ")
+def effect_sentence(text: str, rng: random.Random, opener: bool) -> str:
+    """Who waits for the culprit and how much, as the effect fact says it (optionally after a connector)."""
+    if not opener:
+        return _sent(_cap(text))
+    return _sent(rng.choice(("As a result, ", "In turn, ", "Meanwhile, ", "Because of this, ")) + _lc(text))
 
 
-def chain_clause(parts: tuple[str, ...], rng: random.Random, start: int = 0, stop: int | None = None) -> str:
-    ps = list(parts[start:stop])
-    if not ps:
-        return ""
-    if start == 0 and stop is None and rng.random() < 0.25:
-        return "cause and effect: " + ", then ".join(ps)
-    out = ps[0]
-    for p in ps[1:]:
-        out += rng.choice(_SAFE_JOIN if _num_tail(out) or rng.random() < 0.5 else _RICH_JOIN) + p
-    if start == 0 and rng.random() < 0.3:
-        out = "because of " + out if not ps[0].startswith("because") and len(ps) == 1 else out
-    return out
-
-
-def kernel_clause(name: str, rng: random.Random) -> str:
-    return rng.choice(
-        [
-            f"the most affected kernel is {name}",
-            f"most affected kernel: {name}",
-            f"the kernel most affected is {name}",
-        ]
-    )
+def check_sentence(text: str, rng: random.Random) -> str:
+    """The first check: copied, or "The first check[, on the host of rank R,] is `cmd`"."""
+    m = re.match(r"^First check(?P<w>, on [^:`]+)?: (?P<cmd>`[^`]+`)$", text)
+    if not m or rng.random() < 0.6:
+        return _sent(text)
+    return _sent(f"The first check{m.group('w') + ',' if m.group('w') else ''} is {m.group('cmd')}")
 
 
 _OPENERS = {
     "evidence": ("", "", "The evidence: ", "In the trace, ", "This is because "),
-    "effect": ("As a result, ", "Meanwhile, ", "This is why ", "In turn, ", ""),
-    "more": ("", "Also, ", "In addition, ", "Meanwhile, "),
 }
 
 
@@ -930,28 +901,16 @@ def _open(kind: str, clause: str, rng: random.Random) -> str:
     return _sent(o + clause if o else _cap(clause))
 
 
-def _effect_clauses(v: View, rng: random.Random) -> list[str]:
-    """Clauses about what the fault does to the other ranks and the steps (waiting, skew, chain tail), in
-    cause -> effect order; one chain clause at most (its parts overlap)."""
-    out = [ev_clause(e, rng) for e in v.evidence[1:]]
-    if len(v.chain) > 1:
-        start = rng.choice([1, len(v.chain) - 1]) if len(v.chain) > 2 else 1
-        out.append(chain_clause(v.chain, rng, start=start))
-    return [c for c in out if c]
-
-
 def _dedupe(sents: list[str]) -> list[str]:
-    """Drop a later sentence that only restates numbers already said or mostly repeats an earlier one."""
+    """Drop a later sentence whose content words are mostly (>= 80 %) an earlier one's: the verifier would drop it
+    as a repeat."""
     out: list[str] = []
-    said: set = set()
     words: list[set] = []
-    for i, s in enumerate(sents):
-        nums = {n for n in numbers(s) if n[1]}
+    for s in sents:
         w = content_words(s)
-        if i and ((nums and nums <= said) or any(w and len(w & x) >= 0.6 * len(w) for x in words)):
+        if any(w and len(w & x) >= 0.8 * len(w) for x in words):
             continue
         out.append(s)
-        said |= nums
         words.append(w)
     return out
 
@@ -1016,109 +975,80 @@ def _healthy_target(v: View, fam: str, rng: random.Random) -> list[str]:
 
 
 def compose(v: View, fam: str, rng: random.Random, claims: list[str] | None = None) -> list[str]:
-    """2-4 sentences in template family ``fam``; the diagnosis always first; the primary evidence is put in
-    second place when the other sentences miss one of ``claims``."""
+    """At most 5 sentences in template family ``fam``, always in the story's order: the diagnosis (never its
+    confidence: the prompt leaves it out), the component's own number, the effect on the other ranks, why not
+    the nearest other component, the first check; each part the facts have. Healthy runs: what was checked."""
     if v.kind == "healthy":
         return _healthy_target(v, fam, rng)
     ev0 = ev_clause(v.evidence[0], rng) if v.evidence else None
-    effects = _effect_clauses(v, rng)
-    out: list[str] = []
+    held = fam in HELDOUT_TEMPLATES
+    diag = diagnosis(v, rng, conf=False, heldout=held)
+    counter = v.counters[0] if v.counters else None
+    out: list[str | None] = []
     if fam == "plain":
-        out = [diagnosis(v, rng)]
-        if ev0:
-            out.append(_sent(_cap(ev0)))
-        out += [_sent(_cap(c)) for c in rng.sample(effects, k=min(len(effects), rng.randint(0, 2)))]
+        out = [
+            diag,
+            _sent(_cap(ev0)) if ev0 else None,
+            effect_sentence(v.effect, rng, False) if v.effect else None,
+            why_not(counter, rng, short=rng.random() < 0.5) if counter else None,
+        ]
     elif fam == "because":
-        out = [diagnosis(v, rng)]
-        if ev0:
-            out.append(_sent("This is because " + ev0))
-        if effects:
-            out.append(_open("effect", rng.choice(effects), rng))
-    elif fam == "chain":
-        out = [diagnosis(v, rng)]
-        if v.chain:
-            out.append(_sent(_cap(chain_clause(v.chain, rng))))
-        if ev0 and rng.random() < 0.6:
-            out.insert(1, _open("evidence", ev0, rng))
+        out = [
+            diag,
+            _sent("This is because " + ev0) if ev0 else None,
+            effect_sentence(v.effect, rng, True) if v.effect else None,
+            why_not(counter, rng, short=True) if counter else None,
+        ]
     elif fam == "wait":
-        out = [diagnosis(v, rng)]
-        if ev0:
-            out.append(_open("evidence", ev0, rng))
-        for c in effects[:2]:
-            out.append(_open("effect", c, rng))
+        out = [
+            diag,
+            _open("evidence", ev0, rng) if ev0 else None,
+            effect_sentence(v.effect, rng, rng.random() < 0.7) if v.effect else None,
+            why_not(counter, rng, short=rng.random() < 0.7) if counter else None,
+        ]
     elif fam == "ruleout":
-        out = [diagnosis(v, rng)]
-        if ev0:
-            out.append(_open("evidence", ev0, rng))
-        cs = list(v.counters)
-        for c in rng.sample(cs, k=min(len(cs), rng.randint(1, 2))):
-            out.append(_sent(_cap(counter_clause(c, rng))))
-    elif fam == "kernel":
-        out = [diagnosis(v, rng)]
-        if ev0:
-            out.append(_open("evidence", ev0, rng))
-        if v.kernel:
-            out.append(_sent(_cap(kernel_clause(v.kernel, rng))))
-        if effects and rng.random() < 0.5:
-            out.append(_open("effect", rng.choice(effects), rng))
-    elif fam == "merged":
-        if ev0:
-            glue = rng.choice([", because ", ": ", ", since "])
-            out = [_sent(diagnosis_clause(v, rng) + glue + ev0)]
-        else:
-            out = [diagnosis(v, rng)]
-        a, b = rng.sample(effects, 2) if len(effects) >= 2 else (None, None)
-        if a and _num_tail(a) and not _num_tail(b):
-            a, b = b, a
-        if a and not _num_tail(a) and rng.random() < 0.6:
-            out.append(_sent(_cap(a) + rng.choice([", and ", "; meanwhile, ", ", while "]) + b))
-        elif effects:
-            out.append(_open("effect", rng.choice(effects), rng))
-    elif fam == "second":
-        out = [diagnosis(v, rng, conf=True)]
-        if ev0:
-            out.append(_open("evidence", ev0, rng))
-        extra = []
-        if v.second:
-            extra.append(_sent(_cap(second_clause(v.second, rng))))
-        caveats = [c for c in v.counters if c.startswith(("Caveat", "Only rank"))]
-        if caveats:
-            extra.append(_sent(_cap(counter_clause(rng.choice(caveats), rng))))
-        if not extra and effects:
-            extra.append(_open("effect", rng.choice(effects), rng))
-        out += extra[:2]
+        out = [
+            diag,
+            _open("evidence", ev0, rng) if ev0 else None,
+            effect_sentence(v.effect, rng, False) if v.effect else None,
+            why_not(counter, rng, short=True) if counter else None,
+        ]
+    elif fam in ("merged", "short"):
+        glue = rng.choice([", because ", ": ", ", since "])
+        first = _sent(diagnosis_clause(v, rng) + glue + ev0) if ev0 and fam == "merged" else diag
+        out = [
+            first,
+            None if fam == "merged" or not ev0 else _sent(_cap(ev0)),
+            effect_sentence(v.effect, rng, False) if v.effect else None,
+            why_not(counter, rng, short=True) if counter else None,
+        ]
     elif fam == "labelled":
-        out = [diagnosis(v, rng, heldout=True)]
-        if ev0:
-            out.append(_sent("Evidence: " + ev0))
-        if v.chain and len(v.chain) > 1:
-            out.append(_sent("Impact: " + v.chain[-1]))
-        elif v.counters:
-            out.append(_sent("Ruled out: " + _lc(v.counters[0])))
+        out = [
+            diag,
+            _sent("Evidence: " + ev0) if ev0 else None,
+            _sent("Impact: " + _lc(v.effect)) if v.effect else None,
+            _sent("Ruled out: " + _lc(counter)) if counter else None,
+        ]
     elif fam == "story":
-        out = [diagnosis(v, rng, heldout=True)]
-        if len(v.chain) >= 2:
-            out.append(_sent("First, " + v.chain[0]))
-            out.append(_sent("Then " + v.chain[1]))
-            if ev0 and rng.random() < 0.5:
-                out.append(_sent("In numbers, " + ev0))
-        elif ev0:
-            out.append(_sent("In numbers, " + ev0))
+        out = [
+            diag,
+            _sent("In numbers, " + ev0) if ev0 else None,
+            effect_sentence(v.effect, rng, True) if v.effect else None,
+            why_not(counter, rng, short=False) if counter else None,
+        ]
     elif fam == "effect_first":
-        out = [diagnosis(v, rng, heldout=True)]
-        if effects:
-            out.append(_sent("The visible effect: " + effects[-1]))
-        if ev0:
-            out.append(_sent("The reason: " + ev0))
-    out = _dedupe(out)
-    if claims and ev0 and coverage(" ".join(out), {"key_claims": claims}) < 1.0:
-        out.insert(1, _open("evidence", ev0, rng))
-        out = _dedupe(out)
-    if len(out) < 2 and ev0 and not any(ev0 in s for s in out):
-        out.append(_sent(_cap(ev0)))
-    if len(out) < 2 and v.counters:
-        out.append(_sent(_cap(counter_clause(v.counters[0], rng))))
-    return out[:4]
+        out = [
+            diag,
+            _sent("The visible effect: " + _lc(v.effect)) if v.effect else None,
+            _sent("The reason: " + ev0) if ev0 else None,
+            why_not(counter, rng, short=True) if counter else None,
+        ]
+    if v.check:
+        out.append(check_sentence(v.check, rng))
+    sents = [x for x in out if x]
+    if claims and ev0 and coverage(" ".join(sents), {"key_claims": claims}) < 1.0:
+        sents.insert(1, _open("evidence", ev0, rng))
+    return _dedupe(sents)[:5]
 
 
 # ---------------------------------------------------------------------- claims and checks
@@ -1170,7 +1100,7 @@ def check_target(target: str, fact_texts: list[str], claims: list[str]) -> tuple
     if rep.sentences == 0 or rep.verified != rep.sentences:
         why = rep.dropped[0]["reason"] if rep.dropped else "no sentences"
         return False, why
-    if not 2 <= rep.sentences <= 4:
+    if not 2 <= rep.sentences <= 5:
         return False, f"{rep.sentences} sentences"
     if coverage(target, {"key_claims": claims}) < 1.0:
         return False, "key claim missing"
