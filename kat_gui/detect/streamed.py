@@ -1,7 +1,7 @@
 """Detection with bounded memory: the run streamed by windows of steps, the windows as parallel tasks.
 
-``analyse_store`` is what ``detect_store`` runs. A run that fits in one window (``window_rows`` GPU events,
-``$KAT_DETECT_WINDOW_ROWS``) is loaded whole (``load_frame`` + ``detect_frame``), as always. A larger one is
+``analyse_store`` is what ``detect_store`` runs. A run that fits in one window (``window_rows`` GPU events:
+250,000, or 1,024 per GPU track when there are more tracks; ``$KAT_DETECT_WINDOW_ROWS``) is loaded whole (``load_frame`` + ``detect_frame``), as always. A larger one is
 never loaded: :class:`StreamedAnalysis` answers every question the analyses ask (``engine.detect_run``) from
 summaries that tasks compute on a :mod:`kat_gui.parallel` executor (in this process, a local cluster, or a
 dask scheduler):
@@ -71,9 +71,18 @@ STAGE_TEXT = {
 }
 
 
-def window_rows() -> int:
+# Least rows per GPU track in a window: a window reads every track's slice of it (one read per column), so with
+# many tracks (1,024 ranks: 2,048 streams) 250,000-row windows meant ~120-row reads, ~600,000 of them for 10M
+# kernels, 22 s of the library's per-read cost. Windows grow with the tracks instead: memory still does not
+# grow with the run's length.
+WINDOW_ROWS_PER_TRACK = 1024
+
+
+def window_rows(n_tracks: int = 0) -> int:
+    """GPU events per window: ``$KAT_DETECT_WINDOW_ROWS`` when set, else the larger of ``WINDOW_ROWS`` and
+    ``WINDOW_ROWS_PER_TRACK`` per GPU track."""
     env = os.environ.get("KAT_DETECT_WINDOW_ROWS")
-    return max(int(env), 1) if env else WINDOW_ROWS
+    return max(int(env), 1) if env else max(WINDOW_ROWS, WINDOW_ROWS_PER_TRACK * n_tracks)
 
 
 def analyse_store(store, params: Params | None = None, progress: Progress | None = None):
@@ -90,7 +99,7 @@ def analyse_store(store, params: Params | None = None, progress: Progress | None
         frame = load_frame(store)
         return detect_frame(frame, p, scaled(progress, 0.25, 0.95))
 
-    if n_gpu <= window_rows() and not explicit:
+    if n_gpu <= window_rows(len(gpu_tracks)) and not explicit:
         return whole()
     with parallel.executor(
         scale,
@@ -210,7 +219,7 @@ class StreamedAnalysis:
             if t1 - t0 >= (1 << _REL_BITS):
                 return None
         run = cls(frame, lay, scans, params, n_gpu, ex, store.strings if lay.mode == "marker" else None)
-        run.windows = plan_windows(run, window_rows())
+        run.windows = plan_windows(run, window_rows(len(gpu_tracks)))
         if len(run.windows) < 2 and ex.workers == 0:
             return None  # one window: the whole-run analysis is the same and cheaper
         tick(1.0, f"{len(run.windows)} windows of steps")
