@@ -40,9 +40,11 @@ BEAT_MS = 5
 BAR_MS = 50.0
 
 
-def prepare_store(ranks: int, kernels: int) -> Path:
-    """render.py's cached store, copied once with ``detect/meta`` naming the current detector."""
+def prepare_store(ranks: int, kernels: int, detected: bool = False) -> Path:
+    """render.py's cached store, copied once with ``detect/meta`` naming the current detector (its synthetic
+    marks kept); ``detected``: analysed by the real detector instead (``render_window.detected_store``)."""
     import render
+    import render_window
 
     from kat_gui.detect import DETECTOR_VERSION
     from kat_gui.store import TraceStore
@@ -54,6 +56,8 @@ def prepare_store(ranks: int, kernels: int) -> Path:
         t = time.perf_counter()
         render.make_store(base, ranks, kernels)
         print(f"built {base.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    if detected:
+        return render_window.detected_store(base)
     out = (
         cache / f"stalls-{ranks}x{kernels}-{render.CACHE_LAYOUT}-{DETECTOR_VERSION.replace('/', '_')}.kat.h5"
     )
@@ -218,7 +222,8 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     # same 64 lanes for every version of the window.
     if tl.rank_filter is not None:
         tl.set_rank_filter(None)
-        _wait_until(lambda: tl.lanes_item.rect_count() > 0 and len(tl.lanes) == a_ranks(view))
+        tl.set_all_hosts_collapsed(False)  # a large run's all-ranks view starts with hosts collapsed
+        _wait_until(lambda: tl.lanes_item.rect_count() > 0 and rank_lanes(tl) == a_ranks(view))
     facts["lanes"] = len(tl.lanes)
     wait_ms(300)
     # --- control: the opened window left alone (what the machine itself does to a 5 ms timer).
@@ -291,6 +296,11 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     return hb, facts
 
 
+def rank_lanes(tl) -> int:
+    """Lanes that draw one rank (not host headers or a collapsed host's summary lane)."""
+    return len({ln.rank for ln in tl.lanes if ln.kind == "rank"})
+
+
 def a_ranks(view) -> int:
     return len(view.model.ranks)
 
@@ -351,12 +361,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1, help="repeat the whole drive (a fresh window each time)")
     ap.add_argument("--max-load", type=float, default=2.0, help="wait while the 1-minute load is above this")
     ap.add_argument("--label", default="", help="what code this is (written into the table)")
+    ap.add_argument("--detected", action="store_true", help="the store analysed by the real detector")
     ap.add_argument("--why", action="store_true", help="sample the GUI thread's stack during stalls (stderr)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gui_stalls.md")
     a = ap.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("KAT_CONFIG_DIR", str(ROOT / "benchmarks" / ".cache" / "gui-config"))
-    store = prepare_store(a.ranks, a.kernels)
+    store = prepare_store(a.ranks, a.kernels, a.detected)
     while os.getloadavg()[0] > a.max_load:
         print(f"load {os.getloadavg()[0]:.1f} > {a.max_load}: waiting", file=sys.stderr)
         time.sleep(20)
@@ -373,7 +384,8 @@ def main() -> int:
         "# GUI-thread stalls: opening, zooming and panning a big run",
         "",
         f"Store: {a.kernels:,} kernels, {a.ranks} ranks ({store.stat().st_size / 1e6:.0f} MB, "
-        "`benchmarks/render.py`'s synthetic run). Real `MainWindow` 1600x1000 offscreen, driven with input "
+        f"`benchmarks/render.py`'s synthetic run{', analysed by `kat detect`' if a.detected else ''}). Real "
+        "`MainWindow` 1600x1000 offscreen, driven with input "
         f"events; a {BEAT_MS} ms `QTimer` heartbeat on the GUI thread; a *gap* is the time between two beats "
         f"(ideal: {BEAT_MS} ms). Wheel notches every 40 ms, drag steps every 16 ms, keys every 60-80 ms.",
         "",

@@ -10,6 +10,7 @@ store on the run's store thread and paints what it has meanwhile; here each fram
 the GUI thread itself is held is ``benchmarks/gui_stalls.py``'s measure.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/render.py [--kernels 10000000 --ranks 64]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/render.py --window --ranks 1024   # the real window
 
 Writes ``benchmarks/results/render.md``. Bar: pan/zoom repaint <= 50 ms median, first frame < 1 s, RSS < 1 GB.
 """
@@ -29,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kat_gui.events import COMPONENTS, EventKind, TrackKind, empty_columns  # noqa: E402
 from kat_gui.ingest.base import RankTrace, TrackInfo  # noqa: E402
@@ -46,32 +48,40 @@ COLL = 4
 BASE_DUR_NS = np.array([42_000, 30_000, 4_000, 6_000, 25_000, 18_000, 5_000], np.int64)
 GAP_NS = 2_000
 SLOW_RANK = 3
-CACHE_LAYOUT = "lodsmall"  # stores with /lod_small (every track's small LOD levels back to back)
+CACHE_LAYOUT = "lodsmall-hosts-lockstep"  # /lod_small, hosts of 8 GPUs, ranks in lock-step at the all-reduce
 
 
-def synth_rank(rank: int, n_kernels: int, t0_ns: int, rng: np.random.Generator) -> RankTrace:
-    """One rank: a repeating kernel cycle on stream 7 (collectives on stream 13), lock-step with peers.
-
-    The slow rank's compute kernels take 1.6x in the middle third of the run; peers wait for it in the
-    collective that follows (their collective kernels stretch).
-    """
+def lockstep_times(
+    ranks: int, n_kernels: int, t0_ns: int, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """(name, start_ns [ranks, n], end_ns [ranks, n]) of every rank's kernels: a repeating cycle of kernels,
+    each rank's durations jittered by +-5 %, in lock-step at the all-reduce: every rank's all-reduce ends when
+    the last rank has arrived plus its own duration, as a real collective does (a rank that arrives early waits
+    inside it). The slow rank's compute kernels take 1.6x in the middle third of the run: its peers wait for it
+    in the all-reduce that follows."""
     k = len(KERNEL_NAMES)
     name = np.arange(n_kernels, dtype=np.int32) % k
-    dur = (BASE_DUR_NS[name] * rng.uniform(0.95, 1.05, n_kernels)).astype(np.int64)
+    dur = (BASE_DUR_NS[name][None, :] * rng.uniform(0.95, 1.05, (ranks, n_kernels))).astype(np.int64)
     third = n_kernels // 3
-    mid = np.zeros(n_kernels, bool)
-    mid[third : 2 * third] = True
-    if rank == SLOW_RANK:
-        slow = mid & (name != COLL)
-        dur[slow] = (dur[slow] * 1.6).astype(np.int64)
-    else:
-        # Peers wait inside the collective for the slow rank's extra compute time of that cycle.
-        extra = (BASE_DUR_NS[[0, 1, 2, 3]].sum() * 0.6).astype(np.int64)
-        dur[mid & (name == COLL)] += extra
-    start = t0_ns + np.concatenate(([0], np.cumsum(dur[:-1] + GAP_NS)))
-    cols = empty_columns(n_kernels)
+    slow = np.zeros(n_kernels, bool)
+    slow[third : 2 * third] = name[third : 2 * third] != COLL
+    if SLOW_RANK < ranks:
+        dur[SLOW_RANK, slow] = (dur[SLOW_RANK, slow] * 1.6).astype(np.int64)
+    start = np.empty((ranks, n_kernels), np.int64)
+    end = np.empty((ranks, n_kernels), np.int64)
+    t = np.full(ranks, t0_ns, np.int64)
+    for i in range(n_kernels):
+        start[:, i] = t
+        end[:, i] = (t.max() if name[i] == COLL else t) + dur[:, i]
+        t = end[:, i] + GAP_NS
+    return name, start, end
+
+
+def synth_rank(rank: int, name: np.ndarray, start: np.ndarray, end: np.ndarray) -> RankTrace:
+    """One rank of :func:`lockstep_times`: its kernels on stream 7, the all-reduce on stream 13."""
+    cols = empty_columns(len(name))
     cols["start_ns"] = start.astype(np.int64)
-    cols["end_ns"] = (start + dur).astype(np.int64)
+    cols["end_ns"] = end.astype(np.int64)
     cols["kind"][:] = EventKind.KERNEL
     cols["name"] = name
     cols["track"] = np.where(name == COLL, 1, 0).astype(np.int32)
@@ -92,11 +102,13 @@ def synth_rank(rank: int, n_kernels: int, t0_ns: int, rng: np.random.Generator) 
 
 def make_store(path: Path, ranks: int, kernels: int, seed: int = 0) -> Path:
     """Write the synthetic store with detection results; returns ``path``."""
+    from kat_gui import topology as topo
     from kat_gui.store import TraceStore
 
     rng = np.random.default_rng(seed)
     per_rank = kernels // ranks
     t0 = 1_700_000_000_000_000_000
+    name, start, end = lockstep_times(ranks, per_rank, t0, rng)
     from kat_gui.ui.run_model import ANOMALY_COLUMNS
 
     anomalies: dict[str, list[np.ndarray]] = {c: [] for c in ANOMALY_COLUMNS}
@@ -104,7 +116,7 @@ def make_store(path: Path, ranks: int, kernels: int, seed: int = 0) -> Path:
     third = per_rank // 3
     with TraceStore.create(path, f"synthetic-{ranks}x{per_rank}") as w:
         for r in range(ranks):
-            rt = synth_rank(r, per_rank, t0, rng)
+            rt = synth_rank(r, name, start[r], end[r])
             w.add(rt)
             # Store row index within a track = order by start within that track.
             for local, is_coll in ((0, False), (1, True)):
@@ -136,6 +148,8 @@ def make_store(path: Path, ranks: int, kernels: int, seed: int = 0) -> Path:
             track_base += len(rt.tracks)
         cols = {c: np.concatenate(v) for c, v in anomalies.items()}
         w.put_table("detect/anomalies", cols)
+        # Hosts of 8 GPUs (ranks host-major), as a typical NVSwitch box: the window groups lanes by host.
+        w.put_json("topology", topo.to_json(topo.default_topology(list(range(ranks)), 8)))
         w.put_json(
             "detect/findings",
             {
@@ -250,8 +264,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", type=int, default=10_000_000)
     ap.add_argument("--ranks", type=int, default=64)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "render.md")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/render[_window].md")
+    ap.add_argument(
+        "--window", action="store_true", help="the real window on the detected store (render_window)"
+    )
     a = ap.parse_args()
+    if a.out is None:
+        a.out = ROOT / "benchmarks" / "results" / ("render_window.md" if a.window else "render.md")
     cache = ROOT / "benchmarks" / ".cache"
     cache.mkdir(exist_ok=True)
     # The name changes with the store layout, so that a cached store of an older layout is not reused.
@@ -261,6 +280,17 @@ def main() -> int:
         make_store(store, a.ranks, a.kernels)
         print(f"built {store.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     load0 = os.getloadavg()[0]
+    if a.window:
+        import render_window
+
+        detected = render_window.detected_store(store)
+        load0 = os.getloadavg()[0]
+        r = render_window.bench_window(detected, frame)
+        lines = render_window.table(r, a.ranks, a.kernels, detected, _rss_mb(), (load0, os.getloadavg()[0]))
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text("\n".join(lines))
+        print("\n".join(lines))
+        return 0
     rows = bench(store)
     rss = _rss_mb()
     load = os.getloadavg()[0]

@@ -6,6 +6,7 @@ those were stored) and navigates."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -391,3 +392,37 @@ def test_lane_labels_every_nth_when_lanes_are_thin(view):
     drawn = sorted(tl.axis.drawn)
     assert 3 < len(drawn) < 100 and any(i == 0 for _t, _b, i in drawn)
     assert all(b0 <= t1 + 0.5 for (_t0, b0, _a), (t1, _b1, _b) in zip(drawn, drawn[1:], strict=False))
+
+
+def test_a_finding_naming_hundreds_of_ranks_keeps_the_lanes_readable(qtbot, big_store, tmp_path):
+    """A fabric-wide finding (a NIC problem can name every rank): the focus set, the highlight and the pinned
+    lanes stay a readable few; the overview still knows every implicated rank."""
+    from kat_gui.store import TraceStore
+    from kat_gui.ui.main_window import MainWindow
+    from kat_gui.ui.run_model import HIGHLIGHT_MAX
+    from kat_gui.ui.scale import FOCUS_MAX_IMPLICATED, implicated_ranks
+
+    store = tmp_path / "wide.kat.h5"
+    shutil.copyfile(big_store, store)
+    st = TraceStore.open(store, "r+")
+    doc = st.get_json("detect/findings")
+    wide = dict(doc["findings"][0], component="nic", component_id="fabric", ranks=list(range(0, 512, 2)))
+    doc["findings"] = [wide, *doc["findings"]]
+    with st.writing():
+        st.put_json("detect/findings", doc)
+    st.close()
+
+    win = MainWindow(interactive=False, use_llm=False)
+    qtbot.addWidget(win)
+    win.resize(1600, 980)
+    win.show()
+    win.open_paths([store])
+    qtbot.waitUntil(lambda: win.tabs.count() >= 1 and not win.busy(), timeout=60_000)
+    v = win.current_view()
+    tl = v.timeline
+    assert len(implicated_ranks(v.model)) == 256 + (CULPRIT % 2)  # the overview's set: every named rank
+    assert v.model.culprit_ranks() == list(range(0, 2 * HIGHLIGHT_MAX, 2))
+    assert len(tl.lanes) <= FOCUS_MAX_IMPLICATED + 4
+    tl.set_rank_filter(None)  # all ranks: pinned lanes on top, then the hosts
+    first_host = next(i for i, lane in enumerate(tl.lanes) if lane.kind != "rank")
+    assert first_host <= FOCUS_MAX_IMPLICATED + 4 + HIGHLIGHT_MAX

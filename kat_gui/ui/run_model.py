@@ -23,6 +23,7 @@ from kat_gui.ui.kernel_classes import classify_strings
 
 ROLE_ROOT = 1
 ROLE_SYMPTOM = 2
+HIGHLIGHT_MAX = 8  # ranks of the top finding the window highlights (RunModel.culprit_ranks)
 
 ANOMALY_COLUMNS = (
     "track",
@@ -492,10 +493,11 @@ class RunModel:
         return np.flatnonzero((a["track"] == track) & (a["index"] == index))
 
     def culprit_ranks(self) -> list[int]:
-        """Ranks named by the top finding (what the window highlights first)."""
+        """Ranks named by the top finding (what the window highlights first): at most ``HIGHLIGHT_MAX``, in
+        the finding's order (a fabric-wide finding can name every rank; highlighting them all shows nothing)."""
         if not self.findings:
             return []
-        return [int(r) for r in self.findings[0].get("ranks", [])]
+        return [int(r) for r in self.findings[0].get("ranks", [])[:HIGHLIGHT_MAX]]
 
     def finding_title(self, f: dict) -> str:
         comp = f.get("component", "?")

@@ -76,10 +76,16 @@ def waiting_ranks(model: RunModel) -> list[int]:
     return sorted(int(r) for r in np.unique(a["rank"][a["role"] == SYMPTOM]))
 
 
+# At most this many implicated ranks get a lane of their own in the focus set (and pinned at the top): a finding
+# can name hundreds of ranks (a fabric-wide NIC problem); the overview shows all of them, the lanes a readable few.
+FOCUS_MAX_IMPLICATED = 8
+
+
 def focus_ranks(model: RunModel, peers: int = 4) -> list[int]:
-    """Implicated ranks first, then ``peers`` reference ranks: one from each implicated rank's own host (if
-    any), the rest spread evenly over the other ranks. Empty when nothing is implicated."""
-    culprits = implicated_ranks(model)
+    """Implicated ranks first (the first ``FOCUS_MAX_IMPLICATED``, most confident finding first), then ``peers``
+    reference ranks: one from each implicated rank's own host (if any), the rest spread evenly over the other
+    ranks. Empty when nothing is implicated."""
+    culprits = implicated_ranks(model)[:FOCUS_MAX_IMPLICATED]
     return with_peers(model, culprits, peers) if culprits else []
 
 
