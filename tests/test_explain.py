@@ -13,7 +13,7 @@ from test_reasoning import CASES, RANKS8
 
 from kat_gui.errors import Cancelled, KatInputError
 from kat_gui.explain import command, explain_findings, explain_store, prefix_cache, prompt
-from kat_gui.explain.facts import STORY_PARTS, build_facts, story_parts
+from kat_gui.explain.facts import STORY_PARTS, Fact, build_facts, story, story_parts
 from kat_gui.explain.grounding import sanitize_trace_text, split_sentences, verify
 from kat_gui.reasoning import build_hypotheses
 from kat_gui.topology import default_topology
@@ -293,6 +293,25 @@ def test_store_facts_say_who_waits_from_the_stored_symptom_waits(throttled_store
     bare = [{k: v for k, v in f.items() if k != "symptom_waits"} for f in findings]
     texts = explain_findings(bare, graph, meta, use_llm=False).facts
     assert "Ranks 0-1,3 wait for rank 2: 79% of their collective time." in texts
+
+
+def test_the_story_takes_a_why_not_that_says_something_new():
+    f = Fact
+    facts = [
+        f("Most likely cause: a slow PCIe link on GPU3 (rank 3), confidence 0.9.", "headline"),
+        f("Host<->device copies on rank 3 are 100% slower than on its peers.", "evidence"),
+        f("Ranks 0-2 wait for rank 3: 7.0% of their collective time.", "effect"),
+        f(
+            "Collectives on the other ranks are long only while they wait for rank 3 (7.0% of their collective "
+            "time), so not NVLink.",
+            "counter",
+        ),
+        f("The transfer itself is 1.46x its earlier time on every rank of the group.", "counter"),
+        f("First check: `nvidia-smi -q -d PCIE -i 3`.", "check"),
+    ]
+    assert [x.role for x in story(facts)] == ["headline", "evidence", "effect", "check"]
+    facts.insert(4, f("Only rank 3 of 4 ranks shows it, so not a workload change.", "counter"))
+    assert story(facts)[3].text.startswith("Only rank 3")
 
 
 def test_story_parts_count_only_grounded_sentences_that_say_them():

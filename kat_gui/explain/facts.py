@@ -354,12 +354,26 @@ def story(facts: list[Fact]) -> list[Fact]:
     on the other ranks, the first why-not, the first check. A healthy run: its facts (what was checked)."""
     if facts and facts[0].role == "healthy":
         return facts[:5]
+    eff = next((x.text for x in facts if x.role == "effect"), "")
+    said = {n for n in numbers(eff) if n[1]}
     out: list[Fact] = []
     for role in STORY_ROLES:
-        f = next((x for x in facts if x.role == role), None)
-        if f is not None:
-            out.append(f)
+        cands = [x for x in facts if x.role == role]
+        if role == "counter":  # a why-not that does not only repeat the effect's numbers
+            cands = [x for x in cands if _is_why_not(x.text) and not _restates(x.text, said)]
+        if cands:
+            out.append(cands[0])
     return out
+
+
+def _restates(text: str, said: set) -> bool:
+    nums = {n for n in numbers(text) if n[1]}
+    return bool(nums) and nums <= said
+
+
+def _is_why_not(text: str) -> bool:
+    """Counter-evidence that rules a component out (not a caveat or a plain observation)."""
+    return bool(re.search(r"\bso (?:this is )?not\b|\brather than\b", text))
 
 
 def narrative(facts: list[Fact]) -> str:

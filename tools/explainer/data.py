@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
 
 from kat_gui.explain import prompt  # noqa: E402
 from kat_gui.explain.core import _sanitized, load_store_inputs  # noqa: E402
-from kat_gui.explain.facts import Fact, build_facts  # noqa: E402
+from kat_gui.explain.facts import Fact, build_facts, story  # noqa: E402
 from kat_gui.explain.grounding import content_words, verify  # noqa: E402
 from kat_gui.reasoning import OWN_NUMBER, build_hypotheses  # noqa: E402
 
@@ -666,6 +666,7 @@ class View:
     counters: tuple[str, ...] = ()
     effect: str | None = None
     check: str | None = None
+    why: bool = False  # the story holds a why-not (counters[0])
     healthy: tuple[str, ...] = ()
 
 
@@ -721,7 +722,10 @@ def view_of(facts: list[Fact]) -> View:
         conf=m.group("c"),
         evidence=tuple(ev),
         kernel=_strip(kern)[len("Most affected kernel: ") :] if kern else None,
-        counters=tuple(_strip(f.text) for f in facts if f.role == "counter"),
+        # The story's why-not first (facts.story skips caveats and why-nots that only repeat the effect).
+        counters=tuple(_strip(f.text) for f in story(facts) if f.role == "counter")
+        + tuple(_strip(f.text) for f in facts if f.role == "counter" and f not in story(facts)),
+        why=any(f.role == "counter" for f in story(facts)),
         effect=next((_strip(f.text) for f in facts if f.role == "effect"), None),
         check=next((_strip(f.text) for f in facts if f.role == "check"), None),
     )
@@ -862,15 +866,13 @@ _WHY_NOT = re.compile(r"^(?P<x>[^:]+?)(?P<vs> against [^,]+)?, so (?:this is )?n
 
 
 def why_not(text: str, rng: random.Random, short: bool) -> str:
-    """The story's counter-evidence as a sentence: "X, so not C" told as is, or (``short``) the ruled-out
-    component first and the comparison tail dropped ("Not HBM: memory-bound kernels on rank 2 are 5.5% slower")
-    to save generated tokens; caveats and other forms as written."""
+    """The story's why-not as a sentence: copied as the fact says it (training: the 135M model is most faithful
+    when it copies), or (``short``, held-out references only) the ruled-out component first and the comparison
+    tail dropped ("Not HBM: memory-bound kernels on rank 2 are 5.5% slower")."""
     m = _WHY_NOT.match(text)
-    if not m:
+    if not m or not short:
         return _sent(_cap(text))
     x, c = m.group("x"), m.group("c")
-    if not short:
-        return _sent(_cap(text) if not m.group("vs") or rng.random() < 0.5 else f"{_cap(x)}, so not {c}")
     return _sent(
         rng.choice([f"Not {c}: {_lc(x)}", f"It is not {c}: {_lc(x)}", f"This rules out {c}: {_lc(x)}"])
     )
@@ -916,6 +918,10 @@ def _dedupe(sents: list[str]) -> list[str]:
 
 
 def _healthy_target(v: View, fam: str, rng: random.Random) -> list[str]:
+    if (
+        fam not in HELDOUT_TEMPLATES
+    ):  # training: the healthy facts as they are, in order (the model copies them)
+        return [_sent(x) for x in v.healthy][:5]
     h = list(v.healthy)
     checked = next((x for x in h if x.startswith("Checked ")), None)
     skew = next((x for x in h if x.startswith("Median arrival skew")), None)
@@ -983,44 +989,45 @@ def compose(v: View, fam: str, rng: random.Random, claims: list[str] | None = No
     ev0 = ev_clause(v.evidence[0], rng) if v.evidence else None
     held = fam in HELDOUT_TEMPLATES
     diag = diagnosis(v, rng, conf=False, heldout=held)
-    counter = v.counters[0] if v.counters else None
+    counter = v.counters[0] if v.why else None
     out: list[str | None] = []
     if fam == "plain":
         out = [
             diag,
             _sent(_cap(ev0)) if ev0 else None,
             effect_sentence(v.effect, rng, False) if v.effect else None,
-            why_not(counter, rng, short=rng.random() < 0.5) if counter else None,
+            why_not(counter, rng, short=False) if counter else None,
         ]
     elif fam == "because":
         out = [
             diag,
             _sent("This is because " + ev0) if ev0 else None,
             effect_sentence(v.effect, rng, True) if v.effect else None,
-            why_not(counter, rng, short=True) if counter else None,
+            why_not(counter, rng, short=False) if counter else None,
         ]
     elif fam == "wait":
         out = [
             diag,
             _open("evidence", ev0, rng) if ev0 else None,
             effect_sentence(v.effect, rng, rng.random() < 0.7) if v.effect else None,
-            why_not(counter, rng, short=rng.random() < 0.7) if counter else None,
+            why_not(counter, rng, short=False) if counter else None,
         ]
     elif fam == "ruleout":
         out = [
             diag,
             _open("evidence", ev0, rng) if ev0 else None,
             effect_sentence(v.effect, rng, False) if v.effect else None,
-            why_not(counter, rng, short=True) if counter else None,
+            why_not(counter, rng, short=False) if counter else None,
         ]
     elif fam in ("merged", "short"):
         glue = rng.choice([", because ", ": ", ", since "])
-        first = _sent(diagnosis_clause(v, rng) + glue + ev0) if ev0 and fam == "merged" else diag
+        merge = ev0 and fam == "merged" and v.kind == "fault"  # a hang's or straggler's headline stays whole
+        first = _sent(diagnosis_clause(v, rng) + glue + ev0) if merge else diag
         out = [
             first,
-            None if fam == "merged" or not ev0 else _sent(_cap(ev0)),
+            None if merge or not ev0 else _sent(_cap(ev0)),
             effect_sentence(v.effect, rng, False) if v.effect else None,
-            why_not(counter, rng, short=True) if counter else None,
+            why_not(counter, rng, short=False) if counter else None,
         ]
     elif fam == "labelled":
         out = [
