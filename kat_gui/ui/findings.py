@@ -62,8 +62,11 @@ class AnomalyTableModel(QtCore.QAbstractTableModel):
         if self._sort_key is None or not len(self.rows):
             return
         col, order = self._sort_key
-        key = self._key(col)[self.rows]
-        idx = np.argsort(key, kind="stable")
+        if col == 6 and len(self.rows) == self.n:
+            # the default order (highest score first) of the whole table, sorted on the loader's worker
+            idx = self.run.anomalies_by_score()
+        else:
+            idx = np.argsort(self._key(col)[self.rows], kind="stable")
         if order == QtCore.Qt.SortOrder.DescendingOrder:
             idx = idx[::-1]
         self.rows = self.rows[idx]
@@ -188,8 +191,10 @@ class FindingsPanel(QtWidgets.QWidget):
         self.table_model = AnomalyTableModel(model, self)
         self.table = QtWidgets.QTableView()
         self.table.setModel(self.table_model)
+        # highest score first; the indicator is set before sorting is enabled, which sorts once by it (enabling
+        # first sorted by column 0 too: a second full sort, 30 ms at 480,000 anomalies on the GUI thread)
+        self.table.horizontalHeader().setSortIndicator(6, QtCore.Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(6, QtCore.Qt.SortOrder.AscendingOrder)  # highest score first
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()

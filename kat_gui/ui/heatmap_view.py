@@ -45,6 +45,7 @@ class HeatmapCanvas(QtWidgets.QWidget):
         self.selected: tuple[int, int] | None = None  # (row, col)
         self.drawn_labels: list[tuple[float, float, str]] = []
         self.paint_ms = 0.0
+        self._pinned: tuple[RankStepMatrix, list[int]] | None = None
         self.mode = matrix.modes()[0]
         self.setMouseTracking(True)
         self.setMinimumHeight(120)
@@ -61,7 +62,11 @@ class HeatmapCanvas(QtWidgets.QWidget):
         self.matrix = matrix
         if self.mode not in matrix.modes():
             self.mode = matrix.modes()[0]
-        self._rgba = np.ascontiguousarray(heat_rgba(matrix, self.mode))
+        pre = getattr(self.model, "derived", {}).get("heat_rgba")  # (matrix, mode, image) from the loader
+        if pre is not None and pre[0] is matrix and pre[1] == self.mode:
+            self._rgba = pre[2]
+        else:
+            self._rgba = np.ascontiguousarray(heat_rgba(matrix, self.mode))
         rows, cols = self._rgba.shape[:2]
         self._image = QtGui.QImage(
             self._rgba.data, max(cols, 1), max(rows, 1), 4 * max(cols, 1), QtGui.QImage.Format.Format_RGBA8888
@@ -72,8 +77,10 @@ class HeatmapCanvas(QtWidgets.QWidget):
 
     def pinned(self) -> list[int]:
         """Rows drawn again, tall, above the matrix: the implicated ranks (so a culprit among 1,024 ranks is
-        never a hairline)."""
-        return [self.matrix.row_of(r) for r in self.implicated[:PIN_MAX]]
+        never a hairline). Computed once per matrix (the geometry asks for it per row drawn)."""
+        if self._pinned is None or self._pinned[0] is not self.matrix:
+            self._pinned = (self.matrix, [self.matrix.row_of(r) for r in self.implicated[:PIN_MAX]])
+        return self._pinned[1]
 
     def pin_rect(self) -> QtCore.QRectF:
         n = len(self.pinned())
@@ -376,7 +383,7 @@ class HeatmapView(QtWidgets.QWidget):
     def __init__(self, model: RunModel, parent=None):
         super().__init__(parent)
         self.model = model
-        self.matrix = rank_step_matrix(model)
+        self.matrix = getattr(model, "derived", {}).get("heat_matrix") or rank_step_matrix(model)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(1)

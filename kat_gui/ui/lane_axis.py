@@ -13,6 +13,7 @@ and the lane list, and blitted while only the x range moves.
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
@@ -81,7 +82,12 @@ class LaneAxis(pg.AxisItem):
         # (implicated lanes always, first; others that would touch one already drawn are skipped).
         fh = QtGui.QFontMetrics(bold).height()
         rows = []
-        for i, lane in enumerate(self.lanes):
+        # only the lanes in the view's y range (a 1,024-rank run has 1,152 lanes, ~50 on screen)
+        (_x, (y0, y1)) = vb.viewRange()
+        first = max(int(np.floor(min(y0, y1))) - 1, 0)
+        last = min(int(np.ceil(max(y0, y1))) + 1, len(self.lanes))
+        for i in range(first, last):
+            lane = self.lanes[i]
             top = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i))).y()
             bot = self.mapFromScene(vb.mapViewToScene(QtCore.QPointF(0, i + 1))).y()
             if max(top, bot) < 0 or min(top, bot) > self.height():

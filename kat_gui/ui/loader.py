@@ -120,11 +120,12 @@ def analyse(store: Path, progress: Progress | None = None) -> str:
 def load_models(
     stores: Sequence[str | os.PathLike], progress: Progress | None = None
 ) -> list[tuple[Path, Any]]:
-    """Each store's :class:`RunModel`, built and preloaded (``RunModel.preload``) here — on the worker that
-    opened the run, so the GUI thread reads nothing from the file — or, for a store that cannot be read, the
-    one-line reason. Returns ``[(path, model or message)]`` in the order given; on cancel, closes what it
+    """Each store's :class:`RunModel`, built and preloaded (``RunModel.preload``, ``scale.prepare_overview``)
+    here — on the worker that opened the run, so the GUI thread reads nothing from the file — or, for a store
+    that cannot be read, the one-line reason. Returns ``[(path, model or message)]`` in the order given; on cancel, closes what it
     loaded and re-raises."""
     from kat_gui.ui.run_model import RunModel
+    from kat_gui.ui.scale import prepare_overview
 
     out: list[tuple[Path, Any]] = []
     try:
@@ -133,7 +134,7 @@ def load_models(
             if progress:
                 progress(i / max(len(stores), 1), f"loading {path.name}")
             try:
-                out.append((path, RunModel(path).preload()))
+                out.append((path, prepare_overview(RunModel(path).preload())))
             except Exception as exc:  # a store the detector wrote but we cannot read: say which and why
                 out.append((path, str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
         warm_imports()

@@ -117,6 +117,10 @@ class RunModel:
         self.path = Path(path)
         self._reads: ThreadPoolExecutor | None = None  # this run's store thread (``submit``)
         self._closed = False
+        self._by_score: np.ndarray | None = None  # anomalies_by_score
+        self._seconds: tuple[np.ndarray, np.ndarray] | None = None  # anomaly_seconds
+        # what the views build first, computed on the loader's worker (``scale.prepare_overview``)
+        self.derived: dict[str, Any] = {}
         self._ro_notes: list[Annotation] | None = None
         # Held read-only either way, so other KAT processes (a terminal's `kat detect`, a second window) can
         # use the run meanwhile. "r+" when the file is writable: each note is then saved in a short write
@@ -175,6 +179,7 @@ class RunModel:
     # ------------------------------------------------------------------ loading
 
     def _load_detection(self) -> None:
+        self._by_score = self._seconds = None
         try:
             found = self.store.get_json("detect/findings")
         except (KeyError, OSError, ValueError):
@@ -226,14 +231,30 @@ class RunModel:
 
     def preload(self) -> RunModel:
         """Read now what the views would otherwise read from the file on first use — the string table and
-        the kernel colour classes, the collective instances, the rank x step signals, a read-only store's
-        notes — so that a model
+        the kernel colour classes, the collective instances, the rank x step signals, the anomaly table's
+        default order, a read-only store's notes — so that a model
         built on a worker thread leaves the GUI thread nothing to read. Returns the model."""
         _ = self.name_class
         self.collective_instance(0, 0)
         self.rank_step()
+        self.anomalies_by_score()
+        self.anomaly_seconds()
         _ = self.read_only_notes
         return self
+
+    def anomaly_seconds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, duration) of every anomaly in seconds since the run's start (float64), computed once."""
+        if self._seconds is None or len(self._seconds[0]) != len(self.anomalies["start_ns"]):
+            a = self.anomalies
+            self._seconds = ((a["start_ns"] - self.t0_ns) / 1e9, (a["end_ns"] - a["start_ns"]) / 1e9)
+        return self._seconds
+
+    def anomalies_by_score(self) -> np.ndarray:
+        """Rows of the anomaly table, highest score first (ties in table order): the tables' default order,
+        computed once (an argsort of every row: 80 ms for a 1,024-rank run's 480,000)."""
+        if self._by_score is None or len(self._by_score) != len(self.anomalies["score"]):
+            self._by_score = np.argsort(-self.anomalies["score"].astype(float), kind="stable")
+        return self._by_score
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on this run's store thread and return its Future. One thread per run: reads of

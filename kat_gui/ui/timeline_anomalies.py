@@ -2,8 +2,8 @@
 
 Each row of the run's anomaly table (``RunModel.anomalies``: ``start_ns``, ``end_ns``, ``track``, ``role``)
 is drawn on the lane showing its track (a collapsed host's summary lane shows its ranks'), x in seconds since
-the run start, y the lane row (see ``timeline_paint``), ``MIN_ANOMALY_PX`` pixels wide at least (from its start)
-so it stays visible when zoomed out.
+the run start, y the lane row (see ``timeline_paint``), ``MIN_ANOMALY_PX`` pixels wide at least so it stays
+visible when zoomed out.
 
 Symptoms without the flood: a symptom is drawn lighter than a root (thin translucent outline and hatching, or a
 light fill; ``timeline_paint``'s alphas) and, **zoomed out** (the median symptom in view narrower than
@@ -14,11 +14,11 @@ a collapsed host's summary lane, adjacent pinned lanes of one host; ``host_lanes
 where lanes are taller (a few big lanes: a band across a block would also cover a lane that did not wait).
 Roots are drawn last, always on top, per lane.
 
-Caching: the anomalies of the shown lanes are converted to seconds and sorted by (role, lane, start) once per
-lane set (and by (role, host block, start) for the bands: ``_sorted``), so a zoom step only filters and merges
-them (477,000 symptoms of a 1,024-rank run: the sort took 80 ms of each zoom step). The outlines around the view are computed for the view plus one width on each side, merged per pixel
-(``coalesce``), and reused while a pan stays inside that and the pixel size (and the zoomed-out mode) is
-unchanged, so panning costs no per-anomaly work (a zoomed-out view can hold 10^5). All numpy.
+Caching: the anomalies of the shown lanes are converted to seconds and grouped by lane once per lane set
+(``_marks``), so a frame reads only the lanes on screen and a screenful around them (477,000 symptoms of a
+1,024-rank run took 80-170 ms a frame when every lane's were merged). The outlines are computed for the view
+plus one width on each side, merged per pixel (``coalesce``), and reused while a pan stays inside that and the
+pixel size (and the zoomed-out mode) is unchanged, so panning costs no per-anomaly work. All numpy.
 """
 
 from __future__ import annotations
@@ -67,18 +67,14 @@ def coalesce(
     role: np.ndarray,
     px: float,
     n_lanes: int,
-    presorted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Merge anomaly rectangles of one lane and role that are less than a pixel apart, so a zoomed-out view
-    draws O(pixels) outlines instead of one per anomaly. Returns (x, lane as float, width, role).
-    ``presorted``: the rows are already ordered by (role, lane, x) (the sort is the cost: 477,000 symptoms
-    of a 1,024-rank run took 80 ms a zoom step to sort)."""
+    draws O(pixels) outlines instead of one per anomaly. Returns (x, lane as float, width, role)."""
     if len(x) < 2:
         return x, lane.astype(float), w, role
     gid = role.astype(np.int64) * (n_lanes + 1) + lane
-    if not presorted:
-        order = np.lexsort((x, gid))
-        x, w, gid = x[order], w[order], gid[order]
+    order = np.lexsort((x, gid))
+    x, w, gid = x[order], w[order], gid[order]
     # Offset each group far apart so one running maximum of ends never leaks across groups.
     span = float(x.max() - x.min() + w.max()) + 1.0
     z = (gid - gid.min()) * 4 * span + x
@@ -94,21 +90,14 @@ def coalesce(
     )
 
 
-def widened(w: np.ndarray, px: float) -> np.ndarray:
-    """Widths of marks at least MIN_ANOMALY_PX pixels wide (``px``: seconds per pixel); a mark keeps its start,
-    so rows ordered by start stay ordered."""
-    return np.maximum(w, MIN_ANOMALY_PX * px)
+class LaneMarks(NamedTuple):
+    """Anomaly marks on the shown lanes, grouped by lane: rows ``bounds[i]:bounds[i + 1]`` are lane i's."""
 
-
-class SortedMarks(NamedTuple):
-    """Anomaly marks (x_s, w_s, lane, role) in one sort order (see ``AnomalyItem._sorted``)."""
-
-    cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-    def keep(self, q0: float, q1: float, px: float) -> np.ndarray:
-        """Mask of the marks that reach into ``[q0, q1]`` (seconds), order kept."""
-        xs, ws = self.cols[0], self.cols[1]
-        return (xs + np.maximum(ws, MIN_ANOMALY_PX * px) >= q0) & (xs <= q1)
+    xs: np.ndarray  # start, seconds since the run start
+    ws: np.ndarray  # width, seconds
+    lane: np.ndarray
+    role: np.ndarray
+    bounds: np.ndarray
 
 
 class AnomalyItem(pg.GraphicsObject):
@@ -123,7 +112,7 @@ class AnomalyItem(pg.GraphicsObject):
         self._block = np.zeros(1, np.int64)  # lane -> host block; first row and rows of each block
         self._block_top = np.zeros(1, np.int64)
         self._block_rows = np.ones(1, np.int64)
-        self._by: dict[str, SortedMarks] = {}  # anomalies on shown lanes, sorted (see _sorted)
+        self._by: LaneMarks | None = None  # anomalies on shown lanes, grouped by lane (see _marks)
         self._cache: tuple | None = None  # (x0_s, x1_s, px_s, lane mode, visible_rects result)
         self.aggregated = False  # the last view's symptoms were drawn per host block (zoomed out)
         self.drawn = {"root": 0, "symptom": 0}  # rectangles of each role drawn by the last paint (tests)
@@ -141,7 +130,7 @@ class AnomalyItem(pg.GraphicsObject):
             if len(blk)
             else (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64))
         )
-        self._by = {}
+        self._by = None
         self._cache = None
         self.update()
 
@@ -154,48 +143,72 @@ class AnomalyItem(pg.GraphicsObject):
         lane_px = vb.height() / max(abs(y1 - y0), 1e-9)
         return lane_px < THIN_LANE_PX, lane_px < BLOCK_LANE_PX
 
+    def _lane_window(self, y0: float, y1: float, per_block: bool) -> tuple[int, int, int, int]:
+        """(first, end) lanes whose marks are computed for a view showing lanes ``y0..y1``: the visible lanes
+        plus one screenful above and below (whole host blocks when banding per block), and (first, end) of
+        the lanes actually visible (the computed marks serve while those stay inside)."""
+        n = self.n_lanes
+        v0, v1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), n)
+        page = max(v1 - v0, 1)
+        l0, l1 = max(v0 - page, 0), min(v1 + page, n)
+        if per_block and l1 > l0:
+            blk = self._block
+            l0 = int(self._block_top[blk[min(l0, len(blk) - 1)]])
+            last = blk[min(l1, len(blk)) - 1]
+            l1 = min(int(self._block_top[last] + self._block_rows[last]), n)
+        return l0, l1, v0, v1
+
     def visible_rects(self) -> tuple[np.ndarray, ...]:
         """(x, y, width, height, role, px) of the anomaly marks around the view: roots merged per pixel and
         lane; symptoms per lane, or per host block when zoomed out (``aggregated``).
 
-        Computed for the view plus one width on each side and reused while a pan stays inside that and the
-        pixel size is unchanged, so panning costs no per-anomaly work (a zoomed-out view can hold 10^5)."""
-        a = self.model.anomalies
-        if not len(a["start_ns"]):
+        Computed for the view plus one width on each side and one screenful of lanes above and below, and
+        reused while a pan or a scroll stays inside that and the pixel size is unchanged, so panning costs no
+        per-anomaly work (a zoomed-out view can hold 10^5), and the work follows the lanes on screen, not the
+        run (a 1,024-rank run's 477,000 symptoms took 80-170 ms a frame)."""
+        marks = self._marks()
+        if not len(marks.xs):
             return (np.zeros(0),) * 6
         vb = self.getViewBox()
-        (x0, x1), _ = vb.viewRange()
+        (x0, x1), (y0, y1) = vb.viewRange()
         px = pixel_s(vb)
         mode = self._lane_mode(vb)
         thin, per_block = mode
         c = self._cache
-        if c is not None and c[0] <= x0 and x1 <= c[1] and abs(c[2] - px) <= 1e-6 * px and c[3] == mode:
+        l0, l1, v0, v1 = self._lane_window(y0, y1, per_block)
+        if (
+            c is not None
+            and c[0] <= x0
+            and x1 <= c[1]
+            and abs(c[2] - px) <= 1e-6 * px
+            and c[3] == mode
+            and c[5] <= v0
+            and v1 <= c[6]
+        ):
             return c[4]
         q0, q1 = x0 - (x1 - x0), x1 + (x1 - x0)
-        by_lane = self._sorted(False)
-        xs, ws, lane, role = (v[by_lane.keep(q0, q1, px)] for v in by_lane.cols)
+        rows = slice(int(marks.bounds[l0]), int(marks.bounds[l1]))
+        xs, ws, lane, role = marks.xs[rows], marks.ws[rows], marks.lane[rows], marks.role[rows]
+        m = (xs + ws >= q0 - MIN_ANOMALY_PX * px) & (xs <= q1)
+        xs, ws, lane, role = xs[m], ws[m], lane[m], role[m]
         sym = role == ROLE_SYMPTOM
         self.aggregated = bool(sym.any()) and (thin or float(np.median(ws[sym])) < AGG_PX * px)
+        grow = np.maximum(MIN_ANOMALY_PX * px - ws, 0)
+        x, w = xs - grow / 2, ws + grow
         if self.aggregated:
             per_lane = ~sym
-            # the symptoms in (role, host block, x) order when banded per block, else the lane order's
-            src = self._sorted(True) if per_block else by_lane
-            bxs, bws, blane, brole = (v[src.keep(q0, q1, px)] for v in src.cols)
-            bsym = brole == ROLE_SYMPTOM
             if per_block:
-                group, top, rows = self._block[blane[bsym]], self._block_top, self._block_rows
+                group, top, rows_ = self._block[lane[sym]], self._block_top, self._block_rows
             else:
-                group, top, rows = blane[bsym], np.arange(self.n_lanes), np.ones(self.n_lanes, np.int64)
-            bx, bg, bw, brole = coalesce(
-                bxs[bsym], widened(bws[bsym], px), group, brole[bsym], AGG_GAP_PX * px, len(top), True
-            )
+                group, top, rows_ = lane[sym], np.arange(self.n_lanes), np.ones(self.n_lanes, np.int64)
+            bx, bg, bw, brole = coalesce(x[sym], w[sym], group, role[sym], AGG_GAP_PX * px, len(top))
             bi = bg.astype(np.int64)
-            band = (bx, top[bi].astype(float), bw, rows[bi].astype(float), brole)
+            band = (bx, top[bi].astype(float), bw, rows_[bi].astype(float), brole)
         else:
-            per_lane = np.ones(len(xs), bool)
+            per_lane = np.ones(len(x), bool)
             band = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.uint8))
         lx, ly, lw, lrole = coalesce(
-            xs[per_lane], widened(ws[per_lane], px), lane[per_lane], role[per_lane], px, self.n_lanes, True
+            x[per_lane], w[per_lane], lane[per_lane], role[per_lane], px, self.n_lanes
         )
         out = (
             np.concatenate([band[0], lx]),
@@ -205,24 +218,29 @@ class AnomalyItem(pg.GraphicsObject):
             np.concatenate([band[4], lrole]).astype(np.uint8),
             px,
         )
-        self._cache = (q0, q1, px, mode, out)
+        self._cache = (q0, q1, px, mode, out, l0, l1)
         return out
 
-    def _sorted(self, per_block: bool) -> SortedMarks:
-        """The anomalies on the shown lanes in (role, lane, x) order, or (role, host block, x) order: sorted
-        once per lane set, so a zoom step only filters them."""
-        key = "block" if per_block else "lane"
-        if key not in self._by:
+    def _marks(self) -> LaneMarks:
+        """The anomalies on the shown lanes in seconds, grouped by lane (an integer sort, once per lane set)."""
+        if self._by is None:
             a = self.model.anomalies
             lane = self.lane_of_track[np.clip(a["track"], 0, len(self.lane_of_track) - 1)]
             keep = np.flatnonzero(lane >= 0)
+            # lanes as int16 when they fit: numpy's stable sort of 16-bit integers is a radix sort (5 ms for
+            # 480,000 marks instead of 29)
+            key = lane[keep].astype(np.int16) if self.n_lanes < np.iinfo(np.int16).max else lane[keep]
+            keep = keep[np.argsort(key, kind="stable")]
             lane = lane[keep]
-            xs = (a["start_ns"][keep] - self.model.t0_ns) / 1e9
-            role = a["role"][keep]
-            order = np.lexsort((xs, self._block[lane] if per_block else lane, role))
-            ws = (a["end_ns"][keep] - a["start_ns"][keep]) / 1e9
-            self._by[key] = SortedMarks((xs[order], ws[order], lane[order], role[order]))
-        return self._by[key]
+            xs, ws = self.model.anomaly_seconds()
+            self._by = LaneMarks(
+                xs[keep],
+                ws[keep],
+                lane,
+                a["role"][keep],
+                np.searchsorted(lane, np.arange(self.n_lanes + 1)),
+            )
+        return self._by
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
         x, y, w, h, role, px = self.visible_rects()
