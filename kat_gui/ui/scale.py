@@ -22,9 +22,24 @@ LARGE_RUN_RANKS = 48
 ROOT, SYMPTOM = 1, 2
 
 
+def _memo(model: RunModel, key: str, compute):
+    """``compute()`` once per model (kept in ``RunModel.derived``; a model without it computes every time)."""
+    d = getattr(model, "derived", None)
+    if d is None:
+        return compute()
+    if key not in d:
+        d[key] = compute()
+    return d[key]
+
+
 def hosts_of(model: RunModel) -> dict[str, list[int]]:
     """host name -> its ranks (sorted), in host order: from the topology graph's GPUs, else ``detect/meta``'s
-    ``hosts`` (lists of ranks), else one host per 8 ranks is *not* guessed: every rank on host "?"."""
+    ``hosts`` (lists of ranks), else one host per 8 ranks is *not* guessed: every rank on host "?". Computed
+    once per model (do not modify the result)."""
+    return _memo(model, "hosts", lambda: _hosts_of(model))
+
+
+def _hosts_of(model: RunModel) -> dict[str, list[int]]:
     ranks = sorted(model.ranks)
     out: dict[str, list[int]] = {}
     g = model.graph
@@ -55,7 +70,7 @@ def _natural(s: str) -> tuple:
 
 
 def host_of_rank(model: RunModel) -> dict[int, str]:
-    return {r: h for h, rs in hosts_of(model).items() for r in rs}
+    return _memo(model, "host_of_rank", lambda: {r: h for h, rs in hosts_of(model).items() for r in rs})
 
 
 def implicated_ranks(model: RunModel) -> list[int]:
@@ -85,8 +100,13 @@ def focus_ranks(model: RunModel, peers: int = 4) -> list[int]:
     """Implicated ranks first (the first ``FOCUS_MAX_IMPLICATED``, most confident finding first), then ``peers``
     reference ranks: one from each implicated rank's own host (if any), the rest spread evenly over the other
     ranks. Empty when nothing is implicated."""
-    culprits = implicated_ranks(model)[:FOCUS_MAX_IMPLICATED]
-    return with_peers(model, culprits, peers) if culprits else []
+
+    def compute() -> list[int]:
+        culprits = implicated_ranks(model)[:FOCUS_MAX_IMPLICATED]
+        return with_peers(model, culprits, peers) if culprits else []
+
+    # keyed on the findings list too: a model whose findings are replaced gets a new focus set
+    return list(_memo(model, f"focus{peers}:{id(model.findings)}", compute))
 
 
 def with_peers(model: RunModel, ranks: list[int], peers: int = 4) -> list[int]:
@@ -368,10 +388,11 @@ def heat_rgba(m: RankStepMatrix, mode: str | None = None) -> np.ndarray:
 
 
 def prepare_overview(model: RunModel) -> RunModel:
-    """Compute, on the worker thread that loads a large run, the overview's matrix and its first image, which
-    its window builds first (``RunModel.derived["heat_matrix"]``, ``["heat_rgba"]``: 40 + 24 ms at 1,024
+    """Compute, on the worker thread that loads a large run, the hosts, the focus set, the overview's matrix and
+    its first image, which its window builds first (``RunModel.derived["heat_matrix"]``, ``["heat_rgba"]``: 40 + 24 ms at 1,024
     ranks x 1,400 steps, stalls on the GUI thread). Returns the model."""
     if len(model.ranks) > LARGE_RUN_RANKS:
+        focus_ranks(model)  # and the hosts it reads
         m = rank_step_matrix(model)
         model.derived["heat_matrix"] = m
         mode = m.modes()[0]
