@@ -13,6 +13,9 @@ import networkx as nx
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.run_model import RunModel
+from kat_gui.ui.scale import LARGE_RUN_RANKS
+
+BUILD_LATER_MS = 30
 
 SCALE = 120.0
 COMPACT_HOSTS = 8  # more hosts than this: hosts as boxes with their GPUs collapsed into a strip
@@ -126,7 +129,13 @@ class TopologyView(QtWidgets.QWidget):
         self.view.mousePressEvent = self._press  # type: ignore[method-assign]
         lay.addWidget(self.view, 1)
         self.severity = self._severity()
-        self._build()
+        if len(model.ranks) > LARGE_RUN_RANKS:
+            # hundreds of GPU cells: built a little later, not in the event-loop turn that builds the run's tab
+            # (at 1,024 ranks that turn held the GUI thread ~100 ms); a zero delay would run it before the
+            # window's pending timers and paints, in effect the same turn
+            QtCore.QTimer.singleShot(BUILD_LATER_MS, self, self._build)
+        else:
+            self._build()
 
     # ------------------------------------------------------------------ model
 
