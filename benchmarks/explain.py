@@ -319,20 +319,25 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         "## Notes",
         "",
         "- The default is `free` style with KAT's explainer adapter (`models/kat-explainer-lora.gguf`, trained on "
-        "KAT's own facts): the adapted model writes a short explanation that copies the facts' numbers, and every "
-        "sentence is still verified. `select` (the base model alone, asked explicitly or with `--no-adapter`): "
-        "under a grammar the model answers with fact numbers and the text is those computed fact sentences, "
-        "grounded by construction; faster (shorter prompt, ~7 generated tokens). Without the adapter the 135M base "
-        "cannot write freely (held-out: 0% of its explanations fully grounded, "
-        "`benchmarks/results/explain_adapter.md`).",
-        "- Latency: prompt evaluation is the whole cost on this CPU (~150-250 tokens/s). The prompt puts the fixed "
-        "instructions first and the run's facts last (cut to 8 words each, 14 for the headline; the user sees the "
-        "full sentences), so the first ~70 tokens are the same on every run. Their evaluated state stays in the "
-        "loaded model (`resident`: later runs in the same process, as in the GUI), is restored from the on-disk "
-        "prefix cache (`disk`: a new `kat explain` process), or is evaluated (`evaluated`: the very first run with an "
-        "empty cache). `first token` counts from before that step. In the rows above `select` and `free` alternate and have different instructions, so each run restores its prefix from disk (a run repeating the previous style would find it `resident`); "
-        "the fresh-process lines show what one `kat explain` costs, cold and with the cache. llama.cpp uses 2 threads "
-        "when the 1-minute load average is below 1.5 on 2 cores, else 1 (2 threads on busy cores spin-wait).",
+        "KAT's own facts): the adapted model tells the story (diagnosis, the component's own number, who waits for "
+        "the culprit and how much, why not the nearest other component, the first check) in at most 5 sentences "
+        "that copy the facts' numbers, and every sentence is still verified. `select` (the base model alone, asked "
+        "explicitly or with `--no-adapter`): under a grammar the model answers with fact numbers and the text is "
+        "those computed fact sentences, grounded by construction; its prompt leaves the check out (so its `check` "
+        "rate is 0) and it writes ~7 tokens. Without the adapter the 135M base cannot write freely "
+        "(`benchmarks/results/explain_adapter.md`).",
+        "- Latency: prompt evaluation dominates the first token on this CPU (~150-250 tokens/s), writing ~115 "
+        "tokens (~35-50 tokens/s) the total. The prompt puts the fixed instructions first and the run's facts "
+        "last: `free` shows only the story facts, one per line, the headline without its confidence (~130 tokens "
+        "for a fault), `select` every fact cut to 8 words (14 for the headline). The fixed part's evaluated state "
+        "stays in the loaded model (`resident`: later runs in the same process, as in the GUI), is restored from "
+        "the on-disk prefix cache (`disk`: a new `kat explain` process), or is evaluated (`evaluated`: the very "
+        "first run with an empty cache). `first token` counts from before that step; `total` from the start of "
+        "`explain_findings` (model load included in a fresh process). In the per-scenario rows `select` and "
+        "`free` alternate and have different instructions, so each run restores its prefix from disk; the "
+        "in-process line after `warm_up` is the GUI case, the fresh-process lines one `kat explain`, cold and "
+        "with the cache. llama.cpp uses 2 threads when the 1-minute load average is below 1.5 on 2 cores, else 1 "
+        "(2 threads on busy cores spin-wait).",
         "- Top-1 depends on detection first: a fault detection does not report cannot be ranked.",
     ]
     lines += ["", "## Per scenario", ""]
@@ -368,8 +373,16 @@ def render(rows: list[dict], styles: list[str], use_llm: bool, env: dict) -> str
         lines.append("| " + " | ".join(cells) + " |")
     if use_llm and rows:
         lines += ["", "## Example outputs", ""]
-        for r in rows[:3] + [x for x in rows if x["faulty"]][:1]:
-            for style in styles:
+        # One healthy run, then the first faulty run of each true component; the default (`free`) style only
+        # for the faulty ones beyond the first.
+        firsts: dict[str, dict] = {}
+        for x in rows:
+            firsts.setdefault(x["truth"], x)
+        faulty_firsts = [x for t, x in firsts.items() if t != "healthy"]
+        for r in rows[:1] + faulty_firsts:
+            for style in (
+                styles if r is rows[0] or r is faulty_firsts[0] else [s for s in styles if s == "free"]
+            ):
                 x = r[style]
                 lines += [
                     f"**{r['scenario']}**, `{style}` ({x['source']}"
