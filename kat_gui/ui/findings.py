@@ -170,13 +170,14 @@ class FindingsPanel(QtWidgets.QWidget):
         bar.addWidget(QtWidgets.QLabel(f"Anomalous kernels ({model.anomaly_count():,}):"))
         self.comp_box = QtWidgets.QComboBox()
         self.comp_box.addItem("all components", None)
-        present = set(np.unique(model.anomalies["component"]).tolist()) if model.anomaly_count() else set()
+        ranks_present, comps_present = model.anomaly_presence()
+        present = set(comps_present)
         for i, c in enumerate(COMPONENTS):
             if i in present:
                 self.comp_box.addItem(c, i)
         self.rank_box = QtWidgets.QComboBox()
         self.rank_box.addItem("all ranks", None)
-        for r in sorted(set(np.unique(model.anomalies["rank"]).tolist()) if model.anomaly_count() else []):
+        for r in ranks_present:
             self.rank_box.addItem(f"rank {r}", int(r))
         self.role_box = QtWidgets.QComboBox()
         self.role_box.addItem("roots and symptoms", None)

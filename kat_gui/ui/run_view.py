@@ -119,10 +119,14 @@ class RunView(QtWidgets.QWidget):
         lay.addWidget(self.split, 1)
         # A new tab paints in steps, each in its own event-loop turn, so that none holds the GUI thread long (a
         # heartbeat on the GUI thread gets in between): first the tab is built and laid out, then the banner and
-        # the timeline paint, then the panels below and beside it (tables, topology, text).
-        self._later = (self.bottom, right)
-        for w in self._later:
-            w.setUpdatesEnabled(False)
+        # the timeline paint, then a large run's overview, then the panels below and beside it (tables,
+        # topology, text).
+        self._later: list[tuple[QtWidgets.QWidget, ...]] = [(self.bottom, right)]
+        if self.heatmap is not None:
+            self._later.insert(0, (self.heatmap,))
+        for group in self._later:
+            for w in group:
+                w.setUpdatesEnabled(False)
         self.setUpdatesEnabled(False)
         QtCore.QTimer.singleShot(0, self, self._paint_step)
 
@@ -135,11 +139,12 @@ class RunView(QtWidgets.QWidget):
 
     def _paint_step(self) -> None:
         if not self.updatesEnabled():
-            self.setUpdatesEnabled(True)  # the banner and the timeline (the panels stay off)
+            self.setUpdatesEnabled(True)  # the banner and the timeline (the rest stays off)
+        elif self._later:
+            for w in self._later.pop(0):
+                w.setUpdatesEnabled(True)
+        if self._later:
             QtCore.QTimer.singleShot(0, self, self._paint_step)
-            return
-        for w in self._later:
-            w.setUpdatesEnabled(True)
 
     def _notes_tab_title(self) -> None:
         try:

@@ -134,6 +134,10 @@ class TimelineView(QtWidgets.QWidget):
         self.region.sigRegionChanged.connect(self._on_region)
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
         self.plot.scene().sigMouseClicked.connect(self._on_click)
+        if self._focus:
+            # a large run starts on its focus set (as its tab's lane filter says): its 1,000-odd lanes are not
+            # built first only to be replaced
+            self.rank_filter = set(self._focus)
         self.set_highlight(set(model.culprit_ranks()))
         self.rebuild_lanes()
         self.fit_all()

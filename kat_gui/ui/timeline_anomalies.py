@@ -14,8 +14,8 @@ a collapsed host's summary lane, adjacent pinned lanes of one host; ``host_lanes
 where lanes are taller (a few big lanes: a band across a block would also cover a lane that did not wait).
 Roots are drawn last, always on top, per lane.
 
-Caching: the anomalies of the shown lanes are converted to seconds and grouped by lane once per lane set
-(``_marks``), so a frame reads only the lanes on screen and a screenful around them (477,000 symptoms of a
+Caching: the anomalies of the shown lanes are gathered by lane from the model's per-track grouping once per lane
+set (``_marks``), so a frame reads only the lanes on screen and a screenful around them (477,000 symptoms of a
 1,024-rank run took 80-170 ms a frame when every lane's were merged). The outlines are computed for the view
 plus one width on each side, merged per pixel (``coalesce``), and reused while a pan stays inside that and the
 pixel size (and the zoomed-out mode) is unchanged, so panning costs no per-anomaly work. All numpy.
@@ -113,6 +113,7 @@ class AnomalyItem(pg.GraphicsObject):
         self._block_top = np.zeros(1, np.int64)
         self._block_rows = np.ones(1, np.int64)
         self._by: LaneMarks | None = None  # anomalies on shown lanes, grouped by lane (see _marks)
+        self._lane_tracks: list[list[int]] = []  # each lane's tracks
         self._cache: tuple | None = None  # (x0_s, x1_s, px_s, lane mode, visible_rects result)
         self.aggregated = False  # the last view's symptoms were drawn per host block (zoomed out)
         self.drawn = {"root": 0, "symptom": 0}  # rectangles of each role drawn by the last paint (tests)
@@ -123,6 +124,7 @@ class AnomalyItem(pg.GraphicsObject):
         self.lane_of_track[:] = -1
         for i, lane in enumerate(lanes):
             self.lane_of_track[lane.tracks] = i
+        self._lane_tracks = [np.asarray(lane.tracks, np.int64).tolist() for lane in lanes]
         self.n_lanes = max(len(lanes), 1)
         blk, top, rows = host_blocks(hosts if hosts is not None else [None] * len(lanes))
         self._block, self._block_top, self._block_rows = (
@@ -222,22 +224,29 @@ class AnomalyItem(pg.GraphicsObject):
         return out
 
     def _marks(self) -> LaneMarks:
-        """The anomalies on the shown lanes in seconds, grouped by lane (an integer sort, once per lane set)."""
+        """The anomalies on the shown lanes in seconds, grouped by lane: gathered from the model's per-track
+        grouping (``RunModel.anomalies_by_track``), once per lane set, without a pass over the whole table."""
         if self._by is None:
-            a = self.model.anomalies
-            lane = self.lane_of_track[np.clip(a["track"], 0, len(self.lane_of_track) - 1)]
-            keep = np.flatnonzero(lane >= 0)
-            # lanes as int16 when they fit: numpy's stable sort of 16-bit integers is a radix sort (5 ms for
-            # 480,000 marks instead of 29)
-            key = lane[keep].astype(np.int16) if self.n_lanes < np.iinfo(np.int16).max else lane[keep]
-            keep = keep[np.argsort(key, kind="stable")]
-            lane = lane[keep]
+            rows, bounds = self.model.anomalies_by_track()
+            parts, sizes = [], []
+            owner = self.lane_of_track  # a track drawn in two lanes keeps its marks in the last, as before
+            for i, tracks in enumerate(self._lane_tracks):
+                got = [
+                    rows[bounds[t] : bounds[t + 1]]
+                    for t in tracks
+                    if 0 <= t < len(bounds) - 1 and owner[t] == i
+                ]
+                keep = np.concatenate(got) if got else np.zeros(0, np.int64)
+                parts.append(keep)
+                sizes.append(len(keep))
+            keep = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            lane = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
             xs, ws = self.model.anomaly_seconds()
             self._by = LaneMarks(
                 xs[keep],
                 ws[keep],
                 lane,
-                a["role"][keep],
+                self.model.anomalies["role"][keep],
                 np.searchsorted(lane, np.arange(self.n_lanes + 1)),
             )
         return self._by
