@@ -25,7 +25,8 @@ class EventKind(IntEnum):
     KERNEL = 0  # GPU kernel (incl. collective kernels)
     MEMCPY = 1  # GPU memory copy (see CopyKind)
     MEMSET = 2  # GPU memset
-    RUNTIME = 3  # host CUDA/HIP runtime or driver call (cudaLaunchKernel...), linked to GPU work by correlation
+    # host CUDA/HIP runtime or driver call (cudaLaunchKernel...), linked to GPU work by correlation
+    RUNTIME = 3
     ANNOTATION = 4  # host user annotation / NVTX range (ProfilerStep#N, record_function)
     GPU_ANNOTATION = 5  # annotation drawn on a GPU stream (gpu_user_annotation)
     CPU_OP = 6  # framework operator on the host (aten::mm ...), kept only on request
@@ -65,7 +66,8 @@ EVENT_COLUMNS: dict[str, np.dtype] = {
     "end_ns": np.dtype(np.int64),
     "kind": np.dtype(np.uint8),  # EventKind
     "name": np.dtype(np.int32),  # id into the string table
-    "correlation": np.dtype(np.int64),  # CUDA correlation id linking a runtime call to its GPU work; -1 if none
+    # CUDA correlation id linking a runtime call to its GPU work; -1 if none
+    "correlation": np.dtype(np.int64),
     "args": np.dtype(np.int32),  # id into the args table (JSON text of the remaining args); -1 if none
     "bytes": np.dtype(np.int64),  # memcpy/memset bytes; -1 if unknown
     "copy_kind": np.dtype(np.int8),  # CopyKind for memcpy, 0 otherwise

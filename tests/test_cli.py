@@ -15,7 +15,9 @@ from kat_gui.cli import main
 
 
 def run_kat(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kat_gui", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "kat_gui", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ingest_and_info_dlrm(tmp_path, dlrm_dir):
@@ -75,7 +77,10 @@ def test_info_per_rank_kinds_and_kernel_time_by_class(tmp_path, dlrm_dir, capsys
 
 def test_info_text_summary(tmp_path, dlrm_dir, capsys):
     out = tmp_path / "r.kat.h5"
-    assert main(["ingest", str(dlrm_dir / "worker3_step_12.1694128201557.pt.trace.json.gz"), "-o", str(out)]) == 0
+    assert (
+        main(["ingest", str(dlrm_dir / "worker3_step_12.1694128201557.pt.trace.json.gz"), "-o", str(out)])
+        == 0
+    )
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
@@ -128,8 +133,17 @@ def _bad_inputs(tmp_path: Path, dlrm_dir: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["truncated gzip", "invalid json", "json that is not a trace", "empty trace", "empty file", "unreadable sqlite",
-     "directory with no traces", "ranks that collide", "missing file"],
+    [
+        "truncated gzip",
+        "invalid json",
+        "json that is not a trace",
+        "empty trace",
+        "empty file",
+        "unreadable sqlite",
+        "directory with no traces",
+        "ranks that collide",
+        "missing file",
+    ],
 )
 def test_bad_input_exit_2_one_line_no_output(tmp_path, dlrm_dir, case):
     inputs = _bad_inputs(tmp_path, dlrm_dir)[case]
@@ -148,7 +162,10 @@ def test_bad_input_exit_2_one_line_no_output(tmp_path, dlrm_dir, case):
 
 def test_failed_ingest_keeps_existing_store(tmp_path, dlrm_dir):
     out = tmp_path / "run.kat.h5"
-    assert main(["ingest", str(dlrm_dir / "worker1_step_12.1694128201556.pt.trace.json.gz"), "-o", str(out)]) == 0
+    assert (
+        main(["ingest", str(dlrm_dir / "worker1_step_12.1694128201556.pt.trace.json.gz"), "-o", str(out)])
+        == 0
+    )
     before = out.read_bytes()
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
