@@ -31,6 +31,7 @@ ICON = resource_path("icons", "kat.svg")
 # On close, how long to wait for cancelled workers to stop before the runs' stores are closed (a cancelled
 # detection stops within 0.5 s; a reader inside one huge trace file may take longer).
 CLOSE_WAIT_MS = 30_000
+EXPLAIN_AFTER_MS = 250  # a new tab's explanation starts after its first paints (open_store)
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -46,6 +47,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.interactive = interactive
         self.errors: list[str] = []
         self.jobs: list[Job] = []
+        self._explain_pending: set[int] = set()  # tabs whose explanation starts shortly (open_store)
         self.setWindowTitle(f"KAT — kernel anomaly troubleshooter {__version__}")
         if ICON.exists():
             self.setWindowIcon(QtGui.QIcon(str(ICON)))
@@ -274,7 +276,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Whether a job runs, or its results have not reached the window yet: a job leaves ``jobs`` when its
         ``finished`` signal is handled here, after its ``done`` (its state is final as soon as the worker
         returns, before the GUI thread has shown what it made)."""
-        return bool(self.jobs)
+        return bool(self.jobs) or bool(self._explain_pending)
 
     def _on_progress(self, frac: float, msg: str) -> None:
         self.progress.setValue(int(frac * 1000))
@@ -378,9 +380,18 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.count() == 1 or label is None:
             self.tabs.setCurrentIndex(idx)
         view.explanation.jobStarted.connect(self._track_explanation)
-        self._explain(view)
+        # The explanation starts after the tab's first paints: its worker reads the store and holds the GIL
+        # in long reads, which would stretch the turns that paint the new tab. busy() counts it meanwhile.
+        key = id(view)
+        self._explain_pending.add(key)
+        view.destroyed.connect(lambda *_a: self._explain_pending.discard(key))
+        QtCore.QTimer.singleShot(EXPLAIN_AFTER_MS, view, lambda: self._explain_later(view))
         self._update_status()
         return view
+
+    def _explain_later(self, view) -> None:
+        self._explain_pending.discard(id(view))
+        self._explain(view)
 
     def _track_explanation(self, job: Job) -> None:
         self.jobs.append(job)
