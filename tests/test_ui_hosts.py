@@ -63,6 +63,7 @@ def inject_symptoms(model) -> int:
         new = np.concatenate(rows[k]).astype(a[k].dtype)
         added = len(new)
         a[k] = np.concatenate([a[k], new])
+    model.derived.clear()  # the results changed: what the model computed from them goes (as on a reload)
     return added
 
 

@@ -228,10 +228,12 @@ def test_heatmap_of_a_store_analysed_before_falls_back_to_anomalies(qtbot, big_s
 
 
 class _StubModel:
-    """What a canvas reads of its model: the findings (implicated rank 1000) and the run's start."""
+    """What a canvas reads of its model: the findings (implicated rank 1000), the run's start, and what the
+    loader would have computed for it (nothing)."""
 
     findings = [{"ranks": [1000]}]
     t0_ns = 0
+    derived: dict = {}
 
 
 def _matrix_1024x1000(root, symptom, slowdown=None, wait=None):

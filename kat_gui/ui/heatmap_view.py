@@ -62,7 +62,7 @@ class HeatmapCanvas(QtWidgets.QWidget):
         self.matrix = matrix
         if self.mode not in matrix.modes():
             self.mode = matrix.modes()[0]
-        pre = getattr(self.model, "derived", {}).get("heat_rgba")  # (matrix, mode, image) from the loader
+        pre = self.model.derived.get("heat_rgba")  # (matrix, mode, image) from the loader
         if pre is not None and pre[0] is matrix and pre[1] == self.mode:
             self._rgba = pre[2]
         else:
@@ -383,7 +383,7 @@ class HeatmapView(QtWidgets.QWidget):
     def __init__(self, model: RunModel, parent=None):
         super().__init__(parent)
         self.model = model
-        self.matrix = getattr(model, "derived", {}).get("heat_matrix") or rank_step_matrix(model)
+        self.matrix = model.derived.get("heat_matrix") or rank_step_matrix(model)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(1)

@@ -125,12 +125,8 @@ class RunModel:
         self.path = Path(path)
         self._reads: ThreadPoolExecutor | None = None  # this run's store thread (``submit``)
         self._closed = False
-        self._by_score: np.ndarray | None = None  # anomalies_by_score
-        self._seconds: tuple[np.ndarray, np.ndarray] | None = None  # anomaly_seconds
-        self._by_track: tuple[np.ndarray, np.ndarray, int] | None = None  # anomalies_by_track
-        self._presence: tuple[list[int], list[int]] | None = None  # anomaly_presence
-        self._start_bins: dict[int, np.ndarray] | None = None  # anomaly_start_bins
-        # what the views build first, computed on the loader's worker (``scale.prepare_overview``)
+        # Values computed from the loaded results (``cached``), most on the loader's worker (``preload``,
+        # ``scale.prepare_overview``); emptied whenever the detection results are (re)loaded.
         self.derived: dict[str, Any] = {}
         self._ro_notes: list[Annotation] | None = None
         # Held read-only either way, so other KAT processes (a terminal's `kat detect`, a second window) can
@@ -189,8 +185,14 @@ class RunModel:
 
     # ------------------------------------------------------------------ loading
 
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per loaded results (kept in ``derived``)."""
+        if key not in self.derived:
+            self.derived[key] = compute()
+        return self.derived[key]
+
     def _load_detection(self) -> None:
-        self._by_score = self._seconds = self._by_track = self._presence = self._start_bins = None
+        self.derived = {}
         try:
             found = self.store.get_json("detect/findings")
         except (KeyError, OSError, ValueError):
@@ -257,55 +259,60 @@ class RunModel:
         return self
 
     def anomaly_seconds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(start, duration) of every anomaly in seconds since the run's start (float64), computed once."""
-        if self._seconds is None or len(self._seconds[0]) != len(self.anomalies["start_ns"]):
+        """(start, duration) of every anomaly in seconds since the run's start (float64)."""
+
+        def compute():
             a = self.anomalies
-            self._seconds = ((a["start_ns"] - self.t0_ns) / 1e9, (a["end_ns"] - a["start_ns"]) / 1e9)
-        return self._seconds
+            return (a["start_ns"] - self.t0_ns) / 1e9, (a["end_ns"] - a["start_ns"]) / 1e9
+
+        return self.cached("anomaly_seconds", compute)
 
     def anomalies_by_track(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, bounds): the anomaly table's rows grouped by track (table order within one), track t's are
-        ``rows[bounds[t]:bounds[t + 1]]`` (rows naming no track of the run left out); computed once, so a lane
-        set gathers its marks without a pass over the table."""
-        if self._by_track is None or self._by_track[2] != len(self.anomalies["track"]):
+        ``rows[bounds[t]:bounds[t + 1]]`` (rows naming no track of the run left out), so a lane set gathers
+        its marks without a pass over the table."""
+
+        def compute():
             n_tracks = len(self.tracks)
             track = np.asarray(self.anomalies["track"]).astype(np.int64)
             rows = np.flatnonzero((track >= 0) & (track < n_tracks))
             # 16-bit keys when they fit: numpy's stable sort of them is a radix sort
             key = track[rows].astype(np.int16 if n_tracks < np.iinfo(np.int16).max else np.int64)
             rows = rows[np.argsort(key, kind="stable")]
-            bounds = np.searchsorted(track[rows], np.arange(n_tracks + 1))
-            self._by_track = (rows, bounds, len(track))
-        return self._by_track[0], self._by_track[1]
+            return rows, np.searchsorted(track[rows], np.arange(n_tracks + 1))
+
+        return self.cached("anomalies_by_track", compute)
 
     START_BINS = 8192  # anomaly_start_bins: several bins per pixel of any whole-run strip
 
     def anomaly_start_bins(self) -> dict[int, np.ndarray]:
         """role -> whether any anomaly of that role starts in each of ``START_BINS`` equal bins over the run
-        (bool): the whole-run strip's ticks without a pass over the table at paint; computed once."""
-        if self._start_bins is None:
+        (bool): the whole-run strip's ticks without a pass over the table at paint."""
+
+        def compute():
             x = self.anomaly_seconds()[0]
             span = max((self.t1_ns - self.t0_ns) / 1e9, 1e-9)  # as timeline_paint.span_s
             b = np.clip((x / span * self.START_BINS).astype(np.int64), 0, self.START_BINS - 1)
             role = self.anomalies["role"]
-            self._start_bins = {
+            return {
                 int(r): np.bincount(b[role == r], minlength=self.START_BINS) > 0
                 for r in (ROLE_ROOT, ROLE_SYMPTOM)
             }
-        return self._start_bins
+
+        return self.cached("anomaly_start_bins", compute)
 
     def anomaly_presence(self) -> tuple[list[int], list[int]]:
-        """(ranks, components) that have anomalies, ascending: a count per value, no sort; computed once."""
-        if self._presence is None:
-            self._presence = tuple(_present(self.anomalies[c]) for c in ("rank", "component"))
-        return self._presence
+        """(ranks, components) that have anomalies, ascending: a count per value, no sort."""
+        return self.cached(
+            "anomaly_presence", lambda: tuple(_present(self.anomalies[c]) for c in ("rank", "component"))
+        )
 
     def anomalies_by_score(self) -> np.ndarray:
-        """Rows of the anomaly table, highest score first (ties in table order): the tables' default order,
-        computed once (an argsort of every row: 80 ms for a 1,024-rank run's 480,000)."""
-        if self._by_score is None or len(self._by_score) != len(self.anomalies["score"]):
-            self._by_score = np.argsort(-self.anomalies["score"].astype(float), kind="stable")
-        return self._by_score
+        """Rows of the anomaly table, highest score first (ties in table order): the tables' default order
+        (an argsort of every row: 80 ms for a 1,024-rank run's 480,000)."""
+        return self.cached(
+            "anomalies_by_score", lambda: np.argsort(-self.anomalies["score"].astype(float), kind="stable")
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on this run's store thread and return its Future. One thread per run: reads of

@@ -22,21 +22,11 @@ LARGE_RUN_RANKS = 48
 ROOT, SYMPTOM = 1, 2
 
 
-def _memo(model: RunModel, key: str, compute):
-    """``compute()`` once per model (kept in ``RunModel.derived``; a model without it computes every time)."""
-    d = getattr(model, "derived", None)
-    if d is None:
-        return compute()
-    if key not in d:
-        d[key] = compute()
-    return d[key]
-
-
 def hosts_of(model: RunModel) -> dict[str, list[int]]:
     """host name -> its ranks (sorted), in host order: from the topology graph's GPUs, else ``detect/meta``'s
     ``hosts`` (lists of ranks), else one host per 8 ranks is *not* guessed: every rank on host "?". Computed
     once per model (do not modify the result)."""
-    return _memo(model, "hosts", lambda: _hosts_of(model))
+    return model.cached("hosts", lambda: _hosts_of(model))
 
 
 def _hosts_of(model: RunModel) -> dict[str, list[int]]:
@@ -70,7 +60,7 @@ def _natural(s: str) -> tuple:
 
 
 def host_of_rank(model: RunModel) -> dict[int, str]:
-    return _memo(model, "host_of_rank", lambda: {r: h for h, rs in hosts_of(model).items() for r in rs})
+    return model.cached("host_of_rank", lambda: {r: h for h, rs in hosts_of(model).items() for r in rs})
 
 
 def implicated_ranks(model: RunModel) -> list[int]:
@@ -106,7 +96,7 @@ def focus_ranks(model: RunModel, peers: int = 4) -> list[int]:
         return with_peers(model, culprits, peers) if culprits else []
 
     # keyed on the findings list too: a model whose findings are replaced gets a new focus set
-    return list(_memo(model, f"focus{peers}:{id(model.findings)}", compute))
+    return list(model.cached(f"focus{peers}:{id(model.findings)}", compute))
 
 
 def with_peers(model: RunModel, ranks: list[int], peers: int = 4) -> list[int]:
@@ -192,12 +182,12 @@ class RankStepMatrix:
     slowdown: np.ndarray | None = None  # float32 [rows, cols]: busy time / peers' - 1
     wait_share: np.ndarray | None = None  # float32 [rows, cols]: share of the step waited in collectives
     spans_ns: np.ndarray | None = None  # int64 [cols, 2]
-    scales: dict = field(default_factory=dict, repr=False, compare=False)  # heat_scale's per mode; row_of's
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # heat_scale's per mode; row_of's
 
     def row_of(self, rank: int) -> int | None:
-        if "rows" not in self.scales:  # rank -> row, built once (asked per implicated rank and per paint)
-            self.scales["rows"] = {int(r): i for i, r in reversed(list(enumerate(self.ranks.tolist())))}
-        return self.scales["rows"].get(int(rank))
+        if "rows" not in self.cache:  # rank -> row, built once (asked per implicated rank and per paint)
+            self.cache["rows"] = {int(r): i for i, r in reversed(list(enumerate(self.ranks.tolist())))}
+        return self.cache["rows"].get(int(rank))
 
     def window(self, col: int) -> tuple[int, int]:
         """(start, end) ns of column ``col``: the step's first start and last end when stored, else its
@@ -344,9 +334,9 @@ def heat_scale(m: RankStepMatrix, mode: str) -> HeatScale | None:
     red = more, symmetric around 0, at least +-10 %; "wait": white to purple from 0 to at least 5 %); None for
     "anomalies" (fixed colours) or a mode the matrix has no data for. Computed once per matrix and mode (a
     percentile of every cell: 15-30 ms at 1,024 x 1,400, and the legend repaints it)."""
-    if mode not in m.scales:
-        m.scales[mode] = _heat_scale(m, mode)
-    return m.scales[mode]
+    if mode not in m.cache:
+        m.cache[mode] = _heat_scale(m, mode)
+    return m.cache[mode]
 
 
 def _heat_scale(m: RankStepMatrix, mode: str) -> HeatScale | None:
