@@ -234,6 +234,11 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
     mid = vp.width() / 2
     plot.setFocus()
 
+    def wheel(n: int, notches: int) -> None:  # n wheel events at the plot's centre, wheel_ms apart
+        for _ in range(n):
+            _wheel(plot, mid, notches)
+            wait_ms(wheel_ms)
+
     def key(k, n: int, gap_ms: int) -> None:
         for _ in range(n):
             QTest.keyClick(plot, k)
@@ -241,9 +246,7 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
 
     # --- zoom in with the wheel (31 notches ~ 1/10,000 of the run, 40 ~ 1/150,000), at 25 notches/s.
     hb.set_phase("zoom in (wheel)")
-    for _ in range(40):
-        _wheel(plot, mid, 1)
-        wait_ms(wheel_ms)
+    wheel(40, 1)
     wait_ms(300)
     facts["deep_view_s"] = tl.x_range()[1] - tl.x_range()[0]
 
@@ -259,9 +262,7 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
 
     # --- zoom out to 1/100 of the run (the densest view: rasterised lanes), and pan there.
     hb.set_phase("zoom out (wheel)")
-    for _ in range(24):
-        _wheel(plot, mid, -1)
-        wait_ms(wheel_ms)
+    wheel(24, -1)
     wait_ms(300)
     facts["dense_view_s"] = tl.x_range()[1] - tl.x_range()[0]
     facts["dense_rects"] = tl.lanes_item.rect_count()
@@ -280,9 +281,7 @@ def drive(store: Path, wheel_ms: int = 40, pan_ms: int = 16, why: bool = False) 
 
     # --- back to the whole run with the wheel.
     hb.set_phase("zoom out (wheel)")
-    for _ in range(20):
-        _wheel(plot, mid, -1)
-        wait_ms(wheel_ms)
+    wheel(20, -1)
     wait_ms(400)
     hb.set_phase("idle")
     wait_ms(50)
