@@ -432,7 +432,7 @@ def _symptom_waits(table: dict, fid: int) -> dict | None:
         return None
     w = wait[m]
     return {
-        "ranks": sorted({int(r) for r in np.asarray(table["rank"])[m]}),
+        "ranks": np.unique(np.asarray(table["rank"])[m]).astype(int).tolist(),
         "count": int(m.sum()),
         "total_ns": int(w.sum()),
         "median_ns": float(np.median(w)),

@@ -276,21 +276,22 @@ class TraceStore(Results):
         _check_tables(
             self.path, t, self._kind_counts, len(labels), self._ev["start_ns"].shape[0], lv, lod, chunk
         )
+        c = {k: t[k].tolist() for k in TRACK_COLUMNS}  # Python ints, column by column (not cell by cell)
         self._tracks = [
             TrackRow(
-                id=int(t["id"][i]),
-                rank=int(t["rank"][i]),
-                kind=TrackKind(int(t["kind"][i])),
-                device=int(t["device"][i]),
-                stream=int(t["stream"][i]),
-                pid=int(t["pid"][i]),
-                tid=int(t["tid"][i]),
+                id=c["id"][i],
+                rank=c["rank"][i],
+                kind=TrackKind(c["kind"][i]),
+                device=c["device"][i],
+                stream=c["stream"][i],
+                pid=c["pid"][i],
+                tid=c["tid"][i],
                 label=str(labels[i]),
-                row_offset=int(t["row_offset"][i]),
-                row_count=int(t["row_count"][i]),
-                first_start_ns=int(t["first_start_ns"][i]),
-                last_end_ns=int(t["last_end_ns"][i]),
-                max_dur_ns=int(t["max_dur_ns"][i]),
+                row_offset=c["row_offset"][i],
+                row_count=c["row_count"][i],
+                first_start_ns=c["first_start_ns"][i],
+                last_end_ns=c["last_end_ns"][i],
+                max_dur_ns=c["max_dur_ns"][i],
             )
             for i in range(len(labels))
         ]

@@ -49,16 +49,11 @@ class StoredLevel(NamedTuple):
 def levels_by_track(lv: dict[str, np.ndarray], n_tracks: int) -> list[list[StoredLevel]]:
     """The ``/lod/levels`` table grouped per track, each track's levels sorted by level."""
     levels: list[list[StoredLevel]] = [[] for _ in range(n_tracks)]
-    for i in np.lexsort((lv["level"], lv["track"])):
-        levels[int(lv["track"][i])].append(
-            StoredLevel(
-                int(lv["level"][i]),
-                int(lv["width_ns"][i]),
-                int(lv["row_offset"][i]),
-                int(lv["row_count"][i]),
-                int(lv["small_offset"][i]),
-            )
-        )
+    order = np.lexsort((lv["level"], lv["track"]))
+    cols = ("track", "level", "width_ns", "row_offset", "row_count", "small_offset")
+    # Python ints, column by column (not cell by cell)
+    for track, *row in zip(*(lv[c][order].tolist() for c in cols), strict=True):
+        levels[track].append(StoredLevel(*row))
     return levels
 
 
