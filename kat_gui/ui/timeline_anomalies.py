@@ -14,9 +14,10 @@ a collapsed host's summary lane, adjacent pinned lanes of one host; ``host_lanes
 where lanes are taller (a few big lanes: a band across a block would also cover a lane that did not wait).
 Roots are drawn last, always on top, per lane.
 
-Caching: the anomalies of the shown lanes are gathered by lane from the model's per-track grouping once per lane
-set (``_marks``), so a frame reads only the lanes on screen and a screenful around them (477,000 symptoms of a
-1,024-rank run took 80-170 ms a frame when every lane's were merged). The outlines are computed for the view
+Caching: the anomalies of the lanes on screen and a screenful around them are gathered from the model's
+per-track grouping through the lane set's runs of rows (``_marks``), so the work follows the lanes on screen,
+not the run (477,000 symptoms of a 1,024-rank run took 80-170 ms a frame when every lane's were merged, 12-18
+ms when every shown lane's were gathered). The outlines are computed for the view
 plus one width on each side, merged per pixel (``coalesce``), and reused while a pan stays inside that and the
 pixel size (and the zoomed-out mode) is unchanged, so panning costs no per-anomaly work. All numpy.
 """
@@ -91,13 +92,12 @@ def coalesce(
 
 
 class LaneMarks(NamedTuple):
-    """Anomaly marks on the shown lanes, grouped by lane: rows ``bounds[i]:bounds[i + 1]`` are lane i's."""
+    """Anomaly marks on some of the shown lanes, grouped by lane."""
 
     xs: np.ndarray  # start, seconds since the run start
     ws: np.ndarray  # width, seconds
     lane: np.ndarray
     role: np.ndarray
-    bounds: np.ndarray
 
 
 class AnomalyItem(pg.GraphicsObject):
@@ -112,8 +112,9 @@ class AnomalyItem(pg.GraphicsObject):
         self._block = np.zeros(1, np.int64)  # lane -> host block; first row and rows of each block
         self._block_top = np.zeros(1, np.int64)
         self._block_rows = np.ones(1, np.int64)
-        self._by: LaneMarks | None = None  # anomalies on shown lanes, grouped by lane (see _marks)
-        self._lane_tracks: list[list[int]] = []  # each lane's tracks
+        # each shown track's run of rows in the model's per-track grouping, in lane order (see _marks)
+        self._segments = (np.zeros(0, np.int64),) * 3  # (lane, first row, row count)
+        self._by: tuple[tuple[int, int], LaneMarks] | None = None  # the last lanes' marks: ((l0, l1), marks)
         self._cache: tuple | None = None  # (x0_s, x1_s, px_s, lane mode, visible_rects result)
         self.aggregated = False  # the last view's symptoms were drawn per host block (zoomed out)
         self.drawn = {"root": 0, "symptom": 0}  # rectangles of each role drawn by the last paint (tests)
@@ -121,10 +122,21 @@ class AnomalyItem(pg.GraphicsObject):
     def set_lanes(self, lanes: list[Lane], hosts: list[str | None] | None = None) -> None:
         """``hosts``: each lane's host (``host_lanes.lane_hosts``); None = every lane a block of its own."""
         self.prepareGeometryChange()
+        sizes = np.array([len(lane.tracks) for lane in lanes], np.int64)
+        tracks = (
+            np.concatenate([np.asarray(lane.tracks, np.int64) for lane in lanes])
+            if sizes.sum()
+            else np.zeros(0, np.int64)
+        )
+        lane_ix = np.repeat(np.arange(len(lanes), dtype=np.int64), sizes)
         self.lane_of_track[:] = -1
-        for i, lane in enumerate(lanes):
-            self.lane_of_track[lane.tracks] = i
-        self._lane_tracks = [np.asarray(lane.tracks, np.int64).tolist() for lane in lanes]
+        # a track drawn in two lanes keeps its marks in the last
+        last, at = np.unique(tracks[::-1], return_index=True)
+        self.lane_of_track[last] = lane_ix[::-1][at]
+        _rows, bounds = self.model.anomalies_by_track()
+        own = (tracks < len(bounds) - 1) & (self.lane_of_track[tracks] == lane_ix)
+        tracks, lane_ix = tracks[own], lane_ix[own]
+        self._segments = (lane_ix, bounds[tracks], bounds[tracks + 1] - bounds[tracks])
         self.n_lanes = max(len(lanes), 1)
         blk, top, rows = host_blocks(hosts if hosts is not None else [None] * len(lanes))
         self._block, self._block_top, self._block_rows = (
@@ -168,8 +180,7 @@ class AnomalyItem(pg.GraphicsObject):
         reused while a pan or a scroll stays inside that and the pixel size is unchanged, so panning costs no
         per-anomaly work (a zoomed-out view can hold 10^5), and the work follows the lanes on screen, not the
         run (a 1,024-rank run's 477,000 symptoms took 80-170 ms a frame)."""
-        marks = self._marks()
-        if not len(marks.xs):
+        if not len(self._segments[0]):
             return (np.zeros(0),) * 6
         vb = self.getViewBox()
         (x0, x1), (y0, y1) = vb.viewRange()
@@ -189,8 +200,7 @@ class AnomalyItem(pg.GraphicsObject):
         ):
             return c[4]
         q0, q1 = x0 - (x1 - x0), x1 + (x1 - x0)
-        rows = slice(int(marks.bounds[l0]), int(marks.bounds[l1]))
-        xs, ws, lane, role = marks.xs[rows], marks.ws[rows], marks.lane[rows], marks.role[rows]
+        xs, ws, lane, role = self._marks(l0, l1)
         m = (xs + ws >= q0 - MIN_ANOMALY_PX * px) & (xs <= q1)
         xs, ws, lane, role = xs[m], ws[m], lane[m], role[m]
         sym = role == ROLE_SYMPTOM
@@ -223,33 +233,24 @@ class AnomalyItem(pg.GraphicsObject):
         self._cache = (q0, q1, px, mode, out, l0, l1)
         return out
 
-    def _marks(self) -> LaneMarks:
-        """The anomalies on the shown lanes in seconds, grouped by lane: gathered from the model's per-track
-        grouping (``RunModel.anomalies_by_track``), once per lane set, without a pass over the whole table."""
-        if self._by is None:
-            rows, bounds = self.model.anomalies_by_track()
-            parts, sizes = [], []
-            owner = self.lane_of_track  # a track drawn in two lanes keeps its marks in the last, as before
-            for i, tracks in enumerate(self._lane_tracks):
-                got = [
-                    rows[bounds[t] : bounds[t + 1]]
-                    for t in tracks
-                    if 0 <= t < len(bounds) - 1 and owner[t] == i
-                ]
-                keep = np.concatenate(got) if got else np.zeros(0, np.int64)
-                parts.append(keep)
-                sizes.append(len(keep))
-            keep = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-            lane = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-            xs, ws = self.model.anomaly_seconds()
-            self._by = LaneMarks(
-                xs[keep],
-                ws[keep],
-                lane,
-                self.model.anomalies["role"][keep],
-                np.searchsorted(lane, np.arange(self.n_lanes + 1)),
-            )
-        return self._by
+    def _marks(self, l0: int, l1: int) -> LaneMarks:
+        """The anomalies on lanes ``l0..l1`` in seconds, with their lanes: gathered from the model's per-track
+        grouping (``RunModel.anomalies_by_track``) through the lane set's track runs, without a pass over the
+        whole table (the last lanes' marks are kept: a pan along the time axis reuses them)."""
+        if self._by is not None and self._by[0] == (l0, l1):
+            return self._by[1]
+        seg_lane, first, count = self._segments
+        lo, hi = np.searchsorted(seg_lane, [l0, l1])
+        first, count = first[lo:hi], count[lo:hi]
+        # the rows of every run, in lane order: one arange with each run's offset added
+        keep = np.arange(int(count.sum())) + np.repeat(first - (np.cumsum(count) - count), count)
+        rows, _bounds = self.model.anomalies_by_track()
+        keep = rows[keep]
+        xs, ws = self.model.anomaly_seconds()
+        lane = np.repeat(seg_lane[lo:hi], count)
+        marks = LaneMarks(xs[keep], ws[keep], lane, self.model.anomalies["role"][keep])
+        self._by = ((l0, l1), marks)
+        return marks
 
     def paint(self, p: QtGui.QPainter, *args) -> None:
         x, y, w, h, role, px = self.visible_rects()
