@@ -207,6 +207,34 @@ def test_gui_detection_job_cancelled_mid_way_stops_within_half_a_second(
         assert st.get_json("detect/findings") is None
 
 
+def test_a_finished_job_is_freed_though_its_slots_close_over_it(qtbot):
+    """Slots that close over their job (the window's ``lambda: self._job_finished(job)``) form a cycle through
+    Qt's connection list that Python's collector cannot see; the job drops its connections once ``finished``
+    has reached every slot, so the job and what its slots hold are freed (a closed run's panels and model)."""
+    import gc
+    import weakref
+
+    from kat_gui.ui.workers import Job, submit
+
+    class Payload:  # stands for a panel a slot holds
+        pass
+
+    got: list = []
+
+    def start() -> tuple[weakref.ref, weakref.ref]:
+        held = Payload()
+        job = Job("work", lambda j: 42)
+        job.signals.done.connect(lambda r: got.append((r, job.state, held is not None)))  # closes over both
+        job.signals.finished.connect(lambda: got.append(job.state))
+        submit(job)
+        return weakref.ref(job), weakref.ref(held)
+
+    job_ref, held_ref = start()
+    qtbot.waitUntil(lambda: "done" in got, timeout=10_000)
+    assert got == [(42, "done", True), "done"]  # every slot ran, done before finished
+    qtbot.waitUntil(lambda: (gc.collect(), job_ref() is None and held_ref() is None)[1], timeout=10_000)
+
+
 def test_closing_waits_for_the_workers_before_closing_the_stores(qtbot, store_copy):
     from kat_gui.ui.main_window import MainWindow
     from kat_gui.ui.workers import Job

@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
 from kat_gui.ui.timeline import TimelineView
-from kat_gui.ui.workers import Job, pool
+from kat_gui.ui.workers import Job, submit
 
 SLOWER = "#C62828"
 FASTER = "#1565C0"
@@ -367,7 +367,7 @@ class CompareView(QtWidgets.QWidget):
         )
         self.job = job
         self.jobStarted.emit(job)
-        pool().start(job)
+        submit(job)
         return job
 
     def _failed(self, message: str, detail: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtWidgets
 
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
-from kat_gui.ui.workers import Job, pool
+from kat_gui.ui.workers import Job, submit
 
 EVIDENCE_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 
@@ -102,7 +102,7 @@ class ExplanationPanel(QtWidgets.QWidget):
         self.stop_btn.setEnabled(True)
         self.job = job
         self.jobStarted.emit(job)
-        pool().start(job)
+        submit(job)
         return job
 
     def stop(self) -> None:

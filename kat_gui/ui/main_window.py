@@ -21,7 +21,7 @@ from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
 from kat_gui.ui.settings import Settings, cache_dir
 from kat_gui.ui.timeline import TimelineView, warm_up
-from kat_gui.ui.workers import Job, pool
+from kat_gui.ui.workers import Job, pool, submit
 
 TRACE_FILTER = (
     "Traces and stores (*.kat.h5 *.h5 *.json *.json.gz *.sqlite *.csv *.jsonl);;KAT stores (*.kat.h5);;"
@@ -269,7 +269,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.progress.setFormat(f"{job.title} %p%")
         self.progress.show()
         self.cancel_btn.show()
-        pool().start(job)
+        submit(job)
         return job
 
     def busy(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,25 @@ class Job(QtCore.QRunnable):
         self.signals = JobSignals()
         self._cancel = threading.Event()
         self.state = "pending"  # pending | running | done | failed | cancelled
+        # Slots often close over the job (``lambda: window._job_finished(job)``): a reference cycle through Qt's
+        # connection list, which Python's collector cannot see, so the job and whatever its slots reach (a
+        # closed run's panels, tables and model) would stay alive for good. Once ``finished`` has been
+        # delivered to every slot, the connections are dropped (connected first, this slot runs first and
+        # queues the drop behind the other slots' deliveries).
+        self.signals.finished.connect(self._release_later)
+
+    def _release_later(self) -> None:
+        QtCore.QTimer.singleShot(0, self._release)
+
+    def _release(self) -> None:
+        for name in ("progress", "done", "failed", "cancelled", "token", "finished"):
+            signal = getattr(self.signals, name)
+            with warnings.catch_warnings():  # PySide warns when a signal has no slot to disconnect
+                warnings.simplefilter("ignore", RuntimeWarning)
+                try:
+                    signal.disconnect()
+                except (RuntimeError, TypeError):
+                    pass
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -74,6 +94,14 @@ class Job(QtCore.QRunnable):
             self.signals.done.emit(result)
         finally:
             self.signals.finished.emit()
+
+
+def submit(job: Job) -> Job:
+    """Run ``job`` on the pool. The pool gets the job's ``run`` (PySide wraps it in a runnable of its own
+    that the pool deletes when it returns), not the job: a QRunnable handed to ``QThreadPool.start`` is owned
+    by C++ from then on and, not auto-deleted, would keep the job and everything it holds alive for good."""
+    pool().start(job.run)
+    return job
 
 
 def pool() -> QtCore.QThreadPool:
