@@ -184,6 +184,27 @@ def test_anomaly_table_row_navigates_timeline(qtbot, window, anomalous_store):
     assert len(hits) and ROLE_ROOT in {int(x) for x in a["role"][hits]}
 
 
+def test_anomaly_table_sorts_by_header_and_back_to_score(qtbot, window, anomalous_store):
+    view = _open(qtbot, window, anomalous_store)
+    table, model = view.findings.table, view.findings.table_model
+    a = view.model.anomalies
+    score = a["score"].astype(float)
+
+    def shown(col: int) -> np.ndarray:
+        return np.array([a[col][model.anomaly_row(i)] for i in range(model.rowCount())], dtype=float)
+
+    # Opens highest score first, every row once.
+    assert sorted(model.anomaly_row(i) for i in range(model.rowCount())) == list(range(len(score)))
+    assert (np.diff(score[[model.anomaly_row(i) for i in range(model.rowCount())]]) <= 0).all()
+    desc, asc = QtCore.Qt.SortOrder.DescendingOrder, QtCore.Qt.SortOrder.AscendingOrder
+    table.sortByColumn(0, desc)  # rank, highest first
+    assert (np.diff(shown("rank")) <= 0).all()
+    table.sortByColumn(6, asc)  # back to score (its ascending key is -score): highest score first again
+    assert (np.diff(shown("score")) <= 0).all()
+    table.sortByColumn(6, desc)
+    assert (np.diff(shown("score")) >= 0).all()
+
+
 def test_topology_click_filters_lanes(qtbot, window, dlrm_store):
     view = _open(qtbot, window, dlrm_store)
     topo = view.topology
