@@ -490,7 +490,7 @@ class CompareView(QtWidgets.QWidget):
             (self.bottom, self.healthy, "healthy_ns"),
         ):
             a, b = ((t - model.t0_ns) / 1e9 for t in w[key])
-            for plot in (tl.plot.getPlotItem(), tl.overview.getPlotItem()):
+            for plot in (tl.plot.getPlotItem(), tl.overview_box):
                 item = pg.LinearRegionItem(
                     (a, b), movable=False, brush=pg.mkBrush(*WINDOW_BRUSH), pen=pg.mkPen(WINDOW_PEN)
                 )

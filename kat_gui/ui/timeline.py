@@ -74,15 +74,13 @@ class TimelineView(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
 
-        self.overview = pg.PlotWidget(background="w")
+        # The strip is a bare view box in a graphics view: no axes, menus or buttons (a PlotWidget costs ~8 ms
+        # more to build, on the GUI thread, while a run opens).
+        self.overview = pg.GraphicsView(background="w")
         self.overview.setFixedHeight(56)
-        ov = self.overview.getPlotItem()
-        ov.hideAxis("left")
-        ov.hideAxis("bottom")
-        ov.setMenuEnabled(False)
-        ov.hideButtons()
-        ov.getViewBox().setMouseEnabled(x=False, y=False)
-        ov.getViewBox().setYRange(0, 1, padding=0)
+        ov = self.overview_box = pg.ViewBox(enableMouse=False, enableMenu=False)
+        self.overview.setCentralItem(ov)
+        ov.setYRange(0, 1, padding=0)
         self.overview_item = OverviewItem(model)
         ov.addItem(self.overview_item)
         self.region = pg.LinearRegionItem(
@@ -98,7 +96,7 @@ class TimelineView(QtWidgets.QWidget):
         lay.addWidget(self.overview)
 
         self.axis = LaneAxis()
-        self.plot = pg.PlotWidget(background="w", axisItems={"left": self.axis})
+        self.plot = pg.PlotWidget(background="w", axisItems={"left": self.axis}, enableMenu=False)
         self.plot.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
         pi = self.plot.getPlotItem()
         pi.setMenuEnabled(False)
@@ -339,7 +337,7 @@ class TimelineView(QtWidgets.QWidget):
 
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)
-        self.overview.getPlotItem().getViewBox().setXRange(0, self._span_s(), padding=0.01)
+        self.overview_box.setXRange(0, self._span_s(), padding=0.01)
         QtCore.QTimer.singleShot(0, self, lambda: self._fit_lanes(None))  # after the plot got its new size
 
     # ---------------------------------------------------------------- anomalies
