@@ -21,6 +21,7 @@ from kat_gui.ui.run_model import RunModel, fmt_ns
 from kat_gui.ui.run_view import RunView
 from kat_gui.ui.settings import Settings, cache_dir
 from kat_gui.ui.timeline import TimelineView, warm_up
+from kat_gui.ui.turns import next_turn
 from kat_gui.ui.workers import Job, pool, submit
 
 TRACE_FILTER = (
@@ -275,8 +276,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def busy(self) -> bool:
         """Whether a job runs, or its results have not reached the window yet: a job leaves ``jobs`` when its
         ``finished`` signal is handled here, after its ``done`` (its state is final as soon as the worker
-        returns, before the GUI thread has shown what it made)."""
-        return bool(self.jobs) or bool(self._explain_pending)
+        returns, before the GUI thread has shown what it made); or a run's tab is still being built in steps."""
+        if self.jobs or self._explain_pending:
+            return True
+        tabs = (self.tabs.widget(i) for i in range(self.tabs.count()))
+        return any(isinstance(w, RunView) and w.building() for w in tabs)
 
     def _on_progress(self, frac: float, msg: str) -> None:
         self.progress.setValue(int(frac * 1000))
@@ -286,7 +290,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _job_finished(self, job: Job) -> None:
         if job in self.jobs and job.state not in ("pending", "running"):
             self.jobs.remove(job)
-        if not self.busy():
+        if not (self.jobs or self._explain_pending):
             self.progress.hide()
             self.cancel_btn.hide()
             self.idle.emit()
@@ -348,22 +352,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self._rebuild_recent()
         for s in stores:
             if isinstance(s, tuple):  # (path, RunModel loaded on the worker, or why it could not be)
-                self._open_loaded(s, label)
+                self._open_loaded(s, label, tab_later=True)
             else:
                 self.open_store(Path(s), label)
 
-    def _open_loaded(self, loaded: tuple, label: str | None = None) -> RunView | None:
+    def _open_loaded(
+        self, loaded: tuple, label: str | None = None, tab_later: bool = False
+    ) -> RunView | None:
         path, model = loaded
         if isinstance(model, str):
             self.report_error(model)
             return None
-        return self.open_store(Path(path), label, model=model)
+        return self.open_store(Path(path), label, model=model, tab_later=tab_later)
 
     def open_store(
-        self, path: Path, label: str | None = None, at: int | None = None, model: RunModel | None = None
+        self,
+        path: Path,
+        label: str | None = None,
+        at: int | None = None,
+        model: RunModel | None = None,
+        tab_later: bool = False,
     ) -> RunView | None:
         """Open a store in a new tab (at index ``at``, else last); None when it cannot be read (reported).
-        ``model``: the run already loaded (``loader.load_models`` on a worker); else it is loaded here."""
+        ``model``: the run already loaded (``loader.load_models`` on a worker); else it is loaded here.
+        ``tab_later``: the tab is added in a later event-loop turn than the one that builds the view (each
+        takes a while on a large run; busy() counts the view meanwhile)."""
         try:
             model = RunModel(path) if model is None else model
         except Exception as exc:  # a store the detector wrote but we cannot read: say which and why
@@ -371,8 +384,20 @@ class MainWindow(QtWidgets.QMainWindow):
             self.report_error(msg)
             return None
         view = RunView(model)
-        title = label or model.name
-        if model.findings:
+        # The explanation starts after the tab's first paints: its worker reads the store and holds the GIL
+        # in long reads, which would stretch the turns that paint the new tab. busy() counts it meanwhile.
+        key = id(view)
+        self._explain_pending.add(key)
+        view.destroyed.connect(lambda *_a: self._explain_pending.discard(key))
+        if tab_later:
+            next_turn(view, lambda: self._add_run_tab(view, path, label, at))
+        else:
+            self._add_run_tab(view, path, label, at)
+        return view
+
+    def _add_run_tab(self, view: RunView, path: Path, label: str | None, at: int | None) -> None:
+        title = label or view.model.name
+        if view.model.findings:
             title = "⚠ " + title
         idx = self.tabs.addTab(view, title) if at is None else self.tabs.insertTab(at, view, title)
         self.tabs.setTabToolTip(idx, str(path))
@@ -380,14 +405,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tabs.count() == 1 or label is None:
             self.tabs.setCurrentIndex(idx)
         view.explanation.jobStarted.connect(self._track_explanation)
-        # The explanation starts after the tab's first paints: its worker reads the store and holds the GIL
-        # in long reads, which would stretch the turns that paint the new tab. busy() counts it meanwhile.
-        key = id(view)
-        self._explain_pending.add(key)
-        view.destroyed.connect(lambda *_a: self._explain_pending.discard(key))
         QtCore.QTimer.singleShot(EXPLAIN_AFTER_MS, view, lambda: self._explain_later(view))
         self._update_status()
-        return view
 
     def _explain_later(self, view) -> None:
         self._explain_pending.discard(id(view))

@@ -14,6 +14,7 @@ from kat_gui.ui.run_model import RunModel, esc, fmt_ns
 from kat_gui.ui.scale import LARGE_RUN_RANKS, cell_ranks, focus_ranks, parse_rank_filter
 from kat_gui.ui.timeline import TimelineView
 from kat_gui.ui.topology_view import TopologyView
+from kat_gui.ui.turns import next_turn
 
 
 def verdict_html(m: RunModel) -> tuple[str, str]:
@@ -128,7 +129,7 @@ class RunView(QtWidgets.QWidget):
             for w in group:
                 w.setUpdatesEnabled(False)
         self.setUpdatesEnabled(False)
-        QtCore.QTimer.singleShot(0, self, self._paint_step)
+        next_turn(self, self._paint_step)
 
         self.timeline.eventSelected.connect(self._on_select)
         self.findings.anomalyActivated.connect(self.goto_anomaly)
@@ -137,6 +138,10 @@ class RunView(QtWidgets.QWidget):
         self.explanation.evidenceActivated.connect(self.goto_window)
         self.notes.noteActivated.connect(self.goto_note)
 
+    def building(self) -> bool:
+        """True while the tab is still being built or painted in steps (see ``_paint_step``)."""
+        return bool(self._later) or not self.updatesEnabled() or self.topology.building()
+
     def _paint_step(self) -> None:
         if not self.updatesEnabled():
             self.setUpdatesEnabled(True)  # the banner and the timeline (the rest stays off)
@@ -144,7 +149,7 @@ class RunView(QtWidgets.QWidget):
             for w in self._later.pop(0):
                 w.setUpdatesEnabled(True)
         if self._later:
-            QtCore.QTimer.singleShot(0, self, self._paint_step)
+            next_turn(self, self._paint_step)
 
     def _notes_tab_title(self) -> None:
         try:

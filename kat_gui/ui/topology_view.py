@@ -8,14 +8,17 @@ a link filters to the GPUs at its ends. Click the same item again (or "show all 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import networkx as nx
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui.ui.run_model import RunModel
 from kat_gui.ui.scale import LARGE_RUN_RANKS
+from kat_gui.ui.turns import next_turn
 
 BUILD_LATER_MS = 30
+HOSTS_PER_TURN = 16  # a large run's host grid is built this many hosts per event-loop turn
 
 SCALE = 120.0
 COMPACT_HOSTS = 8  # more hosts than this: hosts as boxes with their GPUs collapsed into a strip
@@ -129,13 +132,30 @@ class TopologyView(QtWidgets.QWidget):
         self.view.mousePressEvent = self._press  # type: ignore[method-assign]
         lay.addWidget(self.view, 1)
         self.severity = self._severity()
-        if len(model.ranks) > LARGE_RUN_RANKS:
+        self._steps: Iterator[None] | None = None  # the compact layout's build, HOSTS_PER_TURN at a time
+        self._later = len(model.ranks) > LARGE_RUN_RANKS
+        if self._later:
             # hundreds of GPU cells: built a little later, not in the event-loop turn that builds the run's tab
             # (at 1,024 ranks that turn held the GUI thread ~100 ms); a zero delay would run it before the
             # window's pending timers and paints, in effect the same turn
             QtCore.QTimer.singleShot(BUILD_LATER_MS, self, self._build)
         else:
             self._build()
+
+    def building(self) -> bool:
+        """True until every item is in the scene (a large run's topology is built in later turns)."""
+        return self._later or self._steps is not None
+
+    def _step(self) -> None:
+        if self._steps is None:
+            return
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+            self.fit()
+            return
+        next_turn(self, self._step)
 
     # ------------------------------------------------------------------ model
 
@@ -155,6 +175,7 @@ class TopologyView(QtWidgets.QWidget):
         return out
 
     def _build(self) -> None:
+        self._later = False
         g = self.graph
         if g is None:
             self.title.setText("No topology in this store.")
@@ -176,7 +197,8 @@ class TopologyView(QtWidgets.QWidget):
         self.title.setText(msg)
         self.compact = len([n for n, d in g.nodes(data=True) if d.get("kind") == "host"]) > COMPACT_HOSTS
         if self.compact:
-            self._build_compact(g)
+            self._steps = self._build_compact(g)
+            self._step()
             return
         pos = {n: (x * SCALE, y * SCALE) for n, (x, y) in layout(g).items()}
         for u, v, d in g.edges(data=True):
@@ -229,9 +251,10 @@ class TopologyView(QtWidgets.QWidget):
             self.node_items[n] = item
         self.scene.setSceneRect(self.scene.itemsBoundingRect().adjusted(-20, -20, 20, 20))
 
-    def _build_compact(self, g: nx.Graph) -> None:
+    def _build_compact(self, g: nx.Graph) -> Iterator[None]:
         """Many hosts: each host a box with its GPUs collapsed into a strip of cells (in a grid, read at a fixed
-        scale and scrolled), the implicated hosts drawn again, expanded, on top with their GPUs named."""
+        scale and scrolled), the implicated hosts drawn again, expanded, on top with their GPUs named. Yields
+        after every HOSTS_PER_TURN hosts (1,024 GPU cells take ~20 ms: each turn of the GUI thread stays short)."""
         hosts = list(g.graph.get("hosts") or [])
         hosts += sorted(
             (n for n, d in g.nodes(data=True) if d.get("kind") == "host" and n not in hosts),
@@ -281,6 +304,8 @@ class TopologyView(QtWidgets.QWidget):
             y += 74 + 2 * gap
         self._compact_top = y
         for k, h in enumerate(hosts):
+            if k and k % HOSTS_PER_TURN == 0:
+                yield
             cx, cy = (k % cols) * (box_w + gap), y + (k // cols) * (box_h + gap)
             sev = host_sev.get(h)
             key = h if h not in self.node_items else f"{h}\0compact"
