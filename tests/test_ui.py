@@ -184,6 +184,20 @@ def test_anomaly_table_row_navigates_timeline(qtbot, window, anomalous_store):
     assert len(hits) and ROLE_ROOT in {int(x) for x in a["role"][hits]}
 
 
+def test_a_closed_tab_gives_its_run_back(qtbot, window, dlrm_store):
+    """The window keeps long-lived objects out of the cyclic collector's way (``ui.collector``: frozen once a
+    tab has painted); closing the tab hands them back, so the run and its view are freed, not kept for good."""
+    import gc
+    import weakref
+
+    view = _open(qtbot, window, dlrm_store)
+    assert gc.get_freeze_count() > 0  # the open tab's objects are frozen
+    run, tab = weakref.ref(view.model), weakref.ref(view)
+    window.close_tab(window.tabs.indexOf(view))
+    del view
+    qtbot.waitUntil(lambda: run() is None and tab() is None, timeout=10_000)
+
+
 def test_anomaly_table_sorts_by_header_and_back_to_score(qtbot, window, anomalous_store):
     view = _open(qtbot, window, anomalous_store)
     table, model = view.findings.table, view.findings.table_model

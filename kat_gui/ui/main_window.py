@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from kat_gui import __version__
 from kat_gui.resource_files import resource_path
-from kat_gui.ui import loader
+from kat_gui.ui import collector, loader
 from kat_gui.ui.compare_view import CompareView
 from kat_gui.ui.reload_bar import ReloadBar
 from kat_gui.ui.run_model import RunModel, fmt_ns
@@ -82,7 +82,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_menus()
         self.reload_bar = ReloadBar(self)  # offers to reload a run another process wrote
         # Pay pyqtgraph's first-widget cost while the window starts, not when the first run opens.
-        QtCore.QTimer.singleShot(0, self, warm_up)
+        QtCore.QTimer.singleShot(0, self, self._warm_up)
         geo = self.settings.get("geometry")
         restored = False
         if isinstance(geo, str):
@@ -410,7 +410,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _explain_later(self, view) -> None:
         self._explain_pending.discard(id(view))
+        collector.settle()  # the new tab and its run, painted, live until the tab closes
         self._explain(view)
+
+    def _warm_up(self) -> None:
+        warm_up()
+        collector.settle()  # what lives as long as the window: modules, widgets
 
     def _track_explanation(self, job: Job) -> None:
         self.jobs.append(job)
@@ -508,6 +513,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.setCurrentWidget(self.tabs)
         view.jobStarted.connect(self._track_explanation)
         view.start()
+        QtCore.QTimer.singleShot(EXPLAIN_AFTER_MS, view, collector.settle)  # as a run's tab (_explain_later)
         if label is None:
             self.tabs.setCurrentIndex(idx)
         return view
@@ -525,6 +531,7 @@ class MainWindow(QtWidgets.QMainWindow):
             w.deleteLater()
         if self.tabs.count() == 0:
             self.stack.setCurrentWidget(self.welcome)
+        collector.release_later(self)  # the closed tab's reference cycles are freed there
         self._update_status()
 
     # ------------------------------------------------------------------ drag and drop
