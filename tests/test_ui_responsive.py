@@ -225,13 +225,15 @@ def test_a_finished_job_is_freed_though_its_slots_close_over_it(qtbot):
         held = Payload()
         job = Job("work", lambda j: 42)
         job.signals.done.connect(lambda r: got.append((r, job.state, held is not None)))  # closes over both
-        job.signals.finished.connect(lambda: got.append(job.state))
+        for i in range(20):  # every slot of ``finished`` runs before the job drops its connections
+            job.signals.finished.connect(lambda i=i: got.append((i, job.state)))
         submit(job)
         return weakref.ref(job), weakref.ref(held)
 
     job_ref, held_ref = start()
-    qtbot.waitUntil(lambda: "done" in got, timeout=10_000)
-    assert got == [(42, "done", True), "done"]  # every slot ran, done before finished
+    qtbot.waitUntil(lambda: len(got) == 21, timeout=10_000)
+    QtWidgets.QApplication.processEvents()
+    assert got == [(42, "done", True)] + [(i, "done") for i in range(20)]  # done first, then each slot once
     qtbot.waitUntil(lambda: (gc.collect(), job_ref() is None and held_ref() is None)[1], timeout=10_000)
 
 

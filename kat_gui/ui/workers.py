@@ -39,17 +39,17 @@ class Job(QtCore.QRunnable):
         self.signals = JobSignals()
         self._cancel = threading.Event()
         self.state = "pending"  # pending | running | done | failed | cancelled
-        # Slots often close over the job (``lambda: window._job_finished(job)``): a reference cycle through Qt's
-        # connection list, which Python's collector cannot see, so the job and whatever its slots reach (a
-        # closed run's panels, tables and model) would stay alive for good. Once ``finished`` has been
-        # delivered to every slot, the connections are dropped (connected first, this slot runs first and
-        # queues the drop behind the other slots' deliveries).
-        self.signals.finished.connect(self._release_later)
 
     def _release_later(self) -> None:
+        # ``finished`` has reached every slot connected before this one; drop the connections once this slot
+        # has returned (not from inside it: that would remove the connection being delivered).
         QtCore.QTimer.singleShot(0, self._release)
 
     def _release(self) -> None:
+        """Drop every connection of the job's signals. Slots often close over the job (``lambda:
+        window._job_finished(job)``): a reference cycle through Qt's connection list, which Python's collector
+        cannot see, so the job and whatever its slots reach (a closed run's panels, tables and model) would
+        stay alive for good."""
         for name in ("progress", "done", "failed", "cancelled", "token", "finished"):
             signal = getattr(self.signals, name)
             with warnings.catch_warnings():  # PySide warns when a signal has no slot to disconnect
@@ -97,9 +97,13 @@ class Job(QtCore.QRunnable):
 
 
 def submit(job: Job) -> Job:
-    """Run ``job`` on the pool. The pool gets the job's ``run`` (PySide wraps it in a runnable of its own
-    that the pool deletes when it returns), not the job: a QRunnable handed to ``QThreadPool.start`` is owned
-    by C++ from then on and, not auto-deleted, would keep the job and everything it holds alive for good."""
+    """Run ``job`` on the pool; connect its slots before. The pool gets the job's ``run`` (PySide wraps it in a
+    runnable of its own that the pool deletes when it returns), not the job: a QRunnable handed to
+    ``QThreadPool.start`` is owned by C++ from then on and, not auto-deleted, would keep the job and everything
+    it holds alive for good. Once ``finished`` has reached every slot the job drops its connections
+    (``Job._release``): connected here, after the callers' slots, its delivery is the last one queued (Qt
+    delivers a signal's queued calls in the order of the connections, one event each)."""
+    job.signals.finished.connect(job._release_later)
     pool().start(job.run)
     return job
 
