@@ -350,8 +350,11 @@ def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path,
     assert_clean(kat("detect", str(store)), "kat detect from a terminal")
     assert bar.check() and not bar.isHidden()
     assert "written by another KAT process" in bar.label.text()
-    (new,) = bar.reload()
-    assert bar.isHidden() and win.tabs.count() == 1 and win.current_view() is new
+    job = bar.reload()  # loaded again on a worker, as File > Open does
+    assert bar.isHidden()
+    qtbot.waitUntil(lambda: job.state == "done" and not win.busy(), timeout=TIMEOUT * 1000)
+    new = win.current_view()
+    assert new is not view and bar.isHidden() and win.tabs.count() == 1
     assert new.model.has_detection and new.model.findings
     assert [a.text for a in new.model.notes] == ["my own note"]
     assert new.timeline.x_range() == pytest.approx((0.001, 0.002))
@@ -372,6 +375,24 @@ def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path,
     assert bar.check()
     bar.dismiss()
     assert not bar.check() and bar.isHidden()
+    win.close()
+
+
+def test_a_tab_closed_while_its_run_reloads_stays_closed(qtbot, store, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("kat_gui.ui.explain_panel.explainer", lambda: None)
+    from kat_gui.ui.main_window import MainWindow
+
+    win = MainWindow(interactive=False, use_llm=False)
+    qtbot.addWidget(win)
+    view = win.open_store(store)
+    assert_clean(kat("detect", str(store)), "kat detect from a terminal")
+    assert win.reload_bar.check()
+    job = win.reload_bar.reload()
+    win.close_tab(win.tabs.indexOf(view))  # before the worker is done
+    qtbot.waitUntil(lambda: job.state == "done" and not win.busy(), timeout=TIMEOUT * 1000)
+    assert win.tabs.count() == 0 and not win.errors and win.reload_bar.isHidden()
     win.close()
 
 

@@ -1,21 +1,25 @@
 """The offer to reload a run that another process changed (a `kat detect` from a terminal, notes saved by a
 second window, a re-ingest): every POLL_MS the bar asks each open run whether its store changed (one
 ``stat`` per run, no HDF5 read, so the GUI thread is not held up) and, when one did, shows itself above the
-tabs with Reload and Dismiss. Reload opens the run again in the same tab, keeping the visible time range.
+tabs with Reload and Dismiss. Reload loads the run again on a worker (as *File ▸ Open* does: the GUI thread
+reads nothing from the file) and then puts it in the same tab, keeping the visible time range.
 """
 
 from __future__ import annotations
 
 from PySide6 import QtCore, QtWidgets
 
+from kat_gui.ui import loader
 from kat_gui.ui.run_model import esc
 from kat_gui.ui.run_view import RunView
+from kat_gui.ui.workers import Job
 
 POLL_MS = 1500
 
 
 class ReloadBar(QtWidgets.QToolBar):
-    """A non-modal bar on ``win`` (a MainWindow: ``tabs``, ``open_store(path, label, at=)``, ``close_tab``)."""
+    """A non-modal bar on ``win`` (a MainWindow: ``tabs``, ``open_store(path, label, at=, model=)``,
+    ``close_tab``, ``start_job``, ``report_error``)."""
 
     def __init__(self, win: QtWidgets.QMainWindow):
         super().__init__("Run changed on disk", win)
@@ -30,6 +34,7 @@ class ReloadBar(QtWidgets.QToolBar):
         self.addAction("Dismiss", self.dismiss)
         win.addToolBar(QtCore.Qt.ToolBarArea.TopToolBarArea, self)
         self.hide()
+        self._reloading: set[int] = set()  # ids of the views whose run is being loaded again
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.check)
@@ -38,7 +43,9 @@ class ReloadBar(QtWidgets.QToolBar):
     def changed_views(self) -> list[RunView]:
         tabs = self.win.tabs
         views = [tabs.widget(i) for i in range(tabs.count())]
-        return [v for v in views if isinstance(v, RunView) and v.model.changed()]
+        return [
+            v for v in views if isinstance(v, RunView) and id(v) not in self._reloading and v.model.changed()
+        ]
 
     def check(self) -> bool:
         """Show or hide the bar; True when some open run changed."""
@@ -60,27 +67,51 @@ class ReloadBar(QtWidgets.QToolBar):
             v.model.mark_seen()
         self.hide()
 
-    def reload(self) -> list[RunView]:
-        """Open every changed run again in its tab; returns the new views."""
+    def reload(self) -> Job | None:
+        """Load every changed run again on a worker, then show each in its tab (``reloaded``); returns the
+        job (None when nothing changed)."""
+        views = self.changed_views()
+        if not views:
+            self.check()
+            return None
+        self._reloading |= {id(v) for v in views}
+        self.hide()
+        paths = [v.model.path for v in views]
+        job = Job("reloading", lambda j: loader.load_models(paths, j.progress))
+        job.signals.done.connect(lambda loaded: self.reloaded(views, loaded))
+        job.signals.failed.connect(self.win.report_error)
+        job.signals.finished.connect(
+            lambda: (self._reloading.difference_update(map(id, views)), self.check())
+        )
+        return self.win.start_job(job)
+
+    def reloaded(self, views: list[RunView], loaded: list) -> list[RunView]:
+        """Put each run loaded again (``loader.load_models``' ``(path, model or why not)``) in its old view's tab;
+        returns the new views."""
         new_views = []
-        for old in self.changed_views():
-            new = self.reload_view(old)
-            if new is not None:
-                new_views.append(new)
-        self.check()
+        for old, (_path, model) in zip(views, loaded, strict=True):
+            try:
+                alive = self.win.tabs.indexOf(old) >= 0
+            except RuntimeError:  # the view was deleted meanwhile
+                alive = False
+            if isinstance(model, str):
+                self.win.report_error(model)  # the old view stays, no longer offered
+                if alive:
+                    old.model.mark_seen()
+            elif not alive:  # its tab was closed while the run loaded
+                model.close()
+            else:
+                new_views.append(self.reload_view(old, model))
         return new_views
 
-    def reload_view(self, old: RunView) -> RunView | None:
+    def reload_view(self, old: RunView, model) -> RunView:
         win = self.win
         i = win.tabs.indexOf(old)
         current = win.tabs.currentWidget() is old
         label = win.tabs.tabText(i).removeprefix("⚠ ")
         keep_range = not old.model.replaced()
         x_range = old.timeline.x_range()
-        new = win.open_store(old.model.path, label, at=i)
-        if new is None:  # the error is reported; the old view stays, no longer offered
-            old.model.mark_seen()
-            return None
+        new = win.open_store(model.path, label, at=i, model=model)
         win.close_tab(win.tabs.indexOf(old))
         if keep_range:
             new.timeline.set_x_range(*x_range)
