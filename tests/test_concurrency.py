@@ -396,6 +396,31 @@ def test_a_tab_closed_while_its_run_reloads_stays_closed(qtbot, store, tmp_path,
     win.close()
 
 
+def test_the_notes_panel_says_a_busy_store_kept_the_note_for_later(qtbot, store, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KAT_LOCK_WAIT", "0.3")
+    monkeypatch.setattr("kat_gui.ui.explain_panel.explainer", lambda: None)
+    from kat_gui.ui.main_window import MainWindow
+
+    win = MainWindow(interactive=False, use_llm=False)
+    qtbot.addWidget(win)
+    view = win.open_store(store)
+    holder = f"""
+        import time
+        from kat_gui.store.lock import write_lock
+        with write_lock({str(store)!r}, 0):
+            print("ready", flush=True)
+            time.sleep(600)
+    """
+    with holding(holder) as proc:
+        assert view.notes.add_note("time", text="while busy") is None  # no exception out of the panel
+        assert "Not saved yet" in view.notes.status.text() and str(proc.pid) in view.notes.status.text()
+        assert [a.text for a in view.model.notes] == ["while busy"]
+    assert view.notes.add_note("time", text="after") is not None
+    assert [a.text for a in AnnotationModel(store)] == ["while busy", "after"]
+    win.close()
+
+
 def test_a_note_refused_by_a_busy_store_is_kept_and_saved_with_the_next(store, monkeypatch):
     monkeypatch.setenv("KAT_LOCK_WAIT", "0.3")
     m = AnnotationModel(store)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtWidgets
 
 from kat_gui.annotations import Annotation
+from kat_gui.errors import KatInputError
 from kat_gui.ui.run_model import RunModel, esc, fmt_ns
 
 
@@ -204,11 +205,19 @@ class NotesPanel(QtWidgets.QWidget):
             text = self._ask("New note")
             if text is None:
                 return None
+        return self._change(notes.add, text, target, **fields)
+
+    def _change(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the notes model; a refused note or a store that cannot take the change
+        now (another process keeps its write lock) is said in the status line, never a traceback. The model
+        keeps a change it could not save and saves it with the next one."""
         try:
-            return notes.add(text, target, **fields)
+            return fn(*args, **kwargs)
         except ValueError as exc:
             self.status.setText(str(exc))
-            return None
+        except KatInputError as exc:
+            self.status.setText(f"Not saved yet: {exc}. It is saved with the next change.")
+        return None
 
     def edit_note(self, ann_id: int | None = None, text: str | None = None) -> Annotation | None:
         notes = self.run.notes
@@ -219,16 +228,16 @@ class NotesPanel(QtWidgets.QWidget):
             text = self._ask("Edit note", notes.get(ann_id).text)
             if text is None:
                 return None
-        return notes.edit(ann_id, text=text)
+        return self._change(notes.edit, ann_id, text=text)
 
     def delete_note(self, ann_id: int | None = None) -> None:
         notes = self.run.notes
         ann_id = self.selected_id() if ann_id is None else ann_id
         if notes is not None and ann_id is not None:
-            notes.delete(ann_id)
+            self._change(notes.delete, ann_id)
 
     def undo(self) -> bool:
-        return bool(self.run.notes is not None and self.run.notes.undo())
+        return bool(self.run.notes is not None and self._change(self.run.notes.undo))
 
     def redo(self) -> bool:
-        return bool(self.run.notes is not None and self.run.notes.redo())
+        return bool(self.run.notes is not None and self._change(self.run.notes.redo))
