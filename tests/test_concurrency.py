@@ -90,6 +90,17 @@ def holding(code: str, ready: str = "ready") -> Iterator[subprocess.Popen]:
         proc.stderr.close()
 
 
+def lock_holder(store: Path) -> str:
+    """Code for ``holding``: a process that keeps ``store``'s write lock."""
+    return f"""
+        import time
+        from kat_gui.store.lock import write_lock
+        with write_lock({str(store)!r}, 0):
+            print("ready", flush=True)
+            time.sleep(600)
+    """
+
+
 def gui_model_holder(path: Path) -> str:
     """A process that opens the run the way the GUI does (RunModel: store held, notes model on it), reads a
     window, and keeps it open."""
@@ -125,14 +136,7 @@ def test_commands_succeed_while_another_process_holds_the_run(store, tmp_path):
 
 def test_detect_waits_for_a_writer_then_names_it(store, monkeypatch):
     monkeypatch.setenv("KAT_LOCK_WAIT", "1")  # for the reads and writes of this process
-    holder = f"""
-        import time
-        from kat_gui.store.lock import write_lock
-        with write_lock({str(store)!r}, 0):
-            print("ready", flush=True)
-            time.sleep(600)
-    """
-    with holding(holder) as proc:
+    with holding(lock_holder(store)) as proc:
         t = time.monotonic()
         res = kat("detect", str(store), KAT_LOCK_WAIT="1")
         waited = time.monotonic() - t
@@ -331,7 +335,9 @@ def test_reingest_replaces_the_file_under_an_open_reader(store, dlrm_dir, tmp_pa
         assert st.n_events < n and st.get_json("detect/findings") is None and not st.changed()
 
 
-def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path, monkeypatch):
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """The real window, with private config and cache folders."""
     monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
     # The explanation panel would analyse the un-analysed run itself (a write of this process, offered too).
@@ -340,6 +346,12 @@ def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path,
 
     win = MainWindow(interactive=False, use_llm=False)
     qtbot.addWidget(win)
+    yield win
+    win.close()
+
+
+def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, window):
+    win = window
     view = win.open_store(store)
     assert view is not None and not view.model.has_detection
     view.timeline.set_x_range(0.001, 0.002)
@@ -375,17 +387,10 @@ def test_gui_offers_to_reload_what_another_process_wrote(qtbot, store, tmp_path,
     assert bar.check()
     bar.dismiss()
     assert not bar.check() and bar.isHidden()
-    win.close()
 
 
-def test_a_tab_closed_while_its_run_reloads_stays_closed(qtbot, store, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("kat_gui.ui.explain_panel.explainer", lambda: None)
-    from kat_gui.ui.main_window import MainWindow
-
-    win = MainWindow(interactive=False, use_llm=False)
-    qtbot.addWidget(win)
+def test_a_tab_closed_while_its_run_reloads_stays_closed(qtbot, store, window):
+    win = window
     view = win.open_store(store)
     assert_clean(kat("detect", str(store)), "kat detect from a terminal")
     assert win.reload_bar.check()
@@ -393,32 +398,17 @@ def test_a_tab_closed_while_its_run_reloads_stays_closed(qtbot, store, tmp_path,
     win.close_tab(win.tabs.indexOf(view))  # before the worker is done
     qtbot.waitUntil(lambda: job.state == "done" and not win.busy(), timeout=TIMEOUT * 1000)
     assert win.tabs.count() == 0 and not win.errors and win.reload_bar.isHidden()
-    win.close()
 
 
-def test_the_notes_panel_says_a_busy_store_kept_the_note_for_later(qtbot, store, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAT_CONFIG_DIR", str(tmp_path / "config"))
+def test_the_notes_panel_says_a_busy_store_kept_the_note_for_later(store, window, monkeypatch):
     monkeypatch.setenv("KAT_LOCK_WAIT", "0.3")
-    monkeypatch.setattr("kat_gui.ui.explain_panel.explainer", lambda: None)
-    from kat_gui.ui.main_window import MainWindow
-
-    win = MainWindow(interactive=False, use_llm=False)
-    qtbot.addWidget(win)
-    view = win.open_store(store)
-    holder = f"""
-        import time
-        from kat_gui.store.lock import write_lock
-        with write_lock({str(store)!r}, 0):
-            print("ready", flush=True)
-            time.sleep(600)
-    """
-    with holding(holder) as proc:
+    view = window.open_store(store)
+    with holding(lock_holder(store)) as proc:
         assert view.notes.add_note("time", text="while busy") is None  # no exception out of the panel
         assert "Not saved yet" in view.notes.status.text() and str(proc.pid) in view.notes.status.text()
         assert [a.text for a in view.model.notes] == ["while busy"]
     assert view.notes.add_note("time", text="after") is not None
     assert [a.text for a in AnnotationModel(store)] == ["while busy", "after"]
-    win.close()
 
 
 def test_a_note_refused_by_a_busy_store_is_kept_and_saved_with_the_next(store, monkeypatch):
@@ -426,14 +416,7 @@ def test_a_note_refused_by_a_busy_store_is_kept_and_saved_with_the_next(store, m
     m = AnnotationModel(store)
     heard = []
     m.connect(lambda ev: heard.append(ev.kind))
-    holder = f"""
-        import time
-        from kat_gui.store.lock import write_lock
-        with write_lock({str(store)!r}, 0):
-            print("ready", flush=True)
-            time.sleep(600)
-    """
-    with holding(holder) as proc:
+    with holding(lock_holder(store)) as proc:
         with pytest.raises(StoreBusy, match=f"is being written by KAT pid {proc.pid}"):
             m.add("while busy", start_ns=5)
         assert [a.text for a in m] == ["while busy"] and heard == ["added"] and m.can_undo
