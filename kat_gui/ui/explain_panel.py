@@ -78,8 +78,14 @@ class ExplanationPanel(QtWidgets.QWidget):
         self.model_path, self.use_adapter = model_path, use_adapter
         self._streamed = []
         self.text.setPlainText("")
+        self.text.setPlaceholderText("Writing the explanation…")
         self.tree.clear()
-        self.source_label.setText("<b>Explanation</b> — writing…")
+        # A new text in the header label re-lays out and repaints the whole tab (a layout request climbs
+        # through the splitters to the tab widget): at a large run's opening that was a full repaint while the
+        # explanation's worker competes for the GIL. The first run says "writing" in the empty text instead;
+        # a re-run replaces the last one's source line.
+        if self.result is not None:
+            self.source_label.setText("<b>Explanation</b> — writing…")
         path = self.run.path
 
         def work(job: Job):

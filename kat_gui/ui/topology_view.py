@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import networkx as nx
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from kat_gui.ui.run_model import RunModel
+from kat_gui.ui.run_model import RunModel, esc
 from kat_gui.ui.scale import LARGE_RUN_RANKS
 from kat_gui.ui.turns import next_turn
 
@@ -132,6 +132,8 @@ class TopologyView(QtWidgets.QWidget):
         self.view.mousePressEvent = self._press  # type: ignore[method-assign]
         lay.addWidget(self.view, 1)
         self.severity = self._severity()
+        # The title now, with the tab: a label's new text re-lays out and repaints the whole tab
+        self.title.setText(self._title_html())
         self._steps: Iterator[None] | None = None  # the compact layout's build, HOSTS_PER_TURN at a time
         self._later = len(model.ranks) > LARGE_RUN_RANKS
         if self._later:
@@ -174,27 +176,29 @@ class TopologyView(QtWidgets.QWidget):
                 out[key] = max(out.get(key, 0.0), conf)
         return out
 
-    def _build(self) -> None:
-        self._later = False
+    def _title_html(self) -> str:
         g = self.graph
         if g is None:
-            self.title.setText("No topology in this store.")
-            return
-        from kat_gui.topology import layout
-
+            return "No topology in this store."
         inferred = bool(g.graph.get("inferred"))
-        src = g.graph.get("source", "")
         culprits = [k for k in self.severity if isinstance(k, str)]
         msg = "<b>Hardware topology</b>"
         msg += (
             " — <span style='color:#B26A00'>inferred topology (no topology file; typical layout assumed)</span>"
             if inferred
-            else f" — from {src}"
+            else f" — from {esc(str(g.graph.get('source', '')))}"
         )
         if culprits:
-            msg += f"<br><span style='color:#D62728'>implicated: {', '.join(sorted(culprits))}</span>"
-        msg += "<br><span style='color:#777'>click a GPU or component to show only its ranks</span>"
-        self.title.setText(msg)
+            msg += f"<br><span style='color:#D62728'>implicated: {esc(', '.join(sorted(culprits)))}</span>"
+        return msg + "<br><span style='color:#777'>click a GPU or component to show only its ranks</span>"
+
+    def _build(self) -> None:
+        self._later = False
+        g = self.graph
+        if g is None:
+            return
+        from kat_gui.topology import layout
+
         self.compact = len([n for n, d in g.nodes(data=True) if d.get("kind") == "host"]) > COMPACT_HOSTS
         if self.compact:
             self._steps = self._build_compact(g)
@@ -281,11 +285,16 @@ class TopologyView(QtWidgets.QWidget):
         bold.setBold(True)
         cols = COMPACT_COLS
         cell_w, box_w, box_h, gap = 11.0, 100.0, 36.0, 8.0
+        width = cols * (box_w + gap) - gap
+        # The whole grid's extent first: the scene does not grow as the hosts come in turn by turn (each
+        # growth changed the view's scroll bars, which re-laid out and repainted the whole tab)
+        top = len(self.implicated_hosts[:3]) * (74 + 2 * gap)
+        height = top + -(-len(hosts) // cols) * (box_h + gap) - gap
+        self.scene.setSceneRect(QtCore.QRectF(0, 0, width, height).adjusted(-6, -6, 6, 6))
         y = 0.0
         # expanded implicated hosts (up to 3): GPU boxes with names and ranks
         for h in self.implicated_hosts[:3]:
             members = gpus.get(h, [])
-            width = cols * (box_w + gap) - gap
             box = _NodeItem(h, QtCore.QRectF(0, y, width, 74))
             box.setBrush(QtGui.QColor("#FFF4F2"))
             box.setPen(QtGui.QPen(severity_color(host_sev[h]), 2))
@@ -329,7 +338,6 @@ class TopologyView(QtWidgets.QWidget):
             for i, n in enumerate(members):
                 r = QtCore.QRectF(cx + 4 + i * cw, cy + box_h - 14, cw - 1.5, 10)
                 self._gpu_cell(n, r, sev_of.get(n), None, font, register=n not in self.node_items)
-        self.scene.setSceneRect(self.scene.itemsBoundingRect().adjusted(-6, -6, 6, 6))
 
     def _gpu_cell(self, n: str, rect: QtCore.QRectF, sev, label, font, register: bool = True) -> None:
         item = _NodeItem(n, rect)
