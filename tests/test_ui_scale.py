@@ -314,6 +314,15 @@ def test_topology_shows_hosts_and_expands_the_implicated_one(view):
     assert CULPRIT in {lane.rank for lane in view.timeline.lanes} and len(view.timeline.lanes) <= 8
 
 
+def test_topology_title_escapes_trace_strings(view):
+    from kat_gui.ui.topology_view import TopologyView
+
+    g = view.model.graph
+    g.graph.update(inferred=False, source="<img src=x onerror=1>topo.json")
+    t = TopologyView(view.model)._title_html()
+    assert "&lt;img src=x onerror=1&gt;topo.json" in t and "<img" not in t
+
+
 def test_rank_filter_syntax(view):
     from kat_gui.ui.scale import focus_ranks, parse_rank_filter, waiting_ranks
 
