@@ -104,3 +104,27 @@ def test_dlrm_top_finding_is_rank7_straggler_not_a_weak_single_step_signal(dlrm_
     an = res.anomalies
     r1_long = (an["rank"] == 1) & (an["end_ns"] - an["start_ns"] > 7_000_000)
     assert r1_long.any() and (an["role"][r1_long] == 2).all() and (an["finding"][r1_long] == top["id"]).all()
+
+
+def test_large_cells_report_a_shift_beyond_the_winsor_bounds_in_full():
+    """Above LARGE_CELL_ROWS rows a cell is a winsorised mean (clipped at 4 robust deviations of all rows). A
+    fault that shifts a rank's rows by more than that (a 1.6x throttle in a quiet run) must read as 1.6x,
+    not as the bound; healthy cells keep their clipped means, and a few outliers still cannot move a cell."""
+    from kat_gui.detect.signals import LARGE_CELL_ROWS, cell_signal
+
+    rng = np.random.default_rng(3)
+    n_ranks, n_steps, per_cell = 8, 200, 200
+    n = n_ranks * n_steps * per_cell
+    assert n > LARGE_CELL_ROWS  # the winsorised path
+    rank = np.repeat(np.arange(n_ranks), n_steps * per_cell)
+    step = np.tile(np.repeat(np.arange(n_steps), per_cell), n_ranks)
+    value = rng.normal(0.0, 0.01, n)  # log ratios: 1 % noise
+    fault = (rank == 3) & (step >= 100)
+    value[fault] += np.log(1.6)
+    outlier = (rank == 5) & (step == 7)
+    value[np.flatnonzero(outlier)[:20]] += np.log(5.0)  # 10 % of one cell's rows 5x slower
+    sig = cell_signal("compute", rank, step, value, n_ranks, n_steps, 0.01)
+    assert np.median(sig.dev[3, 100:]) == pytest.approx(np.log(1.6), abs=0.01)
+    assert abs(np.median(sig.dev[3, :100])) < 0.01
+    assert abs(sig.dev[5, 7]) < 0.01  # outliers clipped: the cell stays in line
+    assert np.abs(sig.dev[[0, 1, 2, 4, 6, 7]]).max() < 0.01

@@ -26,7 +26,9 @@ from kat_gui.detect.straggler_findings import straggler_findings
 from kat_gui.detect.topology_findings import topology_findings
 from kat_gui.progress import Progress, scaled
 
-DETECTOR_VERSION = "kat-sync/2"
+# Written with every result; a store analysed by another version is analysed again when the window opens it
+# (read-write). Raised when results change: 3 = large cells beyond the winsorising bounds take exact medians.
+DETECTOR_VERSION = "kat-sync/3"
 
 
 def detect_frame(
