@@ -186,14 +186,14 @@ def test_gui_detection_job_cancelled_mid_way_stops_within_half_a_second(
     # The whole-run path (detect_frame on the loaded run), whose progress this covers; a run above
     # $KAT_DETECT_WINDOW_ROWS GPU events is analysed window by window instead (kat_gui.detect.streamed).
     monkeypatch.setenv("KAT_DETECT_WINDOW_ROWS", str(10**9))
-    from kat_gui.ui.workers import Job, pool
+    from kat_gui.ui.workers import Job, submit
 
     path = tmp_path / "big.kat.h5"
     shutil.copy(big_frame[0], path)
     seen: list[tuple[float, str]] = []
     job = Job("detecting", lambda j: detect_store(path, progress=j.progress))
     job.signals.progress.connect(lambda f, m: seen.append((f, m)))
-    pool().start(job)
+    submit(job)
     # Mid-way: once detection proper runs (past reading the events).
     qtbot.waitUntil(lambda: any(f >= 0.4 for f, _m in seen), timeout=60_000)
     t = time.perf_counter()

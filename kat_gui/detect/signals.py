@@ -277,7 +277,7 @@ def cell_values(
         if len(beyond):
             rows = np.flatnonzero(np.isin(cell, beyond))
             sub = np.searchsorted(beyond, cell[rows])
-            b_val, b_cnt, b_se = _median_cells(sub, value[rows], len(beyond), None)
+            b_val, _cnt, b_se = _median_cells(sub, value[rows], len(beyond), None)
             val[beyond], se[beyond] = b_val, b_se
     elif mode == "median":
         val, cnt, se = _median_cells(cell, value, n_cells, lo_hi)

@@ -17,6 +17,12 @@ def segments(sorted_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.diff(np.r_[first, len(sorted_key)])
 
 
+def run_rows(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The indices of every run ``first[i] : first[i] + length[i]``, run after run (the inverse of
+    :func:`segments`): one arange with each run's offset added, no loop over runs."""
+    return np.arange(int(length.sum())) + np.repeat(first - (np.cumsum(length) - length), length)
+
+
 def count_before_by_rank(rank: np.ndarray, start_ns: np.ndarray, mark: np.ndarray) -> np.ndarray:
     """Per event: how many ``mark`` events of its own rank start before it (rows ordered by (rank, start), ties
     in input order). Step numbers from per-step marker kernels, or segments from collective order."""

@@ -273,14 +273,17 @@ class MainWindow(QtWidgets.QMainWindow):
         submit(job)
         return job
 
+    def working(self) -> bool:
+        """Whether a job runs, or its results have not reached the window yet (a job leaves ``jobs`` when its
+        ``finished`` signal is handled here, after its ``done``: its state is final as soon as the worker
+        returns, before the GUI thread has shown what it made), or a new tab's explanation is still to start.
+        The progress bar shows while this is true."""
+        return bool(self.jobs or self._explain_pending)
+
     def busy(self) -> bool:
-        """Whether a job runs, or its results have not reached the window yet: a job leaves ``jobs`` when its
-        ``finished`` signal is handled here, after its ``done`` (its state is final as soon as the worker
-        returns, before the GUI thread has shown what it made); or a run's tab is still being built in steps."""
-        if self.jobs or self._explain_pending:
-            return True
+        """``working()``, or a run's tab is still being built in steps."""
         tabs = (self.tabs.widget(i) for i in range(self.tabs.count()))
-        return any(isinstance(w, RunView) and w.building() for w in tabs)
+        return self.working() or any(isinstance(w, RunView) and w.building() for w in tabs)
 
     def _on_progress(self, frac: float, msg: str) -> None:
         self.progress.setValue(int(frac * 1000))
@@ -290,7 +293,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _job_finished(self, job: Job) -> None:
         if job in self.jobs and job.state not in ("pending", "running"):
             self.jobs.remove(job)
-        if not (self.jobs or self._explain_pending):
+        if not self.working():
             self.progress.hide()
             self.cancel_btn.hide()
             self.idle.emit()

@@ -30,6 +30,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
+from kat_gui.detect.stats import run_rows
 from kat_gui.ui.host_lanes import host_blocks
 from kat_gui.ui.run_model import ROLE_ROOT, ROLE_SYMPTOM, Lane, RunModel
 from kat_gui.ui.timeline_paint import (
@@ -242,10 +243,8 @@ class AnomalyItem(pg.GraphicsObject):
         seg_lane, first, count = self._segments
         lo, hi = np.searchsorted(seg_lane, [l0, l1])
         first, count = first[lo:hi], count[lo:hi]
-        # the rows of every run, in lane order: one arange with each run's offset added
-        keep = np.arange(int(count.sum())) + np.repeat(first - (np.cumsum(count) - count), count)
         rows, _bounds = self.model.anomalies_by_track()
-        keep = rows[keep]
+        keep = rows[run_rows(first, count)]  # the rows of every run, in lane order
         xs, ws = self.model.anomaly_seconds()
         lane = np.repeat(seg_lane[lo:hi], count)
         marks = LaneMarks(xs[keep], ws[keep], lane, self.model.anomalies["role"][keep])

@@ -286,16 +286,18 @@ class TopologyView(QtWidgets.QWidget):
         cols = COMPACT_COLS
         cell_w, box_w, box_h, gap = 11.0, 100.0, 36.0, 8.0
         width = cols * (box_w + gap) - gap
+        shown = self.implicated_hosts[:3]  # expanded, each ``expanded_h`` tall and ``2 gap`` apart
+        expanded_h = 74.0
         # The whole grid's extent first: the scene does not grow as the hosts come in turn by turn (each
         # growth changed the view's scroll bars, which re-laid out and repainted the whole tab)
-        top = len(self.implicated_hosts[:3]) * (74 + 2 * gap)
+        top = len(shown) * (expanded_h + 2 * gap)
         height = top + -(-len(hosts) // cols) * (box_h + gap) - gap
         self.scene.setSceneRect(QtCore.QRectF(0, 0, width, height).adjusted(-6, -6, 6, 6))
         y = 0.0
         # expanded implicated hosts (up to 3): GPU boxes with names and ranks
-        for h in self.implicated_hosts[:3]:
+        for h in shown:
             members = gpus.get(h, [])
-            box = _NodeItem(h, QtCore.QRectF(0, y, width, 74))
+            box = _NodeItem(h, QtCore.QRectF(0, y, width, expanded_h))
             box.setBrush(QtGui.QColor("#FFF4F2"))
             box.setPen(QtGui.QPen(severity_color(host_sev[h]), 2))
             box.setToolTip(f"{h} — implicated (confidence {host_sev[h]:.2f}); click: its ranks")
@@ -310,7 +312,7 @@ class TopologyView(QtWidgets.QWidget):
                 d = g.nodes[n]
                 r = QtCore.QRectF(6 + i * gw + 1, y + 24, gw - 2, 44)
                 self._gpu_cell(n, r, sev_of.get(n), f"GPU{d.get('device', '')}\nr{d.get('rank')}", font)
-            y += 74 + 2 * gap
+            y += expanded_h + 2 * gap
         self._compact_top = y
         for k, h in enumerate(hosts):
             if k and k % HOSTS_PER_TURN == 0:

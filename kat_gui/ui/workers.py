@@ -28,12 +28,14 @@ class JobSignals(QtCore.QObject):
     finished = QtCore.Signal()  # after done/failed/cancelled, always
 
 
-class Job(QtCore.QRunnable):
-    """Runs ``fn(job)``; ``fn`` calls ``job.progress(frac, msg)`` and may call ``job.emit_token(text)``."""
+SIGNAL_NAMES = tuple(n for n, v in vars(JobSignals).items() if isinstance(v, QtCore.Signal))
+
+
+class Job:
+    """Runs ``fn(job)`` on the pool (:func:`submit`); ``fn`` calls ``job.progress(frac, msg)`` and may call
+    ``job.emit_token(text)``."""
 
     def __init__(self, title: str, fn: Callable[[Job], Any]):
-        super().__init__()
-        self.setAutoDelete(False)
         self.title = title
         self.fn = fn
         self.signals = JobSignals()
@@ -50,7 +52,7 @@ class Job(QtCore.QRunnable):
         window._job_finished(job)``): a reference cycle through Qt's connection list, which Python's collector
         cannot see, so the job and whatever its slots reach (a closed run's panels, tables and model) would
         stay alive for good."""
-        for name in ("progress", "done", "failed", "cancelled", "token", "finished"):
+        for name in SIGNAL_NAMES:
             signal = getattr(self.signals, name)
             with warnings.catch_warnings():  # PySide warns when a signal has no slot to disconnect
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -98,7 +100,7 @@ class Job(QtCore.QRunnable):
 
 def submit(job: Job) -> Job:
     """Run ``job`` on the pool; connect its slots before. The pool gets the job's ``run`` (PySide wraps it in a
-    runnable of its own that the pool deletes when it returns), not the job: a QRunnable handed to
+    runnable of its own that the pool deletes when it returns); a job is no QRunnable of its own: one handed to
     ``QThreadPool.start`` is owned by C++ from then on and, not auto-deleted, would keep the job and everything
     it holds alive for good. Once ``finished`` has reached every slot the job drops its connections
     (``Job._release``): connected here, after the callers' slots, its delivery is the last one queued (Qt
